@@ -1,0 +1,222 @@
+//! `AlertCall`: one page, in flight or done. `kubectl get ac` is the incident log.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::LocalRef;
+
+/// One page: who was called, when, what Twilio said and who acknowledged.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "alertcall.dev",
+    version = "v1alpha1",
+    kind = "AlertCall",
+    namespaced,
+    status = "AlertCallStatus",
+    shortname = "ac",
+    category = "alertcall",
+    doc = "AlertCall is one page in flight or done: who was called, when, what Twilio said and who acknowledged. Create one by hand to page now; set spec.acknowledged to acknowledge from kubectl.",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.policyRef.name","priority":1}"#,
+    printcolumn = r#"{"name":"Acked-By","type":"string","jsonPath":".status.acknowledgedBy"}"#,
+    printcolumn = r#"{"name":"Attempts","type":"integer","jsonPath":".status.attemptCount"}"#,
+    printcolumn = r#"{"name":"Summary","type":"string","jsonPath":".spec.summary","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertCallSpec {
+    /// The CallPolicy (same namespace) that says who is called and how.
+    pub policy_ref: LocalRef,
+    /// The AlertRoute that created this page; absent when created by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_ref: Option<LocalRef>,
+    /// The group this page stands for, for example `prod/Pod/api-7f9/BackOff`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 1024))]
+    pub group_key: String,
+    /// The rendered message text that is spoken.
+    #[schemars(length(min = 1, max = 2000))]
+    pub summary: String,
+    /// Where the page came from.
+    #[serde(default)]
+    pub source: SourceSpec,
+    /// Set to true (for example with `kubectl patch`) to acknowledge and stop escalation.
+    #[serde(default)]
+    pub acknowledged: bool,
+}
+
+/// The kind of signal that created a page.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SourceKind {
+    KubernetesEvent,
+    Alertmanager,
+    #[default]
+    Manual,
+}
+
+/// Where a page came from.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// KubernetesEvent, Alertmanager or Manual.
+    #[serde(default)]
+    pub kind: SourceKind,
+    /// Labels of the signal (alert labels, or the event's fields).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// When the group was first seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<Time>,
+    /// When the group was last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Time>,
+    /// How many signals of the group were seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+}
+
+/// The lifecycle of a page.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    /// Accepted, no call placed yet.
+    #[default]
+    Pending,
+    /// Calls are being placed.
+    Calling,
+    /// A human acknowledged (keypress or kubectl).
+    Acknowledged,
+    /// Every round was tried and nobody acknowledged.
+    Exhausted,
+    /// The page could not be placed (invalid policy, cost limit, Twilio refused).
+    Failed,
+    /// The page was withdrawn before anyone acknowledged.
+    Cancelled,
+}
+
+impl Phase {
+    /// Finished pages never change phase again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Phase::Acknowledged | Phase::Exhausted | Phase::Failed | Phase::Cancelled
+        )
+    }
+}
+
+/// Twilio's call status, plus `intent`: recorded, not yet accepted by Twilio.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttemptStatus {
+    /// Written before the Twilio request; a crash here is repaired by looking the call up.
+    #[default]
+    Intent,
+    Queued,
+    Initiated,
+    Ringing,
+    InProgress,
+    Completed,
+    Busy,
+    NoAnswer,
+    Failed,
+    Canceled,
+}
+
+impl AttemptStatus {
+    /// The call is over, whatever the outcome.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            AttemptStatus::Completed
+                | AttemptStatus::Busy
+                | AttemptStatus::NoAnswer
+                | AttemptStatus::Failed
+                | AttemptStatus::Canceled
+        )
+    }
+}
+
+/// One call to one recipient: the append-only audit trail of a page.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    /// Unique within the AlertCall; carried in Twilio callback URLs to tie them to the attempt.
+    pub id: String,
+    /// Recipient name from the policy.
+    pub recipient: String,
+    /// Round number, from 1.
+    pub round: u32,
+    /// Twilio Call SID once Twilio accepted the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_sid: Option<String>,
+    /// When the intent to call was recorded (before the Twilio request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent_at: Option<Time>,
+    /// When Twilio accepted the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the call ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Time>,
+    /// Last known call status.
+    #[serde(default)]
+    pub status: AttemptStatus,
+    /// Twilio's AnsweredBy, when answering machine detection ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<String>,
+    /// The recipient pressed a key.
+    #[serde(default)]
+    pub acknowledged: bool,
+    /// Twilio error code, when the call failed or was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twilio_error_code: Option<i64>,
+    /// A human-readable note on the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where a page stands.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertCallStatus {
+    /// Pending, Calling, Acknowledged, Exhausted, Failed or Cancelled.
+    #[serde(default)]
+    pub phase: Phase,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Current round, from 1.
+    #[serde(default)]
+    pub round: u32,
+    /// Sequential: index of the next recipient in this page's order.
+    #[serde(default)]
+    pub next_index: u32,
+    /// Sequential round-robin: the recipient this page started with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// Recipient name, or `kubectl` when acknowledged through the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged_at: Option<Time>,
+    /// The conference room acknowledged answerers were joined into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conference_room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_url: Option<String>,
+    /// Number of attempts, for `kubectl get` (printer columns cannot count arrays).
+    #[serde(default)]
+    pub attempt_count: u32,
+    /// Every call placed for this page, in order. Append-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

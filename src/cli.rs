@@ -1,0 +1,73 @@
+//! The `alertcall` command line: one binary, one subcommand per job.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod check;
+pub mod demo;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "alertcall",
+    version,
+    about = "Pages on-call people by phone through Twilio"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the CustomResourceDefinitions as YAML (the source of crds/).
+    Crd,
+    /// Validate policies and routes offline, as a GitOps CI step.
+    Check(check::CheckArgs),
+    /// Run the paging pipeline on the embedded examples, with no cluster and no Twilio account.
+    Demo(demo::DemoArgs),
+}
+
+/// Parses the command line and runs the chosen command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => print_crds(),
+        Command::Check(args) => check::run(&args),
+        Command::Demo(args) => demo::run(&args),
+    }
+}
+
+fn print_crds() -> ExitCode {
+    match crate::api::crds_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("alertcall crd: cannot serialize the CRDs: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Files of a directory (or the one file) that hold YAML, in name order.
+pub fn yaml_files(path: &PathBuf) -> std::io::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.clone()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let file = entry?.path();
+        let is_yaml = file
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e == "yaml" || e == "yml");
+        if is_yaml && file.is_file() {
+            files.push(file);
+        }
+    }
+    files.sort();
+    Ok(files)
+}

@@ -1,0 +1,24 @@
+//! alertcall: a Kubernetes operator that pages on-call people by phone through Twilio.
+//!
+//! ```text
+//!  Kubernetes Events ─┐                          ┌─> AlertCall (one page) ─> escalation::step ─> runner ─> Twilio
+//!  Alertmanager ──────┼─> sources ─> routing ────┤                                  ^                   │
+//!  kubectl create ac ─┘     (candidates)  (index,└─ AlertRoute status                └── observations <─┘
+//!                                          group keys, windows)                (status callbacks, polling)
+//!  CallPolicy ─> controller::call_policy ─> TwiML documents hosted by Twilio, bridge number webhook
+//! ```
+//!
+//! Deciding is pure (`api::validate`, `message`, `routing`, `escalation`, `twilio::twiml`);
+//! I/O happens at the edges (`controller`, `sources`, `runner`, `twilio::client`).
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod escalation;
+pub mod message;
+pub mod routing;
+pub mod twilio;
+
+#[cfg(test)]
+pub mod fixtures;

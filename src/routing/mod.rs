@@ -1,0 +1,2 @@
+//! Routing: which AlertRoutes a candidate signal matches, its group key, and the repeat windows
+//! that decide whether it pages. Pure: no client, no clock reads.
