@@ -97,20 +97,32 @@ build_binaries() {
 }
 
 make_pki() {
-  [ -f "$PKI/admin.crt" ] && return 0
+  [ -f "$PKI/client.ext" ] && return 0
+  rm -rf "$PKI"
   mkdir -p "$PKI"
   (
     cd "$PKI"
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=alertcall-test-ca" \
       -keyout ca.key -out ca.crt 2>/dev/null
+    # NB: rustls (kube-rs) refuses X.509 v1 certificates, which `openssl x509 -req` issues
+    # unless extensions are given; both leaf certificates therefore carry v3 extensions.
     cat >server.ext <<EXT
+basicConstraints=CA:FALSE
+keyUsage=digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
 subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,IP:10.0.0.1
+EXT
+    cat >client.ext <<EXT
+basicConstraints=CA:FALSE
+keyUsage=digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth
 EXT
     openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout server.key -out server.csr 2>/dev/null
     openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
       -extfile server.ext -out server.crt 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=admin" -keyout admin.key -out admin.csr 2>/dev/null
-    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -out admin.crt 2>/dev/null
+    openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile client.ext -out admin.crt 2>/dev/null
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
@@ -176,7 +188,7 @@ start() {
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "alertcall-test=http://127.0.0.1:$ETCD_PEER_PORT" \
-    --unsafe-no-fsync >"$RUN/etcd.log" 2>&1 </dev/null &
+    --unsafe-no-fsync >"$RUN/etcd.log" 2>&1 </dev/null 9>&- &
   echo $! >"$RUN/etcd.pid"
   log "starting kube-apiserver on 127.0.0.1:$API_PORT"
   setsid "$BIN/kube-apiserver" \
@@ -189,7 +201,7 @@ start() {
     --authorization-mode RBAC --service-cluster-ip-range 10.0.0.0/24 \
     --enable-admission-plugins NamespaceLifecycle,ServiceAccount,DefaultStorageClass,ResourceQuota \
     --disable-admission-plugins StorageObjectInUseProtection \
-    --allow-privileged=true --event-ttl 1h >"$RUN/kube-apiserver.log" 2>&1 </dev/null &
+    --allow-privileged=true --event-ttl 1h >"$RUN/kube-apiserver.log" 2>&1 </dev/null 9>&- &
   echo $! >"$RUN/kube-apiserver.pid"
   write_kubeconfig
   wait_ready
@@ -199,7 +211,7 @@ start() {
     --service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
     --use-service-account-credentials=false --leader-elect=false \
     --controllers '*,-nodeipam,-nodelifecycle,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-pvc-protection,-pv-protection,-service,-route,-cloud-node-lifecycle,-ttl' \
-    >"$RUN/kube-controller-manager.log" 2>&1 </dev/null &
+    >"$RUN/kube-controller-manager.log" 2>&1 </dev/null 9>&- &
   echo $! >"$RUN/kube-controller-manager.pid"
   log "ready; KUBECONFIG=$KUBECONFIG_PATH"
   echo "$KUBECONFIG_PATH"
@@ -217,10 +229,18 @@ stop_quiet() {
   done
 }
 
+# Test binaries may call `start` concurrently; one of them provisions, the others wait.
+with_lock() {
+  mkdir -p "$CP_DIR"
+  exec 9>"$CP_DIR/.lock"
+  flock 9
+  "$@"
+}
+
 case "${1:-}" in
-  install) install_packages; build_binaries ;;
-  start) start ;;
-  stop) stop_quiet; log "stopped" ;;
+  install) with_lock install_packages; with_lock build_binaries ;;
+  start) with_lock start ;;
+  stop) with_lock stop_quiet; log "stopped" ;;
   env) echo "export KUBECONFIG=$KUBECONFIG_PATH" ;;
   *) echo "usage: $0 install|start|stop|env" >&2; exit 2 ;;
 esac

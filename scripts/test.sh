@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the tests need (apt packages, the
+# loopback control plane, Helm's Python engine), checks formatting and lints, and runs every test.
+# `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "provisioning the test control plane (cached after the first run)"
+scripts/control-plane.sh install
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "starting the control plane"
+scripts/control-plane.sh start >/dev/null
+trap 'scripts/control-plane.sh stop' EXIT
+
+step "cargo test"
+cargo test --all-targets --locked

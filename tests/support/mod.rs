@@ -1,0 +1,147 @@
+//! Shared harness of the integration tests: one real control plane (etcd + kube-apiserver +
+//! kube-controller-manager on loopback, provisioned by `scripts/control-plane.sh`) per test run,
+//! the CRDs installed once, and a fresh namespace per test.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub const FIELD_MANAGER: &str = "alertcall-tests";
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+static KUBECONFIG: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// Starts (or reuses) the control plane and installs the CRDs; the path of its kubeconfig.
+pub fn kubeconfig() -> PathBuf {
+    let result = KUBECONFIG.get_or_init(|| {
+        // NB: provisioning runs its own runtime, so it happens on a plain thread, outside the
+        // test's runtime, exactly once per test binary.
+        std::thread::spawn(provision)
+            .join()
+            .unwrap_or_else(|_| Err("provisioning thread panicked".into()))
+    });
+    match result {
+        Ok(path) => path.clone(),
+        Err(error) => panic!("the test control plane is not available: {error}"),
+    }
+}
+
+fn provision() -> Result<PathBuf, String> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let output = std::process::Command::new("bash")
+        .arg(repo_root().join("scripts/control-plane.sh"))
+        .arg("start")
+        .output()
+        .map_err(|e| format!("cannot run scripts/control-plane.sh: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "scripts/control-plane.sh start failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let path = stdout
+        .lines()
+        .last()
+        .map(PathBuf::from)
+        .ok_or("scripts/control-plane.sh printed no kubeconfig path")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(install_crds(&path))?;
+    Ok(path)
+}
+
+async fn install_crds(kubeconfig: &Path) -> Result<(), String> {
+    let client = client_from(kubeconfig).await?;
+    let crds: Api<CustomResourceDefinition> = Api::all(client);
+    for crd in alertcall::api::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        crds.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .map_err(|e| format!("applying CRD {name}: {e}"))?;
+    }
+    for crd in alertcall::api::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let established = kube::runtime::wait::await_condition(
+            crds.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .map_err(|_| format!("CRD {name} not Established within 30s"))?
+            .map_err(|e| format!("waiting for CRD {name}: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn client_from(kubeconfig: &Path) -> Result<Client, String> {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).map_err(|e| e.to_string())?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// A client of the test control plane, bound to the calling test's runtime.
+pub async fn client() -> Client {
+    let path = kubeconfig();
+    match client_from(&path).await {
+        Ok(client) => client,
+        Err(error) => panic!("cannot build a client for the test control plane: {error}"),
+    }
+}
+
+/// A namespace of one test; labels let a test select it with namespace selectors.
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        Self::with_labels(client, prefix, &[]).await
+    }
+
+    pub async fn with_labels(client: &Client, prefix: &str, labels: &[(&str, &str)]) -> Self {
+        let suffix: u32 = std::process::id() ^ (jiff::Timestamp::now().subsec_nanosecond() as u32);
+        let name = format!("{prefix}-{:08x}", suffix);
+        let namespace: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+            }
+        }))
+        .unwrap_or_default();
+        let api: Api<Namespace> = Api::all(client.clone());
+        if let Err(error) = api.create(&PostParams::default(), &namespace).await {
+            panic!("creating test namespace {name}: {error}");
+        }
+        Self {
+            name,
+            client: client.clone(),
+        }
+    }
+
+    /// Deletes the namespace (the controller-manager removes what is in it).
+    pub async fn delete(self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let _ = api.delete(&self.name, &DeleteParams::default()).await;
+    }
+}
