@@ -21,4 +21,4 @@ scripts/control-plane.sh start >/dev/null
 trap 'scripts/control-plane.sh stop' EXIT
 
 step "cargo test"
-cargo test --all-targets --locked
+cargo test --locked
