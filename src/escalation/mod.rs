@@ -18,6 +18,21 @@
 //!   call it wants placed ([`Action::Dial`]), so writing that status *is* recording the intent.
 //!   A replayed step on the persisted status finds the attempt ids present and never dials them
 //!   again; an intent that lost its dial is looked up ([`Action::LookUp`]), not redialed.
+//!
+//! Choices worth knowing (strategies in `sequential.rs` and `simultaneous.rs`):
+//! - Answered is not acknowledged: only a keypress (gather digits, ack document fetched,
+//!   conference participant) or `spec.acknowledged` acknowledges.
+//! - When a page finishes, calls still queued, initiated or ringing are canceled; calls already
+//!   in progress are left to end by themselves (message, gather, goodbye: a keypress there only
+//!   joins another responder), except on a withdrawn page (Cancelled), which hangs them up.
+//!   Acknowledged calls are never touched: they are in the conference.
+//! - `acknowledgedBy` lists every recipient who pressed a key, comma-separated in call order
+//!   (one name for FirstAck and Sequential, all of them for AllAcked), or `kubectl`.
+//! - AllNotified ends in phase `Notified` when everyone answered and nobody pressed a key.
+//! - A lost intent (lookup found no call) counts as a canceled call: the strategy moves on.
+//! - If Twilio refused every dial of a page, it ends `Failed` (`DialRefused`), not Exhausted.
+//! - `maxCallsPerHour` is checked per decision: if the dials it wants would pass the limit,
+//!   none is placed and the page fails with `CallLimitExceeded`.
 
 mod observe;
 mod sequential;

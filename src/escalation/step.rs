@@ -16,7 +16,7 @@ use crate::api::{
 pub enum Withdrawn {
     /// The AlertCall is being deleted (deletionTimestamp set).
     Deleted,
-    /// The AlertRoute that created it is suspended.
+    /// The AlertRoute that created it (or its policy) is suspended.
     Suspended,
 }
 
@@ -161,7 +161,7 @@ fn decide(plan: &mut Plan<'_>) {
     if let Some(withdrawn) = plan.ctx.withdrawn {
         let (reason, message) = match withdrawn {
             Withdrawn::Deleted => ("Deleted", "the AlertCall is being deleted"),
-            Withdrawn::Suspended => ("Suspended", "the route of this page is suspended"),
+            Withdrawn::Suspended => ("Suspended", "the route or policy of this page is suspended"),
         };
         plan.finish(Phase::Cancelled, reason, message.into());
         return;
@@ -600,6 +600,32 @@ mod tests {
         let again = run(&sequential(), &d.status, 61);
         assert_eq!(again.status, d.status);
         assert!(again.actions.is_empty());
+    }
+
+    #[test]
+    fn the_conference_room_is_recorded_at_acknowledgement() {
+        let status = status_with(vec![attempt("r1-alice", InProgress).sid("CA1").acked()]);
+        let ctx = StepContext {
+            conference_room: Some("prod-oncall".into()),
+            ..StepContext::default()
+        };
+        let d = step(&sequential(), &alert_call_spec(), &status, at(5), &ctx);
+        assert_eq!(d.status.conference_room.as_deref(), Some("prod-oncall"));
+        let calling = step(&sequential(), &alert_call_spec(), &pending(), at(5), &ctx);
+        assert_eq!(calling.status.conference_room, None);
+    }
+
+    #[test]
+    fn a_withdrawn_page_waits_out_the_grace_of_an_intent_nobody_dials() {
+        let status = status_with(vec![attempt("r1-alice", Intent).intent(0)]);
+        let ctx = StepContext {
+            withdrawn: Some(Withdrawn::Deleted),
+            ..StepContext::default()
+        };
+        let d = step(&sequential(), &alert_call_spec(), &status, at(10), &ctx);
+        assert_eq!(d.status.phase, Phase::Cancelled);
+        assert!(cancels(&d).is_empty());
+        assert_eq!(d.wake_at(), Some(at(0) + INTENT_GRACE));
     }
 
     fn round_one_over(ended: i64) -> AlertCallStatus {
