@@ -91,6 +91,8 @@ pub enum Phase {
     Acknowledged,
     /// Every round was tried and nobody acknowledged.
     Exhausted,
+    /// Simultaneous AllNotified: every recipient answered, nobody pressed a key.
+    Notified,
     /// The page could not be placed (invalid policy, cost limit, Twilio refused).
     Failed,
     /// The page was withdrawn before anyone acknowledged.
@@ -102,7 +104,11 @@ impl Phase {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            Phase::Acknowledged | Phase::Exhausted | Phase::Failed | Phase::Cancelled
+            Phase::Acknowledged
+                | Phase::Exhausted
+                | Phase::Notified
+                | Phase::Failed
+                | Phase::Cancelled
         )
     }
 }
@@ -182,7 +188,7 @@ pub struct Attempt {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertCallStatus {
-    /// Pending, Calling, Acknowledged, Exhausted, Failed or Cancelled.
+    /// Pending, Calling, Acknowledged, Exhausted, Notified, Failed or Cancelled.
     #[serde(default)]
     pub phase: Phase,
     /// The generation this status describes.

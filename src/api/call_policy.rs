@@ -154,10 +154,12 @@ pub enum Mode {
 /// When a Simultaneous page is complete.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum Completion {
-    /// The first acknowledgement completes the page; the other calls are canceled.
+    /// The first acknowledgement completes the page; the other calls still queued or ringing
+    /// are canceled.
     #[default]
     FirstAck,
-    /// Complete once every recipient's call ended, answered or not.
+    /// Complete once every recipient answered (no keypress needed; phase Notified, or
+    /// Acknowledged if someone pressed a key). Those not reached are called again each round.
     AllNotified,
     /// Complete only when every recipient acknowledged; the others are called again each round.
     AllAcked,

@@ -1,0 +1,57 @@
+//! Sequential (Fixed and RoundRobin): one call at a time; the next recipient when a call ends
+//! without a keypress (busy, no-answer, failed, canceled, or answered and silent), `rounds`
+//! passes over the list with `roundIntervalSeconds` between them, stop at the first keypress.
+
+use jiff::SignedDuration;
+
+use super::step::Plan;
+use crate::api::Recipient;
+
+/// The first keypress completes the page.
+pub(super) fn complete(plan: &mut Plan<'_>) -> bool {
+    if plan.acknowledgers().is_empty() {
+        return false;
+    }
+    plan.acknowledge_by_recipients();
+    true
+}
+
+/// Dials the next recipient, starts the next round after the interval, or exhausts the page.
+pub(super) fn advance(plan: &mut Plan<'_>) {
+    if plan.any_live() {
+        return;
+    }
+    let n = plan.policy.recipients.len();
+    let start = plan.status.start_index.unwrap_or(0) as usize % n;
+    let recipient_at =
+        |index: u32| -> &Recipient { &plan.policy.recipients[(start + index as usize) % n] };
+    let mut round = plan.status.round.max(1);
+    let mut index = plan.status.next_index;
+    if index as usize >= n {
+        if round >= plan.policy.strategy.rounds {
+            plan.exhaust("");
+            return;
+        }
+        let interval =
+            SignedDuration::from_secs(i64::from(plan.policy.strategy.round_interval_seconds));
+        let ended = plan
+            .status
+            .attempts
+            .iter()
+            .filter_map(|a| a.ended_at.as_ref().map(|t| t.0))
+            .max()
+            .unwrap_or(plan.now);
+        let next_round_at = ended + interval;
+        if plan.now < next_round_at {
+            plan.wake(next_round_at);
+            return;
+        }
+        round += 1;
+        index = 0;
+    }
+    let recipient = recipient_at(index);
+    if plan.dial_all(round, &[recipient]) {
+        plan.status.round = round;
+        plan.status.next_index = index + 1;
+    }
+}

@@ -1,0 +1,1105 @@
+//! `step`: every escalation decision, from the folded status to the next status and actions.
+
+use std::collections::BTreeSet;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{attempt_id, call_deadline, sequential, simultaneous, INTENT_GRACE, POLL_INTERVAL};
+use crate::api::{
+    AlertCallSpec, AlertCallStatus, Attempt, AttemptStatus, CallPolicySpec, Mode, Order, Phase,
+    Recipient,
+};
+
+/// Why a page is withdrawn before anyone acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Withdrawn {
+    /// The AlertCall is being deleted (deletionTimestamp set).
+    Deleted,
+    /// The AlertRoute that created it (or its policy) is suspended.
+    Suspended,
+}
+
+/// What the controller knows that the AlertCall does not say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StepContext {
+    /// RoundRobin: where a page that has not started yet starts, from
+    /// [`super::next_start_index`] of the previous page of the same policy. Ignored once the page
+    /// started (its `status.startIndex` is kept) and for Fixed order.
+    pub start_index: u32,
+    /// Calls placed on this Twilio account in the last hour, across all pages (attempts with an
+    /// `intentAt` in the last hour), for `limits.maxCallsPerHour`.
+    pub calls_last_hour: u32,
+    /// Set when the page must stop: it is being deleted or its route is suspended.
+    pub withdrawn: Option<Withdrawn>,
+    /// Attempt ids the runner still holds (waiting for pacing or with the create request in
+    /// flight). They are not looked up, and a finished page drops them with a SID-less Cancel.
+    pub dialing: BTreeSet<String>,
+    /// The conference room acknowledgers join, recorded in the status at the first
+    /// acknowledgement (the policy's room or `<namespace>-<policy>`).
+    pub conference_room: Option<String>,
+}
+
+/// Something the controller must do. Status changes are already in [`Decision::status`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Place this call: `attempt` is already in the decided status as an intent. Dial only
+    /// after that status was written, pace through the account's token bucket, and report
+    /// `DialAccepted`, `DialRefused` or (when dropped) `NotPlaced`.
+    Dial { attempt: Attempt, to: String },
+    /// Stop this call. With a SID: `Status=completed` when `hang_up` (the call was answered),
+    /// else `Status=canceled`; Twilio's "not cancelable" (it already ended) counts as done.
+    /// Repeated every step until the call is observed final. Without a SID: drop the attempt
+    /// from the dial queue (report `NotPlaced`) or, if its request is in flight, let it finish:
+    /// the next step cancels the call by SID.
+    Cancel {
+        attempt_id: String,
+        call_sid: Option<String>,
+        hang_up: bool,
+    },
+    /// The intent has no SID and nobody is dialing it: find the call at Twilio (Calls list by
+    /// To/From/StartTime, attempt id in the callback URL) and report `DialAccepted`, or
+    /// `NotPlaced` when there is none. Never dial it again.
+    LookUp {
+        attempt_id: String,
+        to: String,
+        intent_at: Option<Timestamp>,
+    },
+    /// The call is past its deadline without a final status: fetch it and report its status.
+    Poll {
+        attempt_id: String,
+        call_sid: String,
+    },
+    /// The page was acknowledged (Event and metric); `by` is a recipient list or `kubectl`.
+    Acknowledged { by: String, at: Timestamp },
+    /// The page reached a terminal phase (Event and metric).
+    Finish {
+        phase: Phase,
+        reason: &'static str,
+        message: String,
+    },
+    /// Reconcile again at this time at the latest (at most one per decision).
+    WakeAt(Timestamp),
+}
+
+/// The status to persist and the actions to take after it was persisted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub status: AlertCallStatus,
+    pub actions: Vec<Action>,
+}
+
+impl Decision {
+    /// When to reconcile again, if anything is pending.
+    pub fn wake_at(&self) -> Option<Timestamp> {
+        self.actions.iter().find_map(|action| match action {
+            Action::WakeAt(at) => Some(*at),
+            _ => None,
+        })
+    }
+}
+
+/// Decides what happens next on a page. Call it after folding every new observation into the
+/// status with [`super::observe`]; it is deterministic in its inputs, so replaying it on the
+/// status it returned yields no new dial.
+pub fn step(
+    policy: &CallPolicySpec,
+    call: &AlertCallSpec,
+    status: &AlertCallStatus,
+    now: Timestamp,
+    ctx: &StepContext,
+) -> Decision {
+    let mut plan = Plan {
+        policy,
+        call,
+        now,
+        ctx,
+        status: status.clone(),
+        actions: Vec::new(),
+        wake: None,
+    };
+    if !plan.status.phase.is_terminal() {
+        decide(&mut plan);
+    }
+    plan.tend_calls();
+    plan.status.attempt_count = u32::try_from(plan.status.attempts.len()).unwrap_or(u32::MAX);
+    let mut actions = plan.actions;
+    if let Some(at) = plan.wake {
+        actions.push(Action::WakeAt(at));
+    }
+    Decision {
+        status: plan.status,
+        actions,
+    }
+}
+
+fn decide(plan: &mut Plan<'_>) {
+    if plan.policy.recipients.is_empty() {
+        plan.finish(
+            Phase::Failed,
+            "NoRecipients",
+            "the policy has no recipients".into(),
+        );
+        return;
+    }
+    // A keypress beats kubectl and withdrawal: it proves a human heard the page.
+    let completed = match plan.policy.strategy.mode {
+        Mode::Sequential => sequential::complete(plan),
+        Mode::Simultaneous => simultaneous::complete(plan),
+    };
+    if completed {
+        return;
+    }
+    if plan.call.acknowledged {
+        plan.acknowledge(
+            "kubectl".into(),
+            "AcknowledgedByKubectl",
+            "acknowledged with kubectl (spec.acknowledged)".into(),
+        );
+        return;
+    }
+    if let Some(withdrawn) = plan.ctx.withdrawn {
+        let (reason, message) = match withdrawn {
+            Withdrawn::Deleted => ("Deleted", "the AlertCall is being deleted"),
+            Withdrawn::Suspended => ("Suspended", "the route or policy of this page is suspended"),
+        };
+        plan.finish(Phase::Cancelled, reason, message.into());
+        return;
+    }
+    if plan.status.phase == Phase::Pending {
+        plan.start();
+    }
+    match plan.policy.strategy.mode {
+        Mode::Sequential => sequential::advance(plan),
+        Mode::Simultaneous => simultaneous::advance(plan),
+    }
+}
+
+/// The decision under construction, shared by the strategies.
+pub(super) struct Plan<'a> {
+    pub policy: &'a CallPolicySpec,
+    pub call: &'a AlertCallSpec,
+    pub now: Timestamp,
+    pub ctx: &'a StepContext,
+    pub status: AlertCallStatus,
+    actions: Vec<Action>,
+    wake: Option<Timestamp>,
+}
+
+impl Plan<'_> {
+    fn start(&mut self) {
+        let n = u32::try_from(self.policy.recipients.len()).unwrap_or(u32::MAX);
+        self.status.phase = Phase::Calling;
+        self.status.started_at = Some(Time(self.now));
+        self.status.round = 1;
+        self.status.next_index = 0;
+        let round_robin = self.policy.strategy.mode == Mode::Sequential
+            && self.policy.strategy.order == Order::RoundRobin;
+        self.status.start_index = round_robin.then(|| self.ctx.start_index % n.max(1));
+    }
+
+    /// Reconcile again at `at` at the latest.
+    pub fn wake(&mut self, at: Timestamp) {
+        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+    }
+
+    /// True when any attempt still has a call that may ring, or may yet be dialed. An
+    /// acknowledged call is done with as far as escalation goes: it is in the conference.
+    pub fn any_live(&self) -> bool {
+        self.status
+            .attempts
+            .iter()
+            .any(|a| !a.status.is_final() && !a.acknowledged)
+    }
+
+    pub fn has_attempt(&self, id: &str) -> bool {
+        self.status.attempts.iter().any(|a| a.id == id)
+    }
+
+    /// Recipients who acknowledged, in the order they were called.
+    pub fn acknowledgers(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for attempt in self.status.attempts.iter().filter(|a| a.acknowledged) {
+            if !names.contains(&attempt.recipient) {
+                names.push(attempt.recipient.clone());
+            }
+        }
+        names
+    }
+
+    /// Records the intents of calling `recipients` in `round` and emits their dials, unless
+    /// that would exceed `maxCallsPerHour`, in which case the page fails. Attempts that exist
+    /// already are never dialed again. False when the page failed instead.
+    pub fn dial_all(&mut self, round: u32, recipients: &[&Recipient]) -> bool {
+        let fresh: Vec<&Recipient> = recipients
+            .iter()
+            .copied()
+            .filter(|r| !self.has_attempt(&attempt_id(round, &r.name)))
+            .collect();
+        let limit = self.policy.limits.max_calls_per_hour;
+        let wanted = u32::try_from(fresh.len()).unwrap_or(u32::MAX);
+        if limit > 0 && self.ctx.calls_last_hour.saturating_add(wanted) > limit {
+            let message = format!(
+                "{} calls were placed on this account in the last hour; {} more would exceed limits.maxCallsPerHour ({})",
+                self.ctx.calls_last_hour, wanted, limit
+            );
+            self.finish(Phase::Failed, "CallLimitExceeded", message);
+            return false;
+        }
+        for recipient in fresh {
+            let attempt = Attempt {
+                id: attempt_id(round, &recipient.name),
+                recipient: recipient.name.clone(),
+                round,
+                intent_at: Some(Time(self.now)),
+                status: AttemptStatus::Intent,
+                ..Attempt::default()
+            };
+            self.status.attempts.push(attempt.clone());
+            self.actions.push(Action::Dial {
+                attempt,
+                to: recipient.address.twilio_to(),
+            });
+        }
+        true
+    }
+
+    /// The page is acknowledged by `by`.
+    pub fn acknowledge(&mut self, by: String, reason: &'static str, message: String) {
+        self.status.acknowledged_by = Some(by.clone());
+        self.status.acknowledged_at = Some(Time(self.now));
+        if self.status.conference_room.is_none() {
+            self.status.conference_room = self.ctx.conference_room.clone();
+        }
+        self.actions.push(Action::Acknowledged { by, at: self.now });
+        self.finish(Phase::Acknowledged, reason, message);
+    }
+
+    /// The page acknowledged by the recipients who pressed a key.
+    pub fn acknowledge_by_recipients(&mut self) {
+        let by = self.acknowledgers().join(",");
+        let message = format!("acknowledged by {by}");
+        self.acknowledge(by, "Acknowledged", message);
+    }
+
+    /// Every round was tried. If Twilio never accepted a single call of the page, that is a
+    /// failure to place it (credentials, permissions), not people not answering.
+    pub fn exhaust(&mut self, detail: &str) {
+        let attempts = &self.status.attempts;
+        let none_placed = !attempts.is_empty() && attempts.iter().all(|a| a.call_sid.is_none());
+        if let Some(refused) = attempts
+            .iter()
+            .rev()
+            .find(|a| none_placed && a.twilio_error_code.is_some())
+        {
+            let message = format!(
+                "Twilio refused every call of this page; last error {}: {}",
+                refused.twilio_error_code.unwrap_or_default(),
+                refused.message.as_deref().unwrap_or("")
+            );
+            self.finish(Phase::Failed, "DialRefused", message);
+            return;
+        }
+        let message = format!(
+            "nobody acknowledged after {} round(s) and {} call(s){detail}",
+            self.status.round,
+            self.status.attempts.len()
+        );
+        self.finish(Phase::Exhausted, "Exhausted", message);
+    }
+
+    pub fn finish(&mut self, phase: Phase, reason: &'static str, message: String) {
+        self.status.phase = phase;
+        self.status.finished_at = Some(Time(self.now));
+        self.actions.push(Action::Finish {
+            phase,
+            reason,
+            message,
+        });
+    }
+
+    /// Keeps every unfinished call in view: deadlines, polls, lookups, and on a finished page
+    /// cancels for the calls nobody needs any more.
+    fn tend_calls(&mut self) {
+        let phase = self.status.phase;
+        let mut actions = Vec::new();
+        let mut wakes = Vec::new();
+        for attempt in self.status.attempts.iter().filter(|a| !a.status.is_final()) {
+            // NB: an acknowledged call is in the conference: never cancel it, and a long call
+            // there is expected, so it is not polled as stuck either.
+            if attempt.acknowledged {
+                continue;
+            }
+            let dialing = self.ctx.dialing.contains(&attempt.id);
+            if phase.is_terminal() {
+                // In-progress calls of an acknowledged page are hearing the message; a keypress
+                // there just joins another responder. A withdrawn page hangs them up.
+                let answered = attempt.status == AttemptStatus::InProgress;
+                let cancel = match &attempt.call_sid {
+                    Some(_) => !answered || phase == Phase::Cancelled,
+                    None => dialing,
+                };
+                if cancel {
+                    actions.push(Action::Cancel {
+                        attempt_id: attempt.id.clone(),
+                        call_sid: attempt.call_sid.clone(),
+                        hang_up: answered,
+                    });
+                    wakes.push(self.now + POLL_INTERVAL);
+                    continue;
+                }
+            }
+            match &attempt.call_sid {
+                Some(sid) => {
+                    let since = attempt
+                        .started_at
+                        .as_ref()
+                        .or(attempt.intent_at.as_ref())
+                        .map_or(self.now, |t| t.0);
+                    let deadline = call_deadline(self.policy, self.call, since);
+                    if self.now >= deadline {
+                        actions.push(Action::Poll {
+                            attempt_id: attempt.id.clone(),
+                            call_sid: sid.clone(),
+                        });
+                        wakes.push(self.now + POLL_INTERVAL);
+                    } else {
+                        wakes.push(deadline);
+                    }
+                }
+                None if dialing => {}
+                None => {
+                    let intent_at = attempt.intent_at.as_ref().map(|t| t.0);
+                    let due = intent_at.map_or(self.now, |t| t + INTENT_GRACE);
+                    if self.now >= due {
+                        actions.push(Action::LookUp {
+                            attempt_id: attempt.id.clone(),
+                            to: self.address_of(&attempt.recipient),
+                            intent_at,
+                        });
+                        wakes.push(self.now + POLL_INTERVAL);
+                    } else {
+                        wakes.push(due);
+                    }
+                }
+            }
+        }
+        self.actions.extend(actions);
+        for at in wakes {
+            self.wake(at);
+        }
+    }
+
+    fn address_of(&self, recipient: &str) -> String {
+        self.policy
+            .recipients
+            .iter()
+            .find(|r| r.name == recipient)
+            .map(|r| r.address.twilio_to())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Completion, Mode, Order};
+    use crate::escalation::{observe, CallUpdate, Observation};
+    use crate::fixtures::{
+        alert_call_spec, at, attempt, policy_spec, policy_with, status_with, AttemptExt,
+    };
+    use AttemptStatus::*;
+
+    fn sequential() -> CallPolicySpec {
+        policy_spec()
+    }
+
+    fn simultaneous(completion: Completion) -> CallPolicySpec {
+        policy_with(Mode::Simultaneous, completion, Order::Fixed)
+    }
+
+    fn run(policy: &CallPolicySpec, status: &AlertCallStatus, now: i64) -> Decision {
+        step(
+            policy,
+            &alert_call_spec(),
+            status,
+            at(now),
+            &StepContext::default(),
+        )
+    }
+
+    fn dials(decision: &Decision) -> Vec<(&str, &str)> {
+        decision
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Dial { attempt, to } => Some((attempt.id.as_str(), to.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn dial_ids(decision: &Decision) -> Vec<&str> {
+        dials(decision).into_iter().map(|(id, _)| id).collect()
+    }
+
+    fn cancels(decision: &Decision) -> Vec<(Option<&str>, bool)> {
+        decision
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Cancel {
+                    call_sid, hang_up, ..
+                } => Some((call_sid.as_deref(), *hang_up)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn finish(decision: &Decision) -> Option<(Phase, &'static str, &str)> {
+        decision.actions.iter().find_map(|a| match a {
+            Action::Finish {
+                phase,
+                reason,
+                message,
+            } => Some((*phase, *reason, message.as_str())),
+            _ => None,
+        })
+    }
+
+    fn pending() -> AlertCallStatus {
+        AlertCallStatus::default()
+    }
+
+    // ---- Sequential -------------------------------------------------------------------------
+
+    #[test]
+    fn sequential_page_starts_with_the_first_recipient() {
+        let d = run(&sequential(), &pending(), 100);
+        assert_eq!(dials(&d), vec![("r1-alice", "+15005550101")]);
+        assert_eq!(d.status.phase, Phase::Calling);
+        assert_eq!(d.status.round, 1);
+        assert_eq!(d.status.next_index, 1);
+        assert_eq!(d.status.start_index, None);
+        assert_eq!(d.status.started_at, Some(Time(at(100))));
+        assert_eq!(d.status.attempt_count, 1);
+        let intent = &d.status.attempts[0];
+        assert_eq!(intent.status, Intent);
+        assert_eq!(intent.intent_at, Some(Time(at(100))));
+        assert_eq!(intent.call_sid, None);
+        // Safety net: if the dial is lost, look it up after the grace period.
+        assert_eq!(d.wake_at(), Some(at(100) + INTENT_GRACE));
+    }
+
+    #[test]
+    fn replayed_step_never_dials_an_existing_attempt_again() {
+        let policy = sequential();
+        let first = run(&policy, &pending(), 100);
+        assert_eq!(dial_ids(&first), vec!["r1-alice"]);
+        // Same status, same time (a retried reconcile) and later while the runner dials.
+        let dialing = StepContext {
+            dialing: ["r1-alice".to_string()].into(),
+            ..StepContext::default()
+        };
+        for now in [100, 101, 400] {
+            let again = step(
+                &policy,
+                &alert_call_spec(),
+                &first.status,
+                at(now),
+                &dialing,
+            );
+            assert!(dial_ids(&again).is_empty(), "at {now}");
+            assert_eq!(again.status, first.status);
+        }
+        // After a restart the runner holds nothing: within the grace period, wait...
+        let young = run(&policy, &first.status, 110);
+        assert!(young.actions.iter().all(|a| matches!(a, Action::WakeAt(_))));
+        assert_eq!(young.wake_at(), Some(at(130)));
+        // ...then look the call up, never dial it again.
+        let old = run(&policy, &first.status, 130);
+        assert!(dial_ids(&old).is_empty());
+        assert!(old.actions.contains(&Action::LookUp {
+            attempt_id: "r1-alice".into(),
+            to: "+15005550101".into(),
+            intent_at: Some(at(100)),
+        }));
+        // The lookup found nothing: the attempt is canceled and the next recipient is called.
+        let mut status = old.status.clone();
+        let lost = Observation::NotPlaced {
+            attempt_id: "r1-alice".into(),
+            reason: "no call found at Twilio".into(),
+        };
+        assert!(observe(&mut status, &lost, at(131)));
+        assert_eq!(dial_ids(&run(&policy, &status, 131)), vec!["r1-bob"]);
+    }
+
+    #[test]
+    fn sequential_moves_on_when_a_call_ends_without_a_keypress() {
+        let cases: Vec<(&str, Attempt)> = vec![
+            ("busy", attempt("r1-alice", Busy)),
+            ("no-answer", attempt("r1-alice", NoAnswer)),
+            ("failed", attempt("r1-alice", Failed)),
+            ("canceled", attempt("r1-alice", Canceled)),
+            ("answered, silent", attempt("r1-alice", Completed)),
+            (
+                "voicemail",
+                attempt("r1-alice", Completed).answered_by("machine_end_beep"),
+            ),
+        ];
+        for (name, alice) in cases {
+            let mut status = status_with(vec![alice.sid("CA1").ended(40)]);
+            status.next_index = 1;
+            let d = run(&sequential(), &status, 41);
+            assert_eq!(dials(&d), vec![("r1-bob", "client:bob")], "{name}");
+            assert_eq!(d.status.next_index, 2, "{name}");
+            assert_eq!(d.status.phase, Phase::Calling, "{name}");
+            assert_eq!(finish(&d), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn sequential_waits_for_the_live_call_and_polls_it_when_stuck() {
+        let policy = sequential();
+        let mut status = status_with(vec![attempt("r1-alice", Ringing).sid("CA1").started(0)]);
+        status.next_index = 1;
+        let deadline = call_deadline(&policy, &alert_call_spec(), at(0));
+        let d = run(&policy, &status, 10);
+        assert!(dial_ids(&d).is_empty());
+        assert_eq!(d.actions, vec![Action::WakeAt(deadline)]);
+        let late = deadline.as_second() + 1;
+        let d = run(&policy, &status, late);
+        assert!(dial_ids(&d).is_empty());
+        assert!(d.actions.contains(&Action::Poll {
+            attempt_id: "r1-alice".into(),
+            call_sid: "CA1".into(),
+        }));
+        assert_eq!(d.wake_at(), Some(at(late) + POLL_INTERVAL));
+    }
+
+    #[test]
+    fn sequential_stops_at_the_first_keypress() {
+        let mut status = status_with(vec![
+            attempt("r1-alice", NoAnswer).sid("CA1").ended(30),
+            attempt("r1-bob", InProgress).sid("CA2").acked(),
+        ]);
+        status.next_index = 2;
+        let d = run(&sequential(), &status, 60);
+        assert!(dial_ids(&d).is_empty());
+        assert!(cancels(&d).is_empty(), "the acknowledger stays in the room");
+        assert_eq!(d.status.phase, Phase::Acknowledged);
+        assert_eq!(d.status.acknowledged_by.as_deref(), Some("bob"));
+        assert_eq!(d.status.acknowledged_at, Some(Time(at(60))));
+        assert_eq!(d.status.finished_at, Some(Time(at(60))));
+        assert!(d.actions.contains(&Action::Acknowledged {
+            by: "bob".into(),
+            at: at(60),
+        }));
+        assert_eq!(finish(&d).map(|f| f.1), Some("Acknowledged"));
+        // The finished page replays to nothing.
+        let again = run(&sequential(), &d.status, 61);
+        assert_eq!(again.status, d.status);
+        assert!(again.actions.is_empty());
+    }
+
+    #[test]
+    fn the_conference_room_is_recorded_at_acknowledgement() {
+        let status = status_with(vec![attempt("r1-alice", InProgress).sid("CA1").acked()]);
+        let ctx = StepContext {
+            conference_room: Some("prod-oncall".into()),
+            ..StepContext::default()
+        };
+        let d = step(&sequential(), &alert_call_spec(), &status, at(5), &ctx);
+        assert_eq!(d.status.conference_room.as_deref(), Some("prod-oncall"));
+        let calling = step(&sequential(), &alert_call_spec(), &pending(), at(5), &ctx);
+        assert_eq!(calling.status.conference_room, None);
+    }
+
+    #[test]
+    fn a_withdrawn_page_waits_out_the_grace_of_an_intent_nobody_dials() {
+        let status = status_with(vec![attempt("r1-alice", Intent).intent(0)]);
+        let ctx = StepContext {
+            withdrawn: Some(Withdrawn::Deleted),
+            ..StepContext::default()
+        };
+        let d = step(&sequential(), &alert_call_spec(), &status, at(10), &ctx);
+        assert_eq!(d.status.phase, Phase::Cancelled);
+        assert!(cancels(&d).is_empty());
+        assert_eq!(d.wake_at(), Some(at(0) + INTENT_GRACE));
+    }
+
+    fn round_one_over(ended: i64) -> AlertCallStatus {
+        let mut status = status_with(vec![
+            attempt("r1-alice", NoAnswer).sid("CA1").ended(ended - 60),
+            attempt("r1-bob", Busy).sid("CA2").ended(ended - 30),
+            attempt("r1-carol", Completed).sid("CA3").ended(ended),
+        ]);
+        status.next_index = 3;
+        status
+    }
+
+    #[test]
+    fn sequential_honours_the_round_interval_then_loops() {
+        let policy = sequential(); // 3 rounds, 30 s apart
+        let status = round_one_over(100);
+        let early = run(&policy, &status, 110);
+        assert!(dial_ids(&early).is_empty());
+        assert_eq!(early.wake_at(), Some(at(130)));
+        assert_eq!(early.status, status);
+        let due = run(&policy, &status, 130);
+        assert_eq!(dial_ids(&due), vec!["r2-alice"]);
+        assert_eq!(due.status.round, 2);
+        assert_eq!(due.status.next_index, 1);
+    }
+
+    #[test]
+    fn sequential_exhausts_after_the_last_round() {
+        let mut policy = sequential();
+        policy.strategy.rounds = 1;
+        let d = run(&policy, &round_one_over(100), 500);
+        assert!(dial_ids(&d).is_empty());
+        assert_eq!(d.status.phase, Phase::Exhausted);
+        assert_eq!(d.status.finished_at, Some(Time(at(500))));
+        let (phase, reason, message) = finish(&d).unwrap();
+        assert_eq!((phase, reason), (Phase::Exhausted, "Exhausted"));
+        assert!(message.contains("1 round(s) and 3 call(s)"), "{message}");
+    }
+
+    #[test]
+    fn round_robin_starts_where_the_caller_says_and_wraps() {
+        let policy = policy_with(Mode::Sequential, Completion::FirstAck, Order::RoundRobin);
+        let ctx = StepContext {
+            start_index: 1,
+            ..StepContext::default()
+        };
+        let spec = alert_call_spec();
+        let d = step(&policy, &spec, &pending(), at(0), &ctx);
+        assert_eq!(dial_ids(&d), vec!["r1-bob"]);
+        assert_eq!(d.status.start_index, Some(1));
+        // Walk the round: bob, carol, alice, then round 2 starts at bob again.
+        let mut status = d.status;
+        let mut order = vec!["r1-bob".to_string()];
+        for now in [100, 200, 300] {
+            let last = status.attempts.last_mut().unwrap();
+            last.status = NoAnswer;
+            last.ended_at = Some(Time(at(now - 1)));
+            // A later page's context must not change a started page.
+            let other = StepContext {
+                start_index: 2,
+                ..StepContext::default()
+            };
+            let d = step(&policy, &spec, &status, at(now), &other);
+            order.extend(dial_ids(&d).iter().map(|s| s.to_string()));
+            status = d.status;
+        }
+        // Round 2 starts, at bob again, once the 30 s interval after alice's call passed.
+        let later_page = StepContext {
+            start_index: 2,
+            ..StepContext::default()
+        };
+        let d = step(&policy, &spec, &status, at(329), &later_page);
+        order.extend(dial_ids(&d).iter().map(|s| s.to_string()));
+        assert_eq!(order, vec!["r1-bob", "r1-carol", "r1-alice", "r2-bob"]);
+        assert_eq!(d.status.start_index, Some(1));
+        // Fixed ignores the caller's start index.
+        let fixed = step(&sequential(), &spec, &pending(), at(0), &ctx);
+        assert_eq!(dial_ids(&fixed), vec!["r1-alice"]);
+        assert_eq!(fixed.status.start_index, None);
+        // Out-of-range starts wrap.
+        let wide = StepContext {
+            start_index: 4,
+            ..StepContext::default()
+        };
+        let d = step(&policy, &spec, &pending(), at(0), &wide);
+        assert_eq!(dial_ids(&d), vec!["r1-bob"]);
+    }
+
+    // ---- Acknowledged from kubectl, withdrawn, limits, refusals -------------------------------
+
+    #[test]
+    fn kubectl_acknowledges_and_cancels_ringing_calls() {
+        let policy = simultaneous(Completion::FirstAck);
+        let status = status_with(vec![
+            attempt("r1-alice", Ringing).sid("CA1"),
+            attempt("r1-bob", InProgress).sid("CA2"),
+            attempt("r1-carol", Queued).sid("CA3"),
+        ]);
+        let mut spec = alert_call_spec();
+        spec.acknowledged = true;
+        let d = step(&policy, &spec, &status, at(50), &StepContext::default());
+        assert_eq!(d.status.phase, Phase::Acknowledged);
+        assert_eq!(d.status.acknowledged_by.as_deref(), Some("kubectl"));
+        assert_eq!(
+            finish(&d).map(|f| (f.0, f.1)),
+            Some((Phase::Acknowledged, "AcknowledgedByKubectl"))
+        );
+        // Bob is hearing the message: left to end by itself (a keypress joins the room).
+        assert_eq!(
+            cancels(&d),
+            vec![(Some("CA1"), false), (Some("CA3"), false)]
+        );
+        assert!(dial_ids(&d).is_empty());
+        // Before any call, kubectl acknowledgement places none.
+        let d = step(&policy, &spec, &pending(), at(0), &StepContext::default());
+        assert!(dial_ids(&d).is_empty());
+        assert_eq!(d.status.phase, Phase::Acknowledged);
+    }
+
+    #[test]
+    fn a_keypress_wins_over_kubectl() {
+        let status = status_with(vec![attempt("r1-alice", InProgress).sid("CA1").acked()]);
+        let mut spec = alert_call_spec();
+        spec.acknowledged = true;
+        let d = step(
+            &sequential(),
+            &spec,
+            &status,
+            at(5),
+            &StepContext::default(),
+        );
+        assert_eq!(d.status.acknowledged_by.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn withdrawn_pages_are_cancelled_and_hang_up_every_call() {
+        for (withdrawn, reason) in [
+            (Withdrawn::Deleted, "Deleted"),
+            (Withdrawn::Suspended, "Suspended"),
+        ] {
+            let status = status_with(vec![
+                attempt("r1-alice", Ringing).sid("CA1"),
+                attempt("r1-bob", InProgress).sid("CA2"),
+                attempt("r1-carol", Intent),
+            ]);
+            let ctx = StepContext {
+                withdrawn: Some(withdrawn),
+                dialing: ["r1-carol".to_string()].into(),
+                ..StepContext::default()
+            };
+            let policy = simultaneous(Completion::FirstAck);
+            let d = step(&policy, &alert_call_spec(), &status, at(9), &ctx);
+            assert_eq!(d.status.phase, Phase::Cancelled);
+            assert_eq!(finish(&d).map(|f| f.1), Some(reason));
+            assert_eq!(
+                cancels(&d),
+                vec![(Some("CA1"), false), (Some("CA2"), true), (None, false)]
+            );
+            // Cancels repeat until the calls are seen final.
+            let again = step(&policy, &alert_call_spec(), &d.status, at(30), &ctx);
+            assert_eq!(cancels(&again).len(), 3);
+            assert!(finish(&again).is_none());
+            assert_eq!(again.wake_at(), Some(at(30) + POLL_INTERVAL));
+        }
+    }
+
+    #[test]
+    fn over_the_hourly_limit_the_page_fails_without_dialing() {
+        let cases = [
+            (sequential(), 59, true),
+            (sequential(), 60, false),
+            (simultaneous(Completion::FirstAck), 57, true),
+            (simultaneous(Completion::FirstAck), 58, false),
+        ];
+        for (policy, used, dials) in cases {
+            let ctx = StepContext {
+                calls_last_hour: used,
+                ..StepContext::default()
+            };
+            let d = step(&policy, &alert_call_spec(), &pending(), at(0), &ctx);
+            if dials {
+                assert!(!dial_ids(&d).is_empty(), "{used}");
+                assert_eq!(d.status.phase, Phase::Calling);
+            } else {
+                assert!(dial_ids(&d).is_empty(), "{used}");
+                assert!(d.status.attempts.is_empty());
+                assert_eq!(d.status.phase, Phase::Failed);
+                let (_, reason, message) = finish(&d).unwrap();
+                assert_eq!(reason, "CallLimitExceeded");
+                assert!(message.contains("maxCallsPerHour (60)"), "{message}");
+            }
+        }
+        // 0 means no limit.
+        let mut policy = sequential();
+        policy.limits.max_calls_per_hour = 0;
+        let ctx = StepContext {
+            calls_last_hour: 10_000,
+            ..StepContext::default()
+        };
+        let d = step(&policy, &alert_call_spec(), &pending(), at(0), &ctx);
+        assert_eq!(dial_ids(&d), vec!["r1-alice"]);
+    }
+
+    #[test]
+    fn a_page_whose_every_dial_was_refused_fails() {
+        let mut policy = sequential();
+        policy.strategy.rounds = 1;
+        let refused = |id: &str| {
+            let mut a = attempt(id, Failed).ended(1);
+            a.twilio_error_code = Some(20003);
+            a.message = Some("Authenticate".into());
+            a
+        };
+        let mut status = status_with(vec![
+            refused("r1-alice"),
+            refused("r1-bob"),
+            refused("r1-carol"),
+        ]);
+        status.next_index = 3;
+        let d = run(&policy, &status, 5);
+        assert_eq!(d.status.phase, Phase::Failed);
+        let (_, reason, message) = finish(&d).unwrap();
+        assert_eq!(reason, "DialRefused");
+        assert!(message.contains("20003"), "{message}");
+    }
+
+    #[test]
+    fn a_refused_dial_moves_on_like_a_failed_call() {
+        let mut status = status_with(vec![attempt("r1-alice", Intent)]);
+        status.next_index = 1;
+        let refused = Observation::DialRefused {
+            attempt_id: "r1-alice".into(),
+            error_code: Some(21215),
+            message: "Geo permission".into(),
+        };
+        assert!(observe(&mut status, &refused, at(1)));
+        assert_eq!(dial_ids(&run(&sequential(), &status, 1)), vec!["r1-bob"]);
+    }
+
+    #[test]
+    fn a_finished_page_drops_queued_dials_and_looks_up_lost_ones() {
+        let status = status_with(vec![
+            attempt("r1-alice", InProgress).sid("CA1").acked(),
+            attempt("r1-bob", Intent).intent(0),
+            attempt("r1-carol", Intent).intent(0),
+        ]);
+        let ctx = StepContext {
+            dialing: ["r1-bob".to_string()].into(),
+            ..StepContext::default()
+        };
+        let policy = simultaneous(Completion::FirstAck);
+        let d = step(&policy, &alert_call_spec(), &status, at(40), &ctx);
+        assert_eq!(d.status.phase, Phase::Acknowledged);
+        assert_eq!(cancels(&d), vec![(None, false)]);
+        assert!(d.actions.contains(&Action::LookUp {
+            attempt_id: "r1-carol".into(),
+            to: "sip:carol@example.com".into(),
+            intent_at: Some(at(0)),
+        }));
+    }
+
+    // ---- Simultaneous -----------------------------------------------------------------------
+
+    #[test]
+    fn simultaneous_dials_everyone_at_once_and_replays_to_nothing() {
+        for completion in [
+            Completion::FirstAck,
+            Completion::AllNotified,
+            Completion::AllAcked,
+        ] {
+            let policy = simultaneous(completion);
+            let d = run(&policy, &pending(), 0);
+            assert_eq!(
+                dials(&d),
+                vec![
+                    ("r1-alice", "+15005550101"),
+                    ("r1-bob", "client:bob"),
+                    ("r1-carol", "sip:carol@example.com"),
+                ]
+            );
+            assert_eq!(d.status.round, 1);
+            assert_eq!(d.status.attempt_count, 3);
+            let ctx = StepContext {
+                dialing: d.status.attempts.iter().map(|a| a.id.clone()).collect(),
+                ..StepContext::default()
+            };
+            let again = step(&policy, &alert_call_spec(), &d.status, at(1), &ctx);
+            assert!(dial_ids(&again).is_empty());
+            assert_eq!(again.status, d.status);
+        }
+    }
+
+    #[test]
+    fn first_ack_cancels_unanswered_calls_and_leaves_answered_ones() {
+        let status = status_with(vec![
+            attempt("r1-alice", InProgress).sid("CA1").acked(),
+            attempt("r1-bob", Ringing).sid("CA2"),
+            attempt("r1-carol", InProgress).sid("CA3"),
+        ]);
+        let d = run(&simultaneous(Completion::FirstAck), &status, 20);
+        assert_eq!(d.status.phase, Phase::Acknowledged);
+        assert_eq!(d.status.acknowledged_by.as_deref(), Some("alice"));
+        assert_eq!(cancels(&d), vec![(Some("CA2"), false)]);
+    }
+
+    #[test]
+    fn first_ack_answered_without_keypress_is_not_acknowledged() {
+        let policy = simultaneous(Completion::FirstAck);
+        let status = status_with(vec![
+            attempt("r1-alice", Completed).sid("CA1").ended(40),
+            attempt("r1-bob", Completed)
+                .sid("CA2")
+                .answered_by("machine_start")
+                .ended(50),
+            attempt("r1-carol", NoAnswer).sid("CA3").ended(30),
+        ]);
+        let early = run(&policy, &status, 60);
+        assert_eq!(early.status.phase, Phase::Calling);
+        assert!(dial_ids(&early).is_empty());
+        assert_eq!(early.wake_at(), Some(at(80)));
+        let due = run(&policy, &status, 80);
+        assert_eq!(dial_ids(&due), vec!["r2-alice", "r2-bob", "r2-carol"]);
+        assert_eq!(due.status.round, 2);
+        // Last round: Exhausted.
+        let mut last = policy.clone();
+        last.strategy.rounds = 1;
+        let d = run(&last, &status, 80);
+        assert_eq!(d.status.phase, Phase::Exhausted);
+        assert!(dial_ids(&d).is_empty());
+    }
+
+    #[test]
+    fn first_ack_waits_while_any_call_of_the_round_is_live() {
+        let status = status_with(vec![
+            attempt("r1-alice", NoAnswer).sid("CA1").ended(30),
+            attempt("r1-bob", Busy).sid("CA2").ended(5),
+            attempt("r1-carol", Ringing).sid("CA3"),
+        ]);
+        let d = run(&simultaneous(Completion::FirstAck), &status, 500);
+        assert!(dial_ids(&d).is_empty());
+        assert_eq!(d.status.phase, Phase::Calling);
+    }
+
+    #[test]
+    fn all_notified_recalls_only_the_unreached() {
+        let policy = simultaneous(Completion::AllNotified);
+        let status = status_with(vec![
+            attempt("r1-alice", Completed).sid("CA1").ended(40),
+            attempt("r1-bob", Busy).sid("CA2").ended(5),
+            attempt("r1-carol", Completed)
+                .sid("CA3")
+                .answered_by("machine_end_silence")
+                .ended(50),
+        ]);
+        let d = run(&policy, &status, 80);
+        assert_eq!(dial_ids(&d), vec!["r2-bob", "r2-carol"]);
+        let mut last = policy.clone();
+        last.strategy.rounds = 1;
+        let d = run(&last, &status, 80);
+        assert_eq!(d.status.phase, Phase::Exhausted);
+        let message = finish(&d).unwrap().2;
+        assert!(message.contains("never reached: bob,carol"), "{message}");
+    }
+
+    #[test]
+    fn all_notified_completes_when_everyone_answered() {
+        let policy = simultaneous(Completion::AllNotified);
+        let mut attempts = vec![
+            attempt("r1-alice", Completed).sid("CA1").ended(40),
+            attempt("r1-bob", NoAnswer).sid("CA2").ended(30),
+            attempt("r1-carol", Completed).sid("CA3").ended(50),
+            attempt("r2-bob", Ringing).sid("CA4"),
+        ];
+        // Bob still ringing: not complete.
+        let d = run(&policy, &status_with(attempts.clone()), 90);
+        assert_eq!(d.status.phase, Phase::Calling);
+        assert!(finish(&d).is_none());
+        // Bob answers and hangs up without a keypress: Notified.
+        attempts[3] = attempt("r2-bob", Completed).sid("CA4").ended(95);
+        let d = run(&policy, &status_with(attempts.clone()), 96);
+        assert_eq!(d.status.phase, Phase::Notified);
+        assert_eq!(finish(&d).map(|f| f.1), Some("AllNotified"));
+        assert_eq!(d.status.acknowledged_by, None);
+        // Had anyone pressed a key, it is Acknowledged by them.
+        attempts[0] = attempts[0].clone().acked();
+        let d = run(&policy, &status_with(attempts), 96);
+        assert_eq!(d.status.phase, Phase::Acknowledged);
+        assert_eq!(d.status.acknowledged_by.as_deref(), Some("alice"));
+    }
+
+    #[test]
+    fn all_acked_recalls_only_the_unacknowledged() {
+        let policy = simultaneous(Completion::AllAcked);
+        let status = status_with(vec![
+            attempt("r1-alice", Completed).sid("CA1").acked().ended(40),
+            attempt("r1-bob", Completed).sid("CA2").ended(45),
+            attempt("r1-carol", NoAnswer).sid("CA3").ended(30),
+        ]);
+        let d = run(&policy, &status, 75);
+        assert_eq!(dial_ids(&d), vec!["r2-bob", "r2-carol"]);
+        assert_eq!(d.status.phase, Phase::Calling);
+        // Partial acknowledgement does not finish the page.
+        assert!(finish(&d).is_none());
+    }
+
+    #[test]
+    fn all_acked_completes_when_everyone_acknowledged_across_rounds() {
+        let policy = simultaneous(Completion::AllAcked);
+        let mut attempts = vec![
+            attempt("r1-alice", Completed).sid("CA1").acked().ended(40),
+            attempt("r1-bob", Completed).sid("CA2").ended(45),
+            attempt("r1-carol", NoAnswer).sid("CA3").ended(30),
+            attempt("r2-bob", InProgress).sid("CA4").acked(),
+            attempt("r2-carol", Completed).sid("CA5").ended(100),
+        ];
+        let mut last = policy.clone();
+        last.strategy.rounds = 2;
+        let d = run(&last, &status_with(attempts.clone()), 110);
+        assert_eq!(d.status.phase, Phase::Exhausted);
+        let message = finish(&d).unwrap().2;
+        assert!(message.contains("never acknowledged: carol"), "{message}");
+        attempts[4] = attempts[4].clone().acked();
+        let d = run(&policy, &status_with(attempts), 110);
+        assert_eq!(d.status.phase, Phase::Acknowledged);
+        assert_eq!(d.status.acknowledged_by.as_deref(), Some("alice,bob,carol"));
+        assert!(cancels(&d).is_empty());
+    }
+
+    #[test]
+    fn out_of_order_and_duplicate_callbacks_do_not_change_the_decision() {
+        let policy = simultaneous(Completion::FirstAck);
+        let mut status = run(&policy, &pending(), 0).status;
+        let accepted = |id: &str, sid: &str| Observation::DialAccepted {
+            attempt_id: id.into(),
+            call_sid: sid.into(),
+            at: Some(at(1)),
+        };
+        let update = |sid: &str, status: AttemptStatus, second: i64| {
+            Observation::CallStatus(CallUpdate {
+                call_sid: Some(sid.into()),
+                status,
+                at: Some(at(second)),
+                ..CallUpdate::default()
+            })
+        };
+        let observations = [
+            accepted("r1-alice", "CA1"),
+            accepted("r1-bob", "CA2"),
+            accepted("r1-carol", "CA3"),
+            // Alice answered and hung up without a keypress; her ringing callback comes late.
+            update("CA1", Completed, 30),
+            update("CA1", Ringing, 5),
+            update("CA2", Ringing, 6),
+            update("CA2", Ringing, 6),
+            update("CA3", InProgress, 10),
+        ];
+        for observation in &observations {
+            observe(&mut status, observation, at(31));
+        }
+        assert_eq!(status.attempts[0].status, Completed);
+        let d = run(&policy, &status, 31);
+        assert_eq!(d.status.phase, Phase::Calling);
+        assert!(dial_ids(&d).is_empty());
+        // Carol presses a key (the gather callback comes twice): Bob's ringing call is canceled.
+        let pressed = Observation::Gathered {
+            attempt_id: Some("r1-carol".into()),
+            call_sid: Some("CA3".into()),
+            digits: "1".into(),
+        };
+        assert!(observe(&mut status, &pressed, at(32)));
+        assert!(!observe(&mut status, &pressed, at(33)));
+        let d = run(&policy, &status, 33);
+        assert_eq!(d.status.phase, Phase::Acknowledged);
+        assert_eq!(d.status.acknowledged_by.as_deref(), Some("carol"));
+        assert_eq!(cancels(&d), vec![(Some("CA2"), false)]);
+    }
+}
