@@ -1,2 +1,6 @@
 //! Routing: which AlertRoutes a candidate signal matches, its group key, and the repeat windows
 //! that decide whether it pages. Pure: no client, no clock reads.
+
+pub mod matchers;
+
+pub use matchers::{MatchOp, Matcher, MatcherError, Matchers};
