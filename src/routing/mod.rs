@@ -2,5 +2,7 @@
 //! that decide whether it pages. Pure: no client, no clock reads.
 
 pub mod matchers;
+pub mod selector;
 
 pub use matchers::{MatchOp, Matcher, MatcherError, Matchers};
+pub use selector::{Selector, SelectorError};
