@@ -1,8 +1,10 @@
 //! Routing: which AlertRoutes a candidate signal matches, its group key, and the repeat windows
 //! that decide whether it pages. Pure: no client, no clock reads.
 
+pub mod candidate;
 pub mod matchers;
 pub mod selector;
 
+pub use candidate::{AlertCandidate, AlertStatus, Candidate, EventCandidate, InvolvedObject, RouteKey};
 pub use matchers::{MatchOp, Matcher, MatcherError, Matchers};
 pub use selector::{Selector, SelectorError};
