@@ -10,6 +10,7 @@ use kube::ResourceExt;
 use super::candidate::{AlertCandidate, Candidate, EventCandidate, RouteKey};
 use super::matchers::{MatcherError, Matchers};
 use super::selector::{Selector, SelectorError};
+use crate::api::validate::Problem;
 use crate::api::{AlertRoute, EventType, KubernetesEventsSpec};
 
 /// Why a route cannot match: it matches nothing until fixed, and shows this as `Ready=False`.
@@ -38,6 +39,17 @@ impl RouteError {
         match self {
             RouteError::Matcher { index, .. } => format!("spec.alertmanager.matchers[{index}]"),
             RouteError::Selector { field, .. } => format!("spec.kubernetesEvents.{field}"),
+        }
+    }
+
+    /// As a validation problem, for `alertcall check` and the route's `Ready` message.
+    pub fn to_problem(&self) -> Problem {
+        Problem {
+            field: self.field(),
+            message: match self {
+                RouteError::Matcher { source, .. } => source.to_string(),
+                RouteError::Selector { source, .. } => source.to_string(),
+            },
         }
     }
 }
@@ -231,8 +243,9 @@ impl RouteIndex {
         index
     }
 
-    /// Every route that pages for the candidate (all of them, like `continue: true`), sorted by
-    /// namespace/name.
+    /// Every route that matches the candidate (all of them, like `continue: true`), sorted by
+    /// namespace/name. Resolved alerts match too, so the caller can close their groups' repeat
+    /// windows ([`super::GroupTracker::resolved`]); only firing signals page.
     pub fn matching(&self, candidate: &Candidate) -> Vec<&CompiledRoute> {
         let positions: Vec<usize> = match candidate {
             Candidate::Event(event) => {
@@ -548,10 +561,9 @@ mod tests {
             .contains("unknown operator \"Equals\""));
         assert_eq!(bad_errors[1].reason(), "InvalidMatcher");
         assert_eq!(bad_errors[1].field(), "spec.alertmanager.matchers[1]");
-        assert!(
-            bad_errors[1].to_string().contains("invalid regex"),
-            "{}",
-            bad_errors[1]
+        assert_eq!(
+            bad_errors[1].to_problem().to_string(),
+            "spec.alertmanager.matchers[1]: `team=~(`: invalid regex `(`: unclosed group (at character 7)"
         );
         assert_eq!(
             errors.get(&RouteKey::new("prod", "good")).map(|e| e.len()),

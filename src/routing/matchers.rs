@@ -88,10 +88,16 @@ impl Matcher {
             return Err("empty label name".into());
         }
         let regex = match op {
-            MatchOp::Regex | MatchOp::NotRegex => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|error| format!("invalid regex {value:?}: {}", first_line(&error)))?,
-            ),
+            MatchOp::Regex | MatchOp::NotRegex => {
+                // NB: compiled bare first so the error quotes the user's regex, not our anchors.
+                Regex::new(&value)
+                    .map_err(|error| format!("invalid regex `{value}`: {}", describe(&error)))?;
+                Some(
+                    Regex::new(&format!("^(?:{value})$")).map_err(|error| {
+                        format!("invalid regex `{value}`: {}", describe(&error))
+                    })?,
+                )
+            }
             MatchOp::Equal | MatchOp::NotEqual => None,
         };
         Ok(Self {
@@ -117,21 +123,23 @@ impl Matcher {
     }
 }
 
-fn first_line(error: &regex::Error) -> String {
-    // regex's messages span several lines with a caret diagram; condition messages are one line.
+/// regex's syntax errors span several lines with a caret diagram; a condition message is one
+/// line, so keep the `error: ...` part.
+fn describe(error: &regex::Error) -> String {
     let text = error.to_string();
     text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.chars().all(|c| c == '^' || c == ' '))
-        .collect::<Vec<_>>()
-        .join(" ")
+        .rev()
+        .find_map(|line| line.trim().strip_prefix("error: "))
+        .map(str::to_string)
+        .unwrap_or_else(|| text.lines().last().unwrap_or("").trim().to_string())
 }
 
 /// Why a matcher string did not parse: the input, the 0-based character columns, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{input:?}: {message} (at column {column})")]
+#[error("`{input}`: {message} (at character {})", column + 1)]
 pub struct MatcherError {
     pub input: String,
+    /// 0-based character offset of the problem.
     pub column: usize,
     pub message: String,
 }
@@ -439,8 +447,13 @@ pub fn parse(input: &str) -> Result<Vec<Matcher>, MatcherError> {
                 ))
             }
         };
-        matchers
-            .push(Matcher::new(name, op, value).map_err(|message| error(name_column, message))?);
+        let value_column = rest.get(2).map_or(end, |(column, _)| *column);
+        let column = if name.is_empty() {
+            name_column
+        } else {
+            value_column
+        };
+        matchers.push(Matcher::new(name, op, value).map_err(|message| error(column, message))?);
         rest = &rest[3..];
         match rest {
             [] => {}
@@ -560,7 +573,7 @@ mod tests {
             ("foo=", 4, "expected a value"),
             ("foo!bar", 3, "'!' must be followed"),
             ("foo=bar baz", 8, "expected ',' or the end"),
-            ("foo=~\"(\"", 0, "invalid regex"),
+            ("foo=~\"(\"", 5, "invalid regex `(`: unclosed group"),
             ("=bar", 0, "expected a label name"),
             ("\"\"=bar", 0, "empty label name"),
             ("foo='bar'", 4, "unexpected '\\''"),
@@ -585,9 +598,9 @@ mod tests {
     fn error_display_names_the_input() {
         let error = parse("team=~\"sre|(\"").err().map(|e| e.to_string());
         let text = error.unwrap_or_default();
-        assert!(
-            text.starts_with("\"team=~\\\"sre|(\\\"\": invalid regex"),
-            "{text}"
+        assert_eq!(
+            text,
+            "`team=~\"sre|(\"`: invalid regex `sre|(`: unclosed group (at character 7)"
         );
         assert!(!text.contains('\n'), "{text}");
     }
