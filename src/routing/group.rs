@@ -26,8 +26,25 @@ impl GroupKey {
     }
 
     /// The key of a candidate under a route's `groupBy`. An empty `groupBy` puts every signal of
-    /// the route in one group (key ``), as in Alertmanager.
+    /// the route in one group (key ``), as in Alertmanager; `...` (alone, as in Alertmanager)
+    /// groups by everything: every alert label as `name=value`, or every event field.
     pub fn of(group_by: &[String], candidate: &Candidate) -> Self {
+        if group_by.iter().any(|field| field.trim() == "...") {
+            let parts: Vec<String> = match candidate {
+                Candidate::Alert(alert) => alert
+                    .labels
+                    .iter()
+                    .map(|(name, value)| {
+                        format!("{}={}", escape(name).replace('=', "%3D"), escape(value))
+                    })
+                    .collect(),
+                Candidate::Event(_) => EVENT_FIELDS
+                    .iter()
+                    .map(|field| escape(&candidate.group_field(field)))
+                    .collect(),
+            };
+            return GroupKey(parts.join("/"));
+        }
         let parts: Vec<String> = group_by
             .iter()
             .map(|field| escape(&candidate.group_field(field.trim())))
@@ -35,6 +52,8 @@ impl GroupKey {
         GroupKey(parts.join("/"))
     }
 }
+
+const EVENT_FIELDS: [&str; 5] = ["namespace", "kind", "name", "reason", "type"];
 
 impl fmt::Display for GroupKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -358,6 +377,14 @@ mod tests {
         assert_eq!(
             GroupKey::of(&by(&["cluster", "alertname"]), &alert).as_str(),
             "eu-1/KubePodCrashLooping"
+        );
+        assert_eq!(
+            GroupKey::of(&by(&["..."]), &alert).as_str(),
+            "alertname=KubePodCrashLooping/cluster=eu-1/namespace=prod/pod=api%2F7f9%25"
+        );
+        assert_eq!(
+            GroupKey::of(&by(&["..."]), &event("prod", "Pod", "x", "BackOff")).as_str(),
+            "prod/Pod/x/BackOff/Warning"
         );
     }
 

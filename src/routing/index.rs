@@ -625,6 +625,21 @@ mod tests {
     }
 
     #[test]
+    fn resolved_alerts_still_match_so_their_window_can_close() {
+        let mut spec = fixtures::route_spec();
+        spec.alertmanager = Some(am_spec(&["severity=critical"]));
+        let index = RouteIndex::new([route("prod", "am", spec)]);
+        let candidate = Candidate::Alert(AlertCandidate {
+            labels: labels(&[("severity", "critical")]),
+            status: AlertStatus::Resolved,
+            route: RouteKey::new("prod", "am"),
+            ..Default::default()
+        });
+        assert!(candidate.is_resolved());
+        assert_eq!(index.matching(&candidate).len(), 1);
+    }
+
+    #[test]
     fn a_route_without_alertmanager_takes_no_alerts() {
         let index = RouteIndex::new([route("prod", "r", fixtures::route_spec())]);
         assert!(index
