@@ -33,9 +33,9 @@ impl MatchOp {
 /// One parsed matcher. Regex matchers carry their compiled, anchored regex.
 #[derive(Debug, Clone)]
 pub struct Matcher {
-    pub name: String,
-    pub op: MatchOp,
-    pub value: String,
+    name: String,
+    op: MatchOp,
+    value: String,
     regex: Option<Regex>,
 }
 
@@ -106,6 +106,19 @@ impl Matcher {
             value,
             regex,
         })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn op(&self) -> MatchOp {
+        self.op
+    }
+
+    /// The value, unquoted; for regex operators the regex as written (without the anchors).
+    pub fn value(&self) -> &str {
+        &self.value
     }
 
     /// Whether the labels satisfy this matcher; a missing label is the empty string.
