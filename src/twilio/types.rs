@@ -29,6 +29,15 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
     })
 }
 
+/// Treats `null` like a missing field: Twilio sends `null` for many values it has not set.
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 macro_rules! lenient_enum {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $wire:literal),* $(,)? }) => {
         $(#[$meta])*
@@ -115,11 +124,16 @@ lenient_enum! {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Call {
+    #[serde(deserialize_with = "nullable")]
     pub sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub account_sid: String,
     pub parent_call_sid: Option<String>,
+    #[serde(deserialize_with = "nullable")]
     pub to: String,
+    #[serde(deserialize_with = "nullable")]
     pub from: String,
+    #[serde(deserialize_with = "nullable")]
     pub status: CallStatus,
     #[serde(deserialize_with = "lenient_string")]
     pub date_created: Option<String>,
@@ -166,6 +180,7 @@ pub struct CallEventRequest {
     pub method: Option<String>,
     pub url: Option<String>,
     /// The request's parameters, snake_case keys (`call_sid`, `digits`, ...).
+    #[serde(deserialize_with = "nullable")]
     pub parameters: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -185,8 +200,11 @@ pub struct CallEventResponse {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Conference {
+    #[serde(deserialize_with = "nullable")]
     pub sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub friendly_name: String,
+    #[serde(deserialize_with = "nullable")]
     pub status: ConferenceStatus,
     #[serde(deserialize_with = "lenient_string")]
     pub date_created: Option<String>,
@@ -199,11 +217,16 @@ pub struct Conference {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Participant {
+    #[serde(deserialize_with = "nullable")]
     pub call_sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub conference_sid: String,
     pub label: Option<String>,
+    #[serde(deserialize_with = "nullable")]
     pub status: ParticipantStatus,
+    #[serde(deserialize_with = "nullable")]
     pub muted: bool,
+    #[serde(deserialize_with = "nullable")]
     pub hold: bool,
     #[serde(deserialize_with = "lenient_string")]
     pub date_created: Option<String>,
@@ -213,7 +236,9 @@ pub struct Participant {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IncomingPhoneNumber {
+    #[serde(deserialize_with = "nullable")]
     pub sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub phone_number: String,
     pub friendly_name: Option<String>,
     pub voice_url: Option<String>,
@@ -234,8 +259,11 @@ pub struct VoiceWebhook {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Service {
+    #[serde(deserialize_with = "nullable")]
     pub sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub unique_name: String,
+    #[serde(deserialize_with = "nullable")]
     pub friendly_name: String,
     pub domain_base: Option<String>,
     #[serde(deserialize_with = "lenient_string")]
@@ -246,11 +274,15 @@ pub struct Service {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Environment {
+    #[serde(deserialize_with = "nullable")]
     pub sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub service_sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub unique_name: String,
     pub domain_suffix: Option<String>,
     /// The public host (and, in the simulator, a path prefix) of the environment's assets.
+    #[serde(deserialize_with = "nullable")]
     pub domain_name: String,
     /// The active build.
     pub build_sid: Option<String>,
@@ -260,8 +292,11 @@ pub struct Environment {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Asset {
+    #[serde(deserialize_with = "nullable")]
     pub sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub service_sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub friendly_name: String,
 }
 
@@ -269,10 +304,15 @@ pub struct Asset {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AssetVersion {
+    #[serde(deserialize_with = "nullable")]
     pub sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub asset_sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub service_sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub path: String,
+    #[serde(deserialize_with = "nullable")]
     pub visibility: String,
 }
 
@@ -280,8 +320,11 @@ pub struct AssetVersion {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Build {
+    #[serde(deserialize_with = "nullable")]
     pub sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub service_sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub status: BuildStatus,
     /// Twilio returns the full version objects here; kept as JSON.
     pub asset_versions: Option<Vec<serde_json::Value>>,
@@ -293,8 +336,11 @@ pub struct Build {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BuildStatusResource {
+    #[serde(deserialize_with = "nullable")]
     pub sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub service_sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub status: BuildStatus,
 }
 
@@ -302,9 +348,13 @@ pub struct BuildStatusResource {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Deployment {
+    #[serde(deserialize_with = "nullable")]
     pub sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub service_sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub environment_sid: String,
+    #[serde(deserialize_with = "nullable")]
     pub build_sid: String,
     #[serde(deserialize_with = "lenient_string")]
     pub date_created: Option<String>,
@@ -356,6 +406,16 @@ mod tests {
         assert!(!call.status.is_terminal());
         let p: Participant =
             serde_json::from_str(r#"{"call_sid":"CA1","status":"connected"}"#).expect("decode");
+        // `null` where a value is expected reads as the default, never as a failure.
+        let nulls: Participant = serde_json::from_str(
+            r#"{"call_sid":null,"conference_sid":"CF1","status":null,"muted":null,"hold":null}"#,
+        )
+        .expect("nulls tolerated");
+        assert_eq!(nulls.status, ParticipantStatus::Unknown);
+        assert!(!nulls.muted && nulls.call_sid.is_empty());
+        let call: Call = serde_json::from_str(r#"{"sid":"CA1","to":null,"from":null}"#)
+            .expect("null numbers tolerated");
+        assert!(call.to.is_empty());
         assert_eq!(p.status, ParticipantStatus::Connected);
         assert_eq!(CallStatus::NoAnswer.as_str(), "no-answer");
     }
