@@ -845,6 +845,17 @@ impl TwilioClient {
         build_url(&self.config.serverless_base, &segments)
     }
 
+    /// The path prefix of the configured base this URL was built on (`""` for a host root).
+    fn base_prefix(&self, url: &Url) -> String {
+        [&self.config.api_base, &self.config.serverless_base]
+            .iter()
+            .map(|base| base.path().trim_end_matches('/'))
+            .filter(|prefix| url.path().starts_with(&format!("{prefix}/")))
+            .max_by_key(|prefix| prefix.len())
+            .unwrap_or_default()
+            .to_string()
+    }
+
     async fn request<T: DeserializeOwned>(
         &self,
         operation: Operation,
@@ -872,6 +883,7 @@ impl TwilioClient {
             pairs.append_pair("PageSize", &self.config.page_size.to_string());
         }
         let base = url.clone();
+        let prefix = self.base_prefix(&url);
         let mut items = Vec::new();
         let mut pages = 0u32;
         loop {
@@ -900,7 +912,7 @@ impl TwilioClient {
                 );
                 break;
             }
-            url = next_page_url(&base, &next)?;
+            url = next_page_url(&base, &next, &prefix)?;
         }
         Ok(items)
     }
@@ -1033,8 +1045,9 @@ pub fn build_url(base: &Url, segments: &[&str]) -> Result<Url, TwilioError> {
 
 /// Resolves a page link against the configured base: v2010 gives a path relative to the API host,
 /// Serverless an absolute URL. Only path and query are taken, so a configured base (the
-/// simulator) is never left for a host named in a response.
-fn next_page_url(base: &Url, next: &str) -> Result<Url, TwilioError> {
+/// simulator) is never left for a host named in a response; `prefix` is the configured base's
+/// path, put back when the link lacks it.
+fn next_page_url(base: &Url, next: &str, prefix: &str) -> Result<Url, TwilioError> {
     let parsed = match Url::parse(next) {
         Ok(abs) => abs,
         Err(_) => base
@@ -1042,7 +1055,11 @@ fn next_page_url(base: &Url, next: &str) -> Result<Url, TwilioError> {
             .map_err(|e| TwilioError::Invalid(format!("next page {next:?}: {e}")))?,
     };
     let mut url = base.clone();
-    url.set_path(parsed.path());
+    if prefix.is_empty() || parsed.path().starts_with(&format!("{prefix}/")) {
+        url.set_path(parsed.path());
+    } else {
+        url.set_path(&format!("{prefix}{}", parsed.path()));
+    }
     url.set_query(parsed.query());
     Ok(url)
 }

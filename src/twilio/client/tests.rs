@@ -351,6 +351,7 @@ fn twilio_url_building() {
     let next = next_page_url(
         &Url::parse("http://127.0.0.1:4010/x?PageSize=100").expect("url"),
         "/2010-04-01/Accounts/AC1/Calls.json?PageSize=100&Page=1&PageToken=PA1",
+        "",
     )
     .expect("next");
     assert_eq!(
@@ -361,12 +362,23 @@ fn twilio_url_building() {
     let next = next_page_url(
         &Url::parse("http://127.0.0.1:4010/v1/Services").expect("url"),
         "https://serverless.twilio.com/v1/Services?PageSize=50&Page=1&PageToken=PT1",
+        "",
     )
     .expect("next");
     assert_eq!(
         next.as_str(),
         "http://127.0.0.1:4010/v1/Services?PageSize=50&Page=1&PageToken=PT1"
     );
+
+    // A base with a path prefix keeps it, whether or not the link repeats it.
+    let prefixed_base = Url::parse("http://127.0.0.1:4010/twilio/v1/Services").expect("url");
+    for link in ["/v1/Services?Page=1", "/twilio/v1/Services?Page=1"] {
+        let next = next_page_url(&prefixed_base, link, "/twilio").expect("next");
+        assert_eq!(
+            next.as_str(),
+            "http://127.0.0.1:4010/twilio/v1/Services?Page=1"
+        );
+    }
 
     assert_eq!(
         asset_url("http", "127.0.0.1:4010/twil.io/xyz", "/alertcall/ack.xml"),
