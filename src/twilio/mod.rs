@@ -2,3 +2,4 @@
 //! simulator that stands in for Twilio in tests and the demo.
 
 pub mod signature;
+pub mod sim;
