@@ -12,10 +12,18 @@ pub struct TwilioSimArgs {
     #[arg(long, default_value = "127.0.0.1:4010")]
     pub listen: SocketAddr,
     /// The account SID requests must authenticate as.
-    #[arg(long, env = "TWILIO_ACCOUNT_SID", default_value = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")]
+    #[arg(
+        long,
+        env = "TWILIO_ACCOUNT_SID",
+        default_value = "ACaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    )]
     pub account_sid: String,
     /// The auth token: checks Basic auth and signs webhooks (X-Twilio-Signature).
-    #[arg(long, env = "TWILIO_AUTH_TOKEN", default_value = "simulator-auth-token")]
+    #[arg(
+        long,
+        env = "TWILIO_AUTH_TOKEN",
+        default_value = "simulator-auth-token"
+    )]
     pub auth_token: String,
     /// YAML file with the recipients' behaviour (see examples/sim-script.yaml).
     #[arg(long)]

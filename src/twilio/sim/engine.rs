@@ -132,18 +132,17 @@ pub(crate) fn transition(sim: &Arc<Inner>, sid: &str, status: &str) -> Option<Ti
                 };
                 params.push(p("SipResponseCode", sip));
             }
-            call.status_callback.clone().map(|url| {
-                (url, call.status_callback_method.clone(), params)
-            })
+            call.status_callback
+                .clone()
+                .map(|url| (url, call.status_callback_method.clone(), params))
         } else {
             None
         };
         let recording = (terminal && call.record && call.answered_at.is_some()).then(|| {
-            (
-                call.answered_at
-                    .map(|a| a.duration_until(now).as_secs().max(0))
-                    .unwrap_or(0),
-            )
+            (call
+                .answered_at
+                .map(|a| a.duration_until(now).as_secs().max(0))
+                .unwrap_or(0),)
         });
         Inner::record(
             &mut st,
@@ -251,7 +250,10 @@ pub(crate) async fn webhook(
                 u.query_pairs_mut().extend_pairs(params.iter());
                 let full = u.to_string();
                 let signature = signature::compute(&sim.config.auth_token, &full, &[]);
-                (full.clone(), sim.http.get(full).header("X-Twilio-Signature", signature))
+                (
+                    full.clone(),
+                    sim.http.get(full).header("X-Twilio-Signature", signature),
+                )
             } else {
                 let signature = signature::compute(&sim.config.auth_token, url, &params);
                 (
@@ -562,7 +564,8 @@ fn interrupted(i: Interrupt) -> Step {
 async fn play(run: &mut Run, verb: &Verb) -> Result<(), Interrupt> {
     match verb {
         Verb::Say { text, loops } => {
-            run.wait(twiml::speech_seconds(text) * f64::from(*loops)).await
+            run.wait(twiml::speech_seconds(text) * f64::from(*loops))
+                .await
         }
         // NB: audio is not fetched; a clip counts as five seconds.
         Verb::Play { loops, .. } => run.wait(5.0 * f64::from(*loops)).await,
@@ -589,7 +592,9 @@ async fn exec(run: &mut Run, verbs: Vec<Verb>, base: Option<String>) -> Step {
                         extra: Vec::new(),
                     }),
                     None => {
-                        run.error(format!("<Redirect> to a relative URL {url:?} without a document URL"));
+                        run.error(format!(
+                            "<Redirect> to a relative URL {url:?} without a document URL"
+                        ));
                         Step::End
                     }
                 };
@@ -654,7 +659,7 @@ async fn exec(run: &mut Run, verbs: Vec<Verb>, base: Option<String>) -> Step {
             } => {
                 let dial_status = match target {
                     DialTarget::Conference(attrs) => {
-                        match conference(run, attrs, record != "do-not-record").await {
+                        match conference(run, *attrs, record != "do-not-record").await {
                             Ok(true) => "completed",
                             // The person hung up while in the room.
                             Ok(false) => return Step::End,
@@ -671,7 +676,9 @@ async fn exec(run: &mut Run, verbs: Vec<Verb>, base: Option<String>) -> Step {
                 };
                 if let Some(action) = action {
                     let Some(url) = resolve(base.as_deref(), &action) else {
-                        run.error(format!("<Dial> action {action:?} is relative in inline TwiML"));
+                        run.error(format!(
+                            "<Dial> action {action:?} is relative in inline TwiML"
+                        ));
                         return Step::End;
                     };
                     return Step::Goto(Next::Fetch {
@@ -704,7 +711,11 @@ fn collect_digits(keys: &str, num_digits: Option<usize>, finish_on_key: &str) ->
 
 /// Joins the room; returns Ok(true) when the conference ended around the call, Ok(false) when
 /// the person hung up (their script's `hangupAfter`, or the call's time limit).
-async fn conference(run: &mut Run, attrs: ConferenceAttrs, dial_record: bool) -> Result<bool, Interrupt> {
+async fn conference(
+    run: &mut Run,
+    attrs: ConferenceAttrs,
+    dial_record: bool,
+) -> Result<bool, Interrupt> {
     let Some((conf_sid, mut ended_rx)) = join(&run.sim, &run.sid, &attrs, dial_record) else {
         return Ok(true);
     };
@@ -754,8 +765,14 @@ fn conference_event(
             p("Muted", part.muted.to_string()),
             p("Hold", "false"),
             p("Coaching", "false"),
-            p("EndConferenceOnExit", part.end_conference_on_exit.to_string()),
-            p("StartConferenceOnEnter", part.start_conference_on_enter.to_string()),
+            p(
+                "EndConferenceOnExit",
+                part.end_conference_on_exit.to_string(),
+            ),
+            p(
+                "StartConferenceOnEnter",
+                part.start_conference_on_enter.to_string(),
+            ),
         ]);
         if let Some(label) = &part.label {
             params.push(p("ParticipantLabel", label));
@@ -774,7 +791,12 @@ fn conference_event(
     Some((url, method, params))
 }
 
-fn send_all(sim: &Arc<Inner>, call_sid: &str, purpose: &'static str, hooks: Vec<(String, String, Params)>) {
+fn send_all(
+    sim: &Arc<Inner>,
+    call_sid: &str,
+    purpose: &'static str,
+    hooks: Vec<(String, String, Params)>,
+) {
     for (url, method, params) in hooks {
         let sim = sim.clone();
         let sid = call_sid.to_string();
@@ -840,12 +862,15 @@ fn join(
             }
         };
         let conf = &mut st.conferences[index];
-        if attrs
-            .participant_label
-            .as_ref()
-            .is_some_and(|l| conf.participants.iter().any(|x| x.label.as_ref() == Some(l)))
-        {
-            let message = format!("16025: duplicate participantLabel in conference {}", attrs.name);
+        if attrs.participant_label.as_ref().is_some_and(|l| {
+            conf.participants
+                .iter()
+                .any(|x| x.label.as_ref() == Some(l))
+        }) {
+            let message = format!(
+                "16025: duplicate participantLabel in conference {}",
+                attrs.name
+            );
             Inner::record(
                 &mut st,
                 now,
@@ -871,10 +896,19 @@ fn join(
             call_sid: call_sid.to_string(),
             wait_url: attrs.wait_url.clone(),
         }];
-        hooks.extend(conference_event(sim, conf, "participant-join", call_sid, now));
+        hooks.extend(conference_event(
+            sim,
+            conf,
+            "participant-join",
+            call_sid,
+            now,
+        ));
         let starts = conf.status == "init"
             && conf.participants.len() >= 2
-            && conf.participants.iter().any(|x| x.start_conference_on_enter);
+            && conf
+                .participants
+                .iter()
+                .any(|x| x.start_conference_on_enter);
         if starts {
             conf.status = "in-progress".into();
             events.push(Event::ConferenceStatus {
@@ -882,7 +916,13 @@ fn join(
                 friendly_name: conf.friendly_name.clone(),
                 status: "in-progress".into(),
             });
-            hooks.extend(conference_event(sim, conf, "conference-start", call_sid, now));
+            hooks.extend(conference_event(
+                sim,
+                conf,
+                "conference-start",
+                call_sid,
+                now,
+            ));
             if conf.record && conf.recording.is_none() {
                 let rsid = sim.sid("RE");
                 let url = recording_url(sim, &rsid);
@@ -914,10 +954,20 @@ fn leave(sim: &Arc<Inner>, conf_sid: &str, call_sid: &str) {
         let Some(conf) = st.conferences.iter_mut().find(|c| c.sid == conf_sid) else {
             return;
         };
-        let Some(pos) = conf.participants.iter().position(|x| x.call_sid == call_sid) else {
+        let Some(pos) = conf
+            .participants
+            .iter()
+            .position(|x| x.call_sid == call_sid)
+        else {
             return;
         };
-        hooks.extend(conference_event(sim, conf, "participant-leave", call_sid, now));
+        hooks.extend(conference_event(
+            sim,
+            conf,
+            "participant-leave",
+            call_sid,
+            now,
+        ));
         let gone = conf.participants.remove(pos);
         conf.date_updated = now;
         let mut events = vec![Event::ParticipantLeft {
@@ -971,7 +1021,12 @@ fn leave(sim: &Arc<Inner>, conf_sid: &str, call_sid: &str) {
         }
     }
     send_all(sim, call_sid, "conference-callback", hooks);
-    send_all(sim, call_sid, "recording-callback", recording_hook.into_iter().collect());
+    send_all(
+        sim,
+        call_sid,
+        "recording-callback",
+        recording_hook.into_iter().collect(),
+    );
 }
 
 /// An inbound call to an owned number: answered at once, its VoiceUrl runs.

@@ -95,7 +95,10 @@ impl Ledger {
         self.entries
             .iter()
             .filter_map(|e| match &e.event {
-                Event::CallStatus { call_sid: s, status } if s == call_sid => Some(status.clone()),
+                Event::CallStatus {
+                    call_sid: s,
+                    status,
+                } if s == call_sid => Some(status.clone()),
                 _ => None,
             })
             .collect()
@@ -116,7 +119,9 @@ impl Ledger {
     pub fn webhooks(&self, call_sid: &str) -> Vec<&Entry> {
         self.entries
             .iter()
-            .filter(|e| matches!(&e.event, Event::Webhook { call_sid: Some(s), .. } if s == call_sid))
+            .filter(
+                |e| matches!(&e.event, Event::Webhook { call_sid: Some(s), .. } if s == call_sid),
+            )
             .collect()
     }
 

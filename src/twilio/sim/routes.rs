@@ -98,9 +98,7 @@ async fn route(sim: &Arc<Inner>, req: Request) -> Response {
     let segments: Vec<String> = path
         .trim_start_matches('/')
         .split('/')
-        .map(|s| {
-            percent_encoding_decode(s)
-        })
+        .map(percent_encoding_decode)
         .collect();
     let first = segments.first().map(String::as_str).unwrap_or("");
     match first {
@@ -179,7 +177,9 @@ async fn fault(sim: &Inner, method: &Method, path: &str) -> Option<Response> {
     let hit = {
         let mut st = sim.lock();
         let index = st.faults.iter().position(|f| {
-            f.path_contains.as_ref().is_none_or(|p| path.contains(p.as_str()))
+            f.path_contains
+                .as_ref()
+                .is_none_or(|p| path.contains(p.as_str()))
                 && f.method.as_ref().is_none_or(|m| m == method.as_str())
         })?;
         let rule = &mut st.faults[index];
@@ -271,35 +271,46 @@ fn v2010(
         ("POST", ["Calls.json"]) => create_call(sim, form),
         ("GET", ["Calls.json"]) => {
             let st = sim.lock();
-            let mut calls: Vec<&Call> = st.calls.iter().filter(|c| call_matches(c, query)).collect();
-            calls.sort_by(|a, b| b.date_created.cmp(&a.date_created));
+            let mut calls: Vec<&Call> =
+                st.calls.iter().filter(|c| call_matches(c, query)).collect();
+            calls.sort_by_key(|c| std::cmp::Reverse(c.date_created));
             let items = calls.iter().map(|c| c.json(&account)).collect();
             json_status(200, page_v2010(items, "calls", path, query))
         }
-        ("GET", ["Calls", file]) => match strip_json(file).and_then(|sid| sim.lock().call(sid).map(|c| c.json(&account))) {
-            Some(v) => json_status(200, v),
-            None => not_found(path),
-        },
+        ("GET", ["Calls", file]) => {
+            match strip_json(file).and_then(|sid| sim.lock().call(sid).map(|c| c.json(&account))) {
+                Some(v) => json_status(200, v),
+                None => not_found(path),
+            }
+        }
         ("POST", ["Calls", file]) => match strip_json(file) {
             Some(sid) => update_call(sim, sid, path, form),
             None => not_found(path),
         },
         ("DELETE", ["Calls", file]) => {
             let mut st = sim.lock();
-            let Some(sid) = strip_json(file) else { return not_found(path) };
+            let Some(sid) = strip_json(file) else {
+                return not_found(path);
+            };
             match st.calls.iter().position(|c| c.sid == sid) {
                 Some(i) if st.calls[i].is_terminal() => {
                     st.calls.remove(i);
                     StatusCode::NO_CONTENT.into_response()
                 }
-                Some(_) => error(400, 21220, "Call is not in a terminal state; it cannot be deleted"),
+                Some(_) => error(
+                    400,
+                    21220,
+                    "Call is not in a terminal state; it cannot be deleted",
+                ),
                 None => not_found(path),
             }
         }
         ("GET", ["Calls", sid, "Events.json"]) => {
             let st = sim.lock();
             match st.call(sid) {
-                Some(call) => json_status(200, page_v2010(call.events.clone(), "events", path, query)),
+                Some(call) => {
+                    json_status(200, page_v2010(call.events.clone(), "events", path, query))
+                }
                 None => not_found(path),
             }
         }
@@ -311,7 +322,7 @@ fn v2010(
                 .filter(|c| get(query, "FriendlyName").is_none_or(|n| n == c.friendly_name))
                 .filter(|c| get(query, "Status").is_none_or(|s| s == c.status))
                 .collect();
-            confs.sort_by(|a, b| b.date_created.cmp(&a.date_created));
+            confs.sort_by_key(|c| std::cmp::Reverse(c.date_created));
             let items = confs.iter().map(|c| c.json(&account)).collect();
             json_status(200, page_v2010(items, "conferences", path, query))
         }
@@ -323,14 +334,20 @@ fn v2010(
             }
         }
         ("POST", ["Conferences", file]) => {
-            let Some(sid) = strip_json(file) else { return not_found(path) };
+            let Some(sid) = strip_json(file) else {
+                return not_found(path);
+            };
             end_conference(sim, sid, path, form)
         }
         ("GET", ["Conferences", sid, "Participants.json"]) => {
             let st = sim.lock();
             match st.conferences.iter().find(|c| c.sid == *sid) {
                 Some(c) => {
-                    let items = c.participants.iter().map(|x| c.participant_json(x, &account)).collect();
+                    let items = c
+                        .participants
+                        .iter()
+                        .map(|x| c.participant_json(x, &account))
+                        .collect();
                     json_status(200, page_v2010(items, "participants", path, query))
                 }
                 None => not_found(path),
@@ -355,11 +372,16 @@ fn v2010(
             let items = st
                 .numbers
                 .iter()
-                .filter(|n| get(query, "PhoneNumber").is_none_or(|p| number_matches(&n.phone_number, p)))
+                .filter(|n| {
+                    get(query, "PhoneNumber").is_none_or(|p| number_matches(&n.phone_number, p))
+                })
                 .filter(|n| get(query, "FriendlyName").is_none_or(|f| n.friendly_name.contains(f)))
                 .map(|n| n.json(&account))
                 .collect();
-            json_status(200, page_v2010(items, "incoming_phone_numbers", path, query))
+            json_status(
+                200,
+                page_v2010(items, "incoming_phone_numbers", path, query),
+            )
         }
         ("POST", ["IncomingPhoneNumbers.json"]) => {
             let Some(phone) = get(form, "PhoneNumber").or(get(form, "AreaCode")) else {
@@ -368,7 +390,7 @@ fn v2010(
             let sid = sim.sid("PN");
             let mut number = Number::new(sid, phone, sim.clock.now());
             if let Err(response) = apply_number_fields(&mut number, form) {
-                return response;
+                return *response;
             }
             let v = number.json(&account);
             sim.lock().numbers.push(number);
@@ -384,12 +406,14 @@ fn v2010(
         ("POST", ["IncomingPhoneNumbers", file]) => {
             let now = sim.clock.now();
             let mut st = sim.lock();
-            let Some(number) = strip_json(file).and_then(|sid| st.numbers.iter_mut().find(|n| n.sid == sid)) else {
+            let Some(number) =
+                strip_json(file).and_then(|sid| st.numbers.iter_mut().find(|n| n.sid == sid))
+            else {
                 return not_found(path);
             };
             let mut updated = number.clone();
             if let Err(response) = apply_number_fields(&mut updated, form) {
-                return response;
+                return *response;
             }
             updated.date_updated = now;
             *number = updated;
@@ -429,16 +453,22 @@ fn number_matches(number: &str, pattern: &str) -> bool {
     }
 }
 
-fn apply_number_fields(number: &mut Number, form: &Form) -> Result<(), Response> {
+fn apply_number_fields(number: &mut Number, form: &Form) -> Result<(), Box<Response>> {
     if let Some(name) = get(form, "FriendlyName") {
         number.friendly_name = name.to_string();
     }
     for (param, field) in NUMBER_FIELDS {
-        let Some(value) = get(form, param) else { continue };
+        let Some(value) = get(form, param) else {
+            continue;
+        };
         let value = if param.ends_with("Method") {
             let upper = value.to_ascii_uppercase();
             if upper != "GET" && upper != "POST" {
-                return Err(error(400, 21200, format!("{param} must be GET or POST, not {value:?}")));
+                return Err(Box::new(error(
+                    400,
+                    21200,
+                    format!("{param} must be GET or POST, not {value:?}"),
+                )));
             }
             json!(upper)
         } else if *param == "VoiceCallerIdLookup" {
@@ -515,7 +545,11 @@ fn create_call(sim: &Arc<Inner>, form: &Form) -> Response {
         return error(400, 21213, "No 'From' number is specified");
     };
     let method = get(form, "Method").unwrap_or("POST").to_ascii_uppercase();
-    let instructions = match (get(form, "Url"), get(form, "Twiml"), get(form, "ApplicationSid")) {
+    let instructions = match (
+        get(form, "Url"),
+        get(form, "Twiml"),
+        get(form, "ApplicationSid"),
+    ) {
         // NB: with both, Twilio ignores Twiml (spec wording on Create).
         (Some(url), _, _) if !url.is_empty() => Instructions::Url {
             url: url.to_string(),
@@ -523,7 +557,11 @@ fn create_call(sim: &Arc<Inner>, form: &Form) -> Response {
         },
         (_, Some(twiml), _) if !twiml.is_empty() => Instructions::Twiml(twiml.to_string()),
         (_, _, Some(_)) => {
-            return error(400, 21205, "ApplicationSid is not supported by the simulator; use Url or Twiml")
+            return error(
+                400,
+                21205,
+                "ApplicationSid is not supported by the simulator; use Url or Twiml",
+            )
         }
         _ => return error(400, 21205, "Url parameter is required."),
     };
@@ -584,7 +622,9 @@ fn create_call(sim: &Arc<Inner>, form: &Form) -> Response {
             timeout,
             time_limit,
             instructions,
-            status_callback: get(form, "StatusCallback").filter(|s| !s.is_empty()).map(str::to_string),
+            status_callback: get(form, "StatusCallback")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
             status_callback_method: get(form, "StatusCallbackMethod")
                 .unwrap_or("POST")
                 .to_ascii_uppercase(),
@@ -638,7 +678,13 @@ fn update_call(sim: &Arc<Inner>, sid: &str, path: &str, form: &Form) -> Response
             ("canceled" | "completed", "queued" | "initiated" | "ringing") => Some("canceled"),
             ("completed", "in-progress") => Some("completed"),
             ("canceled" | "completed", _) => None,
-            _ => return error(400, 20001, format!("Invalid Status {requested:?}: use canceled or completed")),
+            _ => {
+                return error(
+                    400,
+                    20001,
+                    format!("Invalid Status {requested:?}: use canceled or completed"),
+                )
+            }
         };
         if let Some(target) = target {
             transition(sim, sid, target);
@@ -655,7 +701,9 @@ fn update_call(sim: &Arc<Inner>, sid: &str, path: &str, form: &Form) -> Response
         };
         if let Some(instructions) = instructions {
             let mut st = sim.lock();
-            let Some(call) = st.call_mut(sid) else { return not_found(path) };
+            let Some(call) = st.call_mut(sid) else {
+                return not_found(path);
+            };
             match call.status.as_str() {
                 "in-progress" => {
                     if let Some(control) = &call.control {
@@ -701,7 +749,11 @@ fn end_conference(sim: &Arc<Inner>, sid: &str, path: &str, form: &Form) -> Respo
             json_status(200, v)
         }
         Some("completed") | None => json_status(200, conf.json(sim.account())),
-        Some(other) => error(400, 20001, format!("Invalid Status {other:?}: use completed")),
+        Some(other) => error(
+            400,
+            20001,
+            format!("Invalid Status {other:?}: use completed"),
+        ),
     }
 }
 
@@ -727,18 +779,22 @@ async fn sim_control(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Respons
                 Err(e) => error(404, 20404, e.to_string()),
             }
         }
-        ("PUT", ["script"]) => match super::script::Script::from_yaml(&String::from_utf8_lossy(&body)) {
-            Ok(script) => {
-                sim.lock().script = script;
-                json_status(200, json!({ "ok": true }))
+        ("PUT", ["script"]) => {
+            match super::script::Script::from_yaml(&String::from_utf8_lossy(&body)) {
+                Ok(script) => {
+                    sim.lock().script = script;
+                    json_status(200, json!({ "ok": true }))
+                }
+                Err(e) => error(400, 20001, e.to_string()),
             }
-            Err(e) => error(400, 20001, e.to_string()),
-        },
+        }
         ("POST", ["faults"]) => {
             let form = parse_form(&body);
             let fault = match get(&form, "Fault") {
                 Some("429") => Fault::TooManyRequests {
-                    retry_after_seconds: get(&form, "RetryAfter").and_then(|s| s.parse().ok()).unwrap_or(1),
+                    retry_after_seconds: get(&form, "RetryAfter")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(1),
                 },
                 Some("500") => Fault::ServerError,
                 Some("hang") => Fault::Hang,
@@ -764,10 +820,13 @@ async fn sim_control(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Respons
                     sim.lock().invalid_numbers.insert(n.to_string(), c);
                     json_status(201, json!({ "ok": true }))
                 }
-                _ => error(400, 20001, "Number and Code (21211, 21214 or 21217) are required"),
+                _ => error(
+                    400,
+                    20001,
+                    "Number and Code (21211, 21214 or 21217) are required",
+                ),
             }
         }
         _ => not_found(&format!("/__sim/{}", rest.join("/"))),
     }
 }
-

@@ -156,11 +156,15 @@ impl Script {
                 message: message.to_string(),
             };
             if !(recipient.answer_after.is_finite() && recipient.answer_after >= 0.0) {
-                return Err(invalid("answerAfter must be a non-negative number of seconds"));
+                return Err(invalid(
+                    "answerAfter must be a non-negative number of seconds",
+                ));
             }
             if let Some(h) = recipient.hangup_after {
                 if !(h.is_finite() && h >= 0.0) {
-                    return Err(invalid("hangupAfter must be a non-negative number of seconds"));
+                    return Err(invalid(
+                        "hangupAfter must be a non-negative number of seconds",
+                    ));
                 }
             }
             if let Some(press) = &recipient.press {
@@ -189,10 +193,7 @@ mod tests {
             script.for_address("+819012345678").press.as_deref(),
             Some("1")
         );
-        assert_eq!(
-            script.for_address("client:bob").outcome,
-            Outcome::NoAnswer
-        );
+        assert_eq!(script.for_address("client:bob").outcome, Outcome::NoAnswer);
         assert_eq!(script.for_address("+10000000000"), &script.default);
     }
 

@@ -21,12 +21,7 @@ fn page(sim: &Inner, items: Vec<Value>, key: &str, path: &str, query: &Form) -> 
     let page = get(query, "Page")
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(0);
-    let url = |page: usize| {
-        format!(
-            "{}{path}?PageSize={size}&Page={page}",
-            sim.origin
-        )
-    };
+    let url = |page: usize| format!("{}{path}?PageSize={size}&Page={page}", sim.origin);
     let start = page.saturating_mul(size);
     let total = items.len();
     let slice: Vec<Value> = items.into_iter().skip(start).take(size).collect();
@@ -67,7 +62,10 @@ fn service_json(sim: &Inner, s: &Service) -> Value {
 }
 
 fn environment_json(sim: &Inner, e: &Environment) -> Value {
-    let url = format!("{}/v1/Services/{}/Environments/{}", sim.origin, e.service_sid, e.sid);
+    let url = format!(
+        "{}/v1/Services/{}/Environments/{}",
+        sim.origin, e.service_sid, e.sid
+    );
     json!({
         "sid": e.sid,
         "account_sid": sim.account(),
@@ -88,7 +86,10 @@ fn environment_json(sim: &Inner, e: &Environment) -> Value {
 }
 
 fn asset_json(sim: &Inner, a: &Asset) -> Value {
-    let url = format!("{}/v1/Services/{}/Assets/{}", sim.origin, a.service_sid, a.sid);
+    let url = format!(
+        "{}/v1/Services/{}/Assets/{}",
+        sim.origin, a.service_sid, a.sid
+    );
     json!({
         "sid": a.sid,
         "account_sid": sim.account(),
@@ -115,7 +116,10 @@ fn version_json(sim: &Inner, v: &AssetVersion) -> Value {
 }
 
 fn build_json(sim: &Inner, b: &Build, versions: &[AssetVersion]) -> Value {
-    let url = format!("{}/v1/Services/{}/Builds/{}", sim.origin, b.service_sid, b.sid);
+    let url = format!(
+        "{}/v1/Services/{}/Builds/{}",
+        sim.origin, b.service_sid, b.sid
+    );
     let asset_versions: Vec<Value> = b
         .asset_versions
         .iter()
@@ -187,11 +191,19 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
                 json_status(200, page(sim, items, "services", &path, &query))
             }
             "POST" => {
-                let Some(unique) = get(&form, "UniqueName") else { return missing("UniqueName") };
-                let Some(friendly) = get(&form, "FriendlyName") else { return missing("FriendlyName") };
+                let Some(unique) = get(&form, "UniqueName") else {
+                    return missing("UniqueName");
+                };
+                let Some(friendly) = get(&form, "FriendlyName") else {
+                    return missing("FriendlyName");
+                };
                 let mut st = sim.lock();
                 if st.services.iter().any(|s| s.unique_name == unique) {
-                    return error(409, 20409, format!("Service with UniqueName {unique} already exists"));
+                    return error(
+                        409,
+                        20409,
+                        format!("Service with UniqueName {unique} already exists"),
+                    );
                 }
                 let service = Service {
                     sid: sim.sid("ZS"),
@@ -238,15 +250,31 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
             json_status(200, page(sim, items, "environments", &path, &query))
         }
         ("POST", ["Environments"]) => {
-            let Some(unique) = get(&form, "UniqueName") else { return missing("UniqueName") };
-            if st.environments.iter().any(|e| e.service_sid == zs && e.unique_name == unique) {
-                return error(409, 20409, format!("Environment with UniqueName {unique} already exists"));
+            let Some(unique) = get(&form, "UniqueName") else {
+                return missing("UniqueName");
+            };
+            if st
+                .environments
+                .iter()
+                .any(|e| e.service_sid == zs && e.unique_name == unique)
+            {
+                return error(
+                    409,
+                    20409,
+                    format!("Environment with UniqueName {unique} already exists"),
+                );
             }
             let suffix = get(&form, "DomainSuffix").filter(|s| !s.is_empty());
             let base: String = format!("{}-{}", service.unique_name, suffix.unwrap_or(unique))
                 .to_ascii_lowercase()
                 .chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
                 .collect();
             let mut slug = base.clone();
             let mut n = 1;
@@ -294,7 +322,11 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
                     json_status(200, page(sim, items, "deployments", &path, &query))
                 }
                 ("GET", ["Deployments", sid]) => {
-                    match st.deployments.iter().find(|d| d.environment_sid == env.sid && d.sid == *sid) {
+                    match st
+                        .deployments
+                        .iter()
+                        .find(|d| d.environment_sid == env.sid && d.sid == *sid)
+                    {
                         Some(d) => json_status(200, deployment_json(sim, d)),
                         None => not_found(&path),
                     }
@@ -302,10 +334,18 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
                 ("POST", ["Deployments"]) => {
                     let build_sid = get(&form, "BuildSid").map(str::to_string);
                     if let Some(b) = &build_sid {
-                        match st.builds.iter().find(|x| x.sid == *b && x.service_sid == zs) {
+                        match st
+                            .builds
+                            .iter()
+                            .find(|x| x.sid == *b && x.service_sid == zs)
+                        {
                             None => return not_found(&format!("/v1/Services/{zs}/Builds/{b}")),
                             Some(x) if x.status != "completed" => {
-                                return error(400, 20001, format!("Build {b} is {} and cannot be deployed", x.status))
+                                return error(
+                                    400,
+                                    20001,
+                                    format!("Build {b} is {} and cannot be deployed", x.status),
+                                )
                             }
                             Some(_) => {}
                         }
@@ -338,7 +378,9 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
             json_status(200, page(sim, items, "assets", &path, &query))
         }
         ("POST", ["Assets"]) => {
-            let Some(friendly) = get(&form, "FriendlyName") else { return missing("FriendlyName") };
+            let Some(friendly) = get(&form, "FriendlyName") else {
+                return missing("FriendlyName");
+            };
             let asset = Asset {
                 sid: sim.sid("ZH"),
                 service_sid: zs.clone(),
@@ -361,7 +403,9 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
             match (m, rest) {
                 ("GET", []) => json_status(200, asset_json(sim, &st.assets[index])),
                 ("POST", []) => {
-                    let Some(friendly) = get(&form, "FriendlyName") else { return missing("FriendlyName") };
+                    let Some(friendly) = get(&form, "FriendlyName") else {
+                        return missing("FriendlyName");
+                    };
                     let asset = &mut st.assets[index];
                     asset.friendly_name = friendly.to_string();
                     asset.date_updated = now;
@@ -381,7 +425,11 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
                     json_status(200, page(sim, items, "asset_versions", &path, &query))
                 }
                 ("GET", ["Versions", sid]) => {
-                    match st.asset_versions.iter().find(|v| v.asset_sid == *asset_sid && v.sid == *sid) {
+                    match st
+                        .asset_versions
+                        .iter()
+                        .find(|v| v.asset_sid == *asset_sid && v.sid == *sid)
+                    {
                         Some(v) => json_status(200, version_json(sim, v)),
                         None => not_found(&path),
                     }
@@ -401,14 +449,30 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
         ("POST", ["Builds"]) => {
             let versions = get_all(&form, "AssetVersions");
             if !get_all(&form, "FunctionVersions").is_empty() {
-                return error(400, 20001, "FunctionVersions are not supported by the simulator");
+                return error(
+                    400,
+                    20001,
+                    "FunctionVersions are not supported by the simulator",
+                );
             }
             if versions.is_empty() {
-                return error(400, 20001, "At least one of AssetVersions or FunctionVersions is required");
+                return error(
+                    400,
+                    20001,
+                    "At least one of AssetVersions or FunctionVersions is required",
+                );
             }
             for v in &versions {
-                if !st.asset_versions.iter().any(|x| &x.sid == v && x.service_sid == zs) {
-                    return error(400, 20001, format!("Asset Version {v} does not exist in service {zs}"));
+                if !st
+                    .asset_versions
+                    .iter()
+                    .any(|x| &x.sid == v && x.service_sid == zs)
+                {
+                    return error(
+                        400,
+                        20001,
+                        format!("Asset Version {v} does not exist in service {zs}"),
+                    );
                 }
             }
             let dependencies = match get(&form, "Dependencies") {
@@ -445,7 +509,12 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
             json_status(201, v)
         }
         (_, ["Builds", sid, rest @ ..]) => {
-            let Some(build) = st.builds.iter().find(|b| b.service_sid == zs && b.sid == *sid).cloned() else {
+            let Some(build) = st
+                .builds
+                .iter()
+                .find(|b| b.service_sid == zs && b.sid == *sid)
+                .cloned()
+            else {
                 return not_found(&path);
             };
             match (m, rest) {
@@ -472,7 +541,13 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
 }
 
 /// `POST /v1/Services/{ZS}/Assets/{ZH}/Versions` (multipart: `Path`, `Visibility`, `Content`).
-async fn upload(sim: &Arc<Inner>, req: Request, service_ref: &str, asset_sid: &str, path: &str) -> Response {
+async fn upload(
+    sim: &Arc<Inner>,
+    req: Request,
+    service_ref: &str,
+    asset_sid: &str,
+    path: &str,
+) -> Response {
     let (zs, exists) = {
         let st = sim.lock();
         let zs = st
@@ -480,9 +555,11 @@ async fn upload(sim: &Arc<Inner>, req: Request, service_ref: &str, asset_sid: &s
             .iter()
             .find(|s| s.sid == service_ref || s.unique_name == service_ref)
             .map(|s| s.sid.clone());
-        let exists = zs
-            .as_ref()
-            .is_some_and(|zs| st.assets.iter().any(|a| &a.service_sid == zs && a.sid == asset_sid));
+        let exists = zs.as_ref().is_some_and(|zs| {
+            st.assets
+                .iter()
+                .any(|a| &a.service_sid == zs && a.sid == asset_sid)
+        });
         (zs.unwrap_or_default(), exists)
     };
     if !exists {
@@ -490,7 +567,13 @@ async fn upload(sim: &Arc<Inner>, req: Request, service_ref: &str, asset_sid: &s
     }
     let mut multipart = match Multipart::from_request(req, &()).await {
         Ok(m) => m,
-        Err(e) => return error(400, 20001, format!("expected a multipart/form-data upload: {e}")),
+        Err(e) => {
+            return error(
+                400,
+                20001,
+                format!("expected a multipart/form-data upload: {e}"),
+            )
+        }
     };
     let (mut asset_path, mut visibility, mut content) = (None, None, None);
     loop {
@@ -512,12 +595,22 @@ async fn upload(sim: &Arc<Inner>, req: Request, service_ref: &str, asset_sid: &s
             Err(e) => return error(400, 20001, format!("malformed multipart body: {e}")),
         }
     }
-    let Some(mut asset_path) = asset_path else { return missing("Path") };
-    let Some(visibility) = visibility else { return missing("Visibility") };
-    let Some((content, content_type)) = content else { return missing("Content") };
+    let Some(mut asset_path) = asset_path else {
+        return missing("Path");
+    };
+    let Some(visibility) = visibility else {
+        return missing("Visibility");
+    };
+    let Some((content, content_type)) = content else {
+        return missing("Content");
+    };
     let visibility = visibility.to_ascii_lowercase();
     if !matches!(visibility.as_str(), "public" | "protected" | "private") {
-        return error(400, 20001, format!("Visibility must be public, protected or private, not {visibility:?}"));
+        return error(
+            400,
+            20001,
+            format!("Visibility must be public, protected or private, not {visibility:?}"),
+        );
     }
     if !asset_path.starts_with('/') {
         asset_path.insert(0, '/');
@@ -606,12 +699,24 @@ pub(crate) async fn serve_asset(sim: &Arc<Inner>, req: Request, rest: &[String])
             let body = axum::body::to_bytes(req.into_body(), 1024 * 1024)
                 .await
                 .unwrap_or_default();
-            let params = if is_form { parse_form(&body) } else { Vec::new() };
+            let params = if is_form {
+                parse_form(&body)
+            } else {
+                Vec::new()
+            };
             if !signature::verify(&sim.config.auth_token, &url, &params, &signature) {
-                return (StatusCode::FORBIDDEN, "Forbidden: a valid X-Twilio-Signature is required").into_response();
+                return (
+                    StatusCode::FORBIDDEN,
+                    "Forbidden: a valid X-Twilio-Signature is required",
+                )
+                    .into_response();
             }
         }
         _ => return (StatusCode::FORBIDDEN, "Forbidden: private asset").into_response(),
     }
-    ([(header::CONTENT_TYPE, version.content_type)], version.content).into_response()
+    (
+        [(header::CONTENT_TYPE, version.content_type)],
+        version.content,
+    )
+        .into_response()
 }

@@ -40,7 +40,7 @@ pub enum Verb {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum DialTarget {
-    Conference(ConferenceAttrs),
+    Conference(Box<ConferenceAttrs>),
     /// `<Number>`, `<Client>`, `<Sip>` or bare text: addresses to ring.
     Endpoints(Vec<String>),
 }
@@ -81,8 +81,8 @@ pub enum TwimlError {
 
 /// Parses a TwiML document.
 pub fn parse(document: &str) -> Result<Vec<Verb>, TwimlError> {
-    let doc = roxmltree::Document::parse(document.trim())
-        .map_err(|e| TwimlError::Xml(e.to_string()))?;
+    let doc =
+        roxmltree::Document::parse(document.trim()).map_err(|e| TwimlError::Xml(e.to_string()))?;
     let root = doc.root_element();
     if root.tag_name().name() != "Response" {
         return Err(TwimlError::Root(root.tag_name().name().to_string()));
@@ -212,7 +212,7 @@ fn verb(node: roxmltree::Node) -> Result<Verb, TwimlError> {
             let children: Vec<_> = node.children().filter(|n| n.is_element()).collect();
             let target = match children.first() {
                 Some(child) if child.tag_name().name() == "Conference" => {
-                    DialTarget::Conference(conference(*child)?)
+                    DialTarget::Conference(Box::new(conference(*child)?))
                 }
                 Some(_) => DialTarget::Endpoints(
                     children
@@ -317,7 +317,10 @@ mod tests {
             panic!("{verbs:?}")
         };
         assert_eq!(action.as_deref(), Some("http://127.0.0.1:1/ack.xml"));
-        assert_eq!((method.as_str(), *num_digits, *timeout), ("GET", Some(1), 8.0));
+        assert_eq!(
+            (method.as_str(), *num_digits, *timeout),
+            ("GET", Some(1), 8.0)
+        );
         assert_eq!(prompt.len(), 1);
         assert_eq!(verbs[3], Verb::Hangup);
     }
