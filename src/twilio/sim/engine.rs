@@ -660,7 +660,8 @@ async fn exec(run: &mut Run, verbs: Vec<Verb>, base: Option<String>) -> Step {
                 let dial_status = match target {
                     DialTarget::Conference(attrs) => {
                         match conference(run, *attrs, record != "do-not-record").await {
-                            Ok(true) => "completed",
+                            // NB: Twilio reports `answered` for a <Dial><Conference> that connected.
+                            Ok(true) => "answered",
                             // The person hung up while in the room.
                             Ok(false) => return Step::End,
                             Err(i) => return interrupted(i),

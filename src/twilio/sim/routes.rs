@@ -373,7 +373,8 @@ fn v2010(
                 .numbers
                 .iter()
                 .filter(|n| {
-                    get(query, "PhoneNumber").is_none_or(|p| number_matches(&n.phone_number, p))
+                    get(query, "PhoneNumber")
+                        .is_none_or(|p| number_matches(&n.phone_number, &p.replace(' ', "+")))
                 })
                 .filter(|n| get(query, "FriendlyName").is_none_or(|f| n.friendly_name.contains(f)))
                 .map(|n| n.json(&account))

@@ -981,3 +981,102 @@ async fn refuses_non_loopback_listen_addresses() {
         Err(SimError::NotLoopback(_))
     ));
 }
+
+#[tokio::test]
+async fn api_redirect_leaves_the_room_and_ending_the_room_runs_the_dial_action() {
+    let (erin, frank) = ("+15550000090", "+15550000091");
+    let sim = start(
+        50.0,
+        Script::default()
+            .with(erin, Recipient::answers_after(0.0))
+            .with(frank, Recipient::answers_after(0.0)),
+    )
+    .await;
+    let rx = Receiver::start().await;
+    rx.serve(
+        "/after-dial.xml",
+        "<Response><Say>The room has ended.</Say></Response>",
+    );
+    let room = |name: &str| {
+        format!(
+            r#"<Response><Dial action="{}"><Conference>{name}</Conference></Dial></Response>"#,
+            rx.url("/after-dial.xml")
+        )
+    };
+    let erin_sid = create_call(
+        &sim,
+        &[("To", erin), ("From", FROM), ("Twiml", &room("RoomE"))],
+    )
+    .await;
+    let frank_sid = create_call(
+        &sim,
+        &[("To", frank), ("From", FROM), ("Twiml", &room("RoomF"))],
+    )
+    .await;
+    until("both in their rooms", || {
+        let ledger = sim.ledger();
+        ledger.participants_of("RoomE") == [erin_sid.clone()]
+            && ledger.participants_of("RoomF") == [frank_sid.clone()]
+    })
+    .await;
+
+    // New TwiML for an in-progress call interrupts the conference and runs instead.
+    let call_url = |sid: &str| {
+        format!(
+            "{}/2010-04-01/Accounts/{AC}/Calls/{sid}.json",
+            sim.api_url()
+        )
+    };
+    let (code, _, _) = post(
+        &call_url(&erin_sid),
+        &[(
+            "Twiml",
+            "<Response><Say>Redirected.</Say><Hangup/></Response>",
+        )],
+    )
+    .await;
+    assert_eq!(code, 200);
+    until("erin's call to complete", || {
+        status_of(&sim, &erin_sid).as_deref() == Some("completed")
+    })
+    .await;
+    assert!(rx
+        .hits("/after-dial.xml")
+        .iter()
+        .all(|h| h.params["CallSid"] != erin_sid));
+    assert!(sim.ledger().entries.iter().any(|e| matches!(
+        &e.event,
+        Event::ParticipantLeft { call_sid, .. } if *call_sid == erin_sid
+    )));
+
+    // Ending the room through the API sends frank on to the <Dial> action.
+    let (_, list) = fetch(&format!(
+        "{}/2010-04-01/Accounts/{AC}/Conferences.json?FriendlyName=RoomF",
+        sim.api_url()
+    ))
+    .await;
+    let cf = list["conferences"][0]["sid"].as_str().unwrap().to_string();
+    let (code, conf, _) = post(
+        &format!(
+            "{}/2010-04-01/Accounts/{AC}/Conferences/{cf}.json",
+            sim.api_url()
+        ),
+        &[("Status", "completed")],
+    )
+    .await;
+    assert_eq!((code, conf["status"].as_str()), (200, Some("completed")));
+    assert_eq!(conf["reason_conference_ended"], "conference-ended-via-api");
+    until("frank's call to complete", || {
+        status_of(&sim, &frank_sid).as_deref() == Some("completed")
+    })
+    .await;
+    let action = rx.hits("/after-dial.xml");
+    assert_eq!(action.len(), 1);
+    assert!(action[0].signed);
+    assert_eq!(action[0].method, "POST");
+    assert_eq!(action[0].params["DialCallStatus"], "answered");
+    // A finished call cannot be redirected.
+    let (code, body, _) = post(&call_url(&frank_sid), &[("Twiml", "<Response/>")]).await;
+    assert_eq!((code, body["code"].as_u64()), (400, Some(21220)));
+    sim.shutdown().await;
+}
