@@ -50,10 +50,16 @@ pub(crate) async fn dispatcher(sim: Arc<Inner>, mut queue: mpsc::UnboundedReceiv
             }
         }
         if let Some(slot) = next_slot {
-            let wait = sim.clock.now().duration_until(slot).as_secs_f64();
-            if wait > 0.0 {
+            // NB: loop rather than trust one sleep, so float rounding can never start a call a
+            // nanosecond before its slot.
+            loop {
+                let wait = sim.clock.now().duration_until(slot).as_secs_f64();
+                if wait <= 0.0 {
+                    break;
+                }
+                let real = sim.clock.real(wait) + std::time::Duration::from_micros(100);
                 tokio::select! {
-                    _ = tokio::time::sleep(sim.clock.real(wait)) => {}
+                    _ = tokio::time::sleep(real) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }

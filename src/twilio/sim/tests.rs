@@ -515,7 +515,7 @@ async fn calls_start_at_the_cps_rate_within_the_concurrency_cap() {
             &[
                 ("To", "+15550000030"),
                 ("From", FROM),
-                ("Twiml", r#"<Response><Pause length="3"/></Response>"#),
+                ("Twiml", r#"<Response><Pause length="30"/></Response>"#),
             ],
         )
         .await;
@@ -841,10 +841,12 @@ async fn serverless_assets_are_served_and_protected_ones_need_a_signature() {
 async fn dial_in_runs_the_numbers_voice_url_and_joins_the_room() {
     let caller = "+15550000070";
     let responder = "+15550000071";
+    // NB: the caller stays 120 simulated seconds (2.4 s real), a wide window for the checks
+    // made while both are in the room.
     let sim = start(
         50.0,
         Script::default()
-            .with(caller, Recipient::answers_after(0.0).hangup_after(30.0))
+            .with(caller, Recipient::answers_after(0.0).hangup_after(120.0))
             .with(responder, Recipient::presses(1.0, "1")),
     )
     .await;
@@ -879,31 +881,28 @@ async fn dial_in_runs_the_numbers_voice_url_and_joins_the_room() {
         (200, Some(bridge.as_str()), Some("GET"))
     );
 
-    let inbound = sim.dial_in(caller, "+15005550006").unwrap();
-    until("the caller in the room", || {
-        sim.ledger().participants_of("AlertRoom") == [inbound.clone()]
-    })
-    .await;
-    let hits = rx.hits("/bridge.xml");
-    assert_eq!(hits.len(), 1);
-    assert_eq!(hits[0].method, "GET");
-    assert!(hits[0].signed);
-    assert_eq!(hits[0].params["Direction"], "inbound");
-    assert_eq!(hits[0].params["From"], caller);
-    assert_eq!(
-        participants(&sim, "AlertRoom").await,
-        ("init".to_string(), vec![inbound.clone()])
-    );
-
-    // A second participant starts the conference, which records.
+    // The acknowledger waits alone: the room is `init`.
     let twiml = ack_twiml(&rx.url("/ack.xml"));
     let outbound = create_call(
         &sim,
         &[("To", responder), ("From", FROM), ("Twiml", &twiml)],
     )
     .await;
+    until("the responder in the room", || {
+        sim.ledger().participants_of("AlertRoom") == [outbound.clone()]
+    })
+    .await;
+    assert_eq!(
+        participants(&sim, "AlertRoom").await,
+        ("init".to_string(), vec![outbound.clone()])
+    );
+
+    // Calling the bridge number runs its VoiceUrl and joins the caller: the conference starts.
+    let inbound = sim.dial_in(caller, "+15005550006").unwrap();
     until("the conference to start", || {
-        sim.ledger().entries.iter().any(|e| matches!(&e.event, Event::ConferenceStatus { status, .. } if status == "in-progress"))
+        sim.ledger().entries.iter().any(|e| {
+            matches!(&e.event, Event::ConferenceStatus { status, .. } if status == "in-progress")
+        })
     })
     .await;
     let (status, mut members) = participants(&sim, "AlertRoom").await;
@@ -911,6 +910,13 @@ async fn dial_in_runs_the_numbers_voice_url_and_joins_the_room() {
     let mut expected = vec![inbound.clone(), outbound.clone()];
     expected.sort();
     assert_eq!((status.as_str(), members), ("in-progress", expected));
+    let hits = rx.hits("/bridge.xml");
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].method, "GET");
+    assert!(hits[0].signed);
+    assert_eq!(hits[0].params["Direction"], "inbound");
+    assert_eq!(hits[0].params["From"], caller);
+    assert_eq!(hits[0].params["To"], "+15005550006");
     let ledger = sim.ledger();
     assert!(ledger.entries.iter().any(|e| matches!(
         &e.event,
@@ -920,13 +926,17 @@ async fn dial_in_runs_the_numbers_voice_url_and_joins_the_room() {
         }
     )));
     assert!(ledger.entries.iter().any(|e| matches!(&e.event, Event::ParticipantJoined { wait_url: Some(w), .. } if w.ends_with("hold.mp3"))));
-    // The caller hangs up after 30 s in the room; the responder stays.
+
+    // The caller hangs up after 120 s in the room; the responder stays.
     until("the caller to hang up", || {
         status_of(&sim, &inbound).as_deref() == Some("completed")
     })
     .await;
     assert_eq!(participants(&sim, "AlertRoom").await.1, [outbound]);
-    assert!(sim.dial_in(caller, "+19999999999").is_err());
+    assert!(matches!(
+        sim.dial_in(caller, "+19999999999"),
+        Err(SimError::UnknownNumber(_))
+    ));
     sim.shutdown().await;
 }
 
