@@ -933,7 +933,7 @@ fn join(
             if conf.record && conf.recording.is_none() {
                 let rsid = sim.sid("RE");
                 let url = recording_url(sim, &rsid);
-                conf.recording = Some((rsid.clone(), url.clone()));
+                conf.recording = Some((rsid.clone(), url.clone(), now));
                 events.push(Event::Recording {
                     recording_sid: rsid,
                     url,
@@ -1002,7 +1002,7 @@ fn leave(sim: &Arc<Inner>, conf_sid: &str, call_sid: &str) {
             });
             hooks.extend(conference_event(sim, conf, "conference-end", call_sid, now));
             let _ = conf.ended.send(true);
-            if let (Some((rsid, url)), Some((cb, method))) =
+            if let (Some((rsid, url, _)), Some((cb, method))) =
                 (&conf.recording, &conf.recording_status_callback)
             {
                 let seconds = conf.date_created.duration_until(now).as_secs().max(0);

@@ -13,8 +13,24 @@
 //! URL conventions: everything is served on one origin `http://127.0.0.1:PORT` (`api_url`,
 //! `serverless_url` and `upload_url` are all that origin). An Environment's `domain_name` is
 //! `127.0.0.1:PORT/twil.io/<service unique name>-<environment suffix or unique name>`, so the asset
-//! at `path` is `http://{domain_name}{path}`. `GET /__sim/ledger` returns the [`Ledger`] as JSON.
-//! Simulated time runs `time_scale` times faster than real time.
+//! at `path` is `http://{domain_name}{path}`. Simulated time runs `time_scale` times faster than
+//! real time; ledger timestamps are simulated time.
+//!
+//! Control endpoints for standalone use (loopback only, no auth):
+//! - `GET /__sim/ledger`: the [`Ledger`] as JSON (`{"entries": [...]}`);
+//! - `PUT /__sim/script`: replace the recipients' script (YAML body, see [`script`]);
+//! - `POST /__sim/dial_in` (`From`, `To`): an inbound call to an owned number;
+//! - `POST /__sim/faults` (`Fault=429|500|hang`, optional `Path`, `Method`, `Times`,
+//!   `RetryAfter`), `DELETE /__sim/faults`;
+//! - `POST /__sim/invalid_numbers` (`Number`, `Code=21211|21214|21217`).
+//!
+//! Owned numbers are seeded with Twilio's own `POST .../IncomingPhoneNumbers.json`
+//! (`PhoneNumber`, optional `VoiceUrl`, `VoiceMethod`...) or [`SimHandle::add_number`].
+//!
+//! Deliberate simplifications: no +5 s buffer on `Timeout`; `<Dial>` to numbers, clients or SIP
+//! is not simulated (only `<Conference>`); `<Play>` counts 5 s and fetches nothing; hold music
+//! (`waitUrl`) is noted in the ledger, not fetched; Call Events list the webhooks the simulator
+//! made (not the REST requests), with parameters in snake_case like Twilio's example.
 
 mod engine;
 pub mod ledger;
@@ -135,6 +151,21 @@ pub enum SimError {
     UnknownNumber(String),
     #[error("invalid-number errors are 21211, 21214 or 21217, not {0}")]
     ErrorCode(u32),
+}
+
+impl SimError {
+    /// A stable short reason for logs and conditions.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SimError::NotLoopback(_) => "NotLoopback",
+            SimError::Bind { .. } => "BindFailed",
+            SimError::TimeScale(_) => "InvalidTimeScale",
+            SimError::Cps(_) => "InvalidCallsPerSecond",
+            SimError::Http(_) => "HttpClient",
+            SimError::UnknownNumber(_) => "UnknownNumber",
+            SimError::ErrorCode(_) => "InvalidErrorCode",
+        }
+    }
 }
 
 /// Starts simulators.

@@ -339,6 +339,16 @@ fn v2010(
             };
             end_conference(sim, sid, path, form)
         }
+        ("GET", ["Conferences", sid, "Recordings.json"]) => {
+            let st = sim.lock();
+            match st.conferences.iter().find(|c| c.sid == *sid) {
+                Some(c) => json_status(
+                    200,
+                    page_v2010(c.recordings_json(&account), "recordings", path, query),
+                ),
+                None => not_found(path),
+            }
+        }
         ("GET", ["Conferences", sid, "Participants.json"]) => {
             let st = sim.lock();
             match st.conferences.iter().find(|c| c.sid == *sid) {

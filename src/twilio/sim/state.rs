@@ -168,7 +168,8 @@ pub(crate) struct Conference {
     pub reason_conference_ended: Option<String>,
     pub call_sid_ending_conference: Option<String>,
     pub record: bool,
-    pub recording: Option<(String, String)>,
+    /// (`RE...` SID, URL, start) once a recorded conference starts.
+    pub recording: Option<(String, String, Timestamp)>,
     pub status_callback: Option<(String, String, Vec<String>)>,
     pub recording_status_callback: Option<(String, String)>,
     pub sequence: u64,
@@ -195,6 +196,41 @@ impl Conference {
             "reason_conference_ended": self.reason_conference_ended,
             "call_sid_ending_conference": self.call_sid_ending_conference,
         })
+    }
+
+    pub(crate) fn recordings_json(&self, account: &str) -> Vec<Value> {
+        let Some((sid, _, started)) = &self.recording else {
+            return Vec::new();
+        };
+        let done = self.status == "completed";
+        let duration = if done {
+            started
+                .duration_until(self.date_updated)
+                .as_secs()
+                .max(0)
+                .to_string()
+        } else {
+            "-1".to_string()
+        };
+        vec![json!({
+            "account_sid": account,
+            "api_version": "2010-04-01",
+            "call_sid": self.call_sid_ending_conference,
+            "conference_sid": self.sid,
+            "channels": 1,
+            "date_created": rfc2822(*started),
+            "date_updated": rfc2822(self.date_updated),
+            "start_time": rfc2822(*started),
+            "price": null,
+            "price_unit": "USD",
+            "duration": duration,
+            "sid": sid,
+            "source": "Conference",
+            "status": if done { "completed" } else { "in-progress" },
+            "error_code": null,
+            "encryption_details": null,
+            "uri": format!("/2010-04-01/Accounts/{account}/Conferences/{}/Recordings/{sid}.json", self.sid),
+        })]
     }
 
     pub(crate) fn participant_json(&self, p: &Participant, account: &str) -> Value {

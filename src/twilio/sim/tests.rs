@@ -926,6 +926,28 @@ async fn dial_in_runs_the_numbers_voice_url_and_joins_the_room() {
         }
     )));
     assert!(ledger.entries.iter().any(|e| matches!(&e.event, Event::ParticipantJoined { wait_url: Some(w), .. } if w.ends_with("hold.mp3"))));
+    let recorded_url = ledger
+        .entries
+        .iter()
+        .find_map(|e| match &e.event {
+            Event::Recording { url, .. } => Some(url.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let (_, confs) = fetch(&format!(
+        "{}/2010-04-01/Accounts/{AC}/Conferences.json?FriendlyName=AlertRoom",
+        sim.api_url()
+    ))
+    .await;
+    let cf = confs["conferences"][0]["sid"].as_str().unwrap().to_string();
+    let (code, recordings) = fetch(&format!(
+        "{}/2010-04-01/Accounts/{AC}/Conferences/{cf}/Recordings.json",
+        sim.api_url()
+    ))
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(recordings["recordings"][0]["status"], "in-progress");
+    assert!(recorded_url.ends_with(recordings["recordings"][0]["sid"].as_str().unwrap()));
 
     // The caller hangs up after 120 s in the room; the responder stays.
     until("the caller to hang up", || {
