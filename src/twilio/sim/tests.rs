@@ -806,6 +806,33 @@ async fn serverless_assets_are_served_and_protected_ones_need_a_signature() {
         .unwrap();
     assert_eq!(signed.status().as_u16(), 200);
     assert_eq!(signed.text().await.unwrap(), ROOM_DOC);
+    // A signed POST, as a Gather action with the default method makes.
+    let params = vec![
+        ("CallSid".to_string(), "CA0123".to_string()),
+        ("Digits".to_string(), "1".to_string()),
+    ];
+    let posted = http()
+        .post(&protected)
+        .header(
+            "X-Twilio-Signature",
+            signature::compute(TOKEN, &protected, &params),
+        )
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status().as_u16(), 200);
+    let tampered = http()
+        .post(&protected)
+        .header(
+            "X-Twilio-Signature",
+            signature::compute(TOKEN, &protected, &params),
+        )
+        .form(&[("CallSid", "CA0123"), ("Digits", "9")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tampered.status().as_u16(), 403);
 
     // The simulator's own Gather action fetch of the protected asset is signed, so it runs.
     let alice = "+15550000060";
@@ -1110,5 +1137,63 @@ async fn api_redirect_leaves_the_room_and_ending_the_room_runs_the_dial_action()
     // A finished call cannot be redirected.
     let (code, body, _) = post(&call_url(&frank_sid), &[("Twiml", "<Response/>")]).await;
     assert_eq!((code, body["code"].as_u64()), (400, Some(21220)));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn url_documents_redirect_relative_urls_and_pause() {
+    let sim = start(
+        50.0,
+        Script::default().with("+15550000100", Recipient::answers_after(0.0)),
+    )
+    .await;
+    let rx = Receiver::start().await;
+    rx.serve(
+        "/flow/start.xml",
+        r#"<Response><Pause length="4"/><Redirect method="GET">next.xml</Redirect></Response>"#,
+    );
+    rx.serve(
+        "/flow/next.xml",
+        "<Response><Hangup/><Say>never spoken</Say></Response>",
+    );
+    let url = rx.url("/flow/start.xml");
+    let sid = create_call(
+        &sim,
+        &[
+            ("To", "+15550000100"),
+            ("From", FROM),
+            ("Url", &url),
+            ("Method", "POST"),
+        ],
+    )
+    .await;
+    until("the call to complete", || {
+        status_of(&sim, &sid).as_deref() == Some("completed")
+    })
+    .await;
+    let start_hits = rx.hits("/flow/start.xml");
+    let next_hits = rx.hits("/flow/next.xml");
+    assert_eq!((start_hits.len(), next_hits.len()), (1, 1));
+    assert_eq!(
+        (start_hits[0].method.as_str(), next_hits[0].method.as_str()),
+        ("POST", "GET")
+    );
+    assert!(start_hits[0].signed && next_hits[0].signed);
+    let ledger = sim.ledger();
+    let purposes: Vec<String> = ledger
+        .webhooks(&sid)
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Webhook { purpose, .. } => Some(purpose.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(purposes, ["voice-url", "redirect"]);
+    let answered = ledger.status_time(&sid, "in-progress").unwrap();
+    let ended = ledger.status_time(&sid, "completed").unwrap();
+    assert!(
+        answered.duration_until(ended).as_secs_f64() >= 4.0,
+        "the Pause takes 4 s"
+    );
     sim.shutdown().await;
 }
