@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod demo;
+pub mod twilio_sim;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -27,6 +28,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Run the paging pipeline on the embedded examples, with no cluster and no Twilio account.
     Demo(demo::DemoArgs),
+    /// Run the Twilio simulator as a standalone loopback server.
+    TwilioSim(twilio_sim::TwilioSimArgs),
 }
 
 /// Parses the command line and runs the chosen command.
@@ -36,6 +39,7 @@ pub fn main() -> ExitCode {
         Command::Crd => print_crds(),
         Command::Check(args) => check::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::TwilioSim(args) => twilio_sim::run(&args),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod error;
 pub mod signature;
+pub mod sim;
 pub mod twiml;
 pub mod types;
 
