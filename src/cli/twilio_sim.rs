@@ -25,7 +25,7 @@ pub struct TwilioSimArgs {
         default_value = "simulator-auth-token"
     )]
     pub auth_token: String,
-    /// YAML file with the recipients' behaviour (see examples/sim-script.yaml).
+    /// YAML file with the recipients' behaviour (see examples/simulator/script.yaml).
     #[arg(long)]
     pub script: Option<PathBuf>,
     /// Simulated seconds per real second.

@@ -187,7 +187,7 @@ mod tests {
 
     #[test]
     fn example_file_parses() {
-        let script = Script::from_yaml(include_str!("../../../examples/sim-script.yaml"))
+        let script = Script::from_yaml(include_str!("../../../examples/simulator/script.yaml"))
             .expect("example script parses");
         assert_eq!(
             script.for_address("+819012345678").press.as_deref(),
