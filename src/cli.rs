@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod check;
 pub mod demo;
+pub mod run;
 pub mod twilio_sim;
 
 #[derive(Parser, Debug)]
@@ -22,6 +23,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the operator (in-cluster or with a kubeconfig).
+    Run(Box<run::RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (the source of crds/).
     Crd,
     /// Validate policies and routes offline, as a GitOps CI step.
@@ -36,6 +39,7 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => run::run(&args),
         Command::Crd => print_crds(),
         Command::Check(args) => check::run(&args),
         Command::Demo(args) => demo::run(&args),

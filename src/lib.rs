@@ -15,9 +15,14 @@
 
 pub mod api;
 pub mod cli;
+pub mod controller;
 pub mod escalation;
+pub mod http;
+pub mod leader;
 pub mod message;
+pub mod metrics;
 pub mod routing;
+pub mod telemetry;
 pub mod twilio;
 
 #[cfg(test)]

@@ -1,0 +1,297 @@
+//! Twilio accounts, resolved from the credentials Secret a CallPolicy names. One client per
+//! Secret version, shared by every controller, so a rotated token is picked up on the next use.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::ResourceExt;
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::api::CallPolicy;
+use crate::twilio::{Credentials, TwilioClient, TwilioConfig, TwilioError};
+
+/// Where the Twilio APIs are; overridden to point at the simulator.
+#[derive(Clone, Debug, Default)]
+pub struct TwilioEndpoints {
+    pub api_url: Option<Url>,
+    pub serverless_url: Option<Url>,
+    pub upload_url: Option<Url>,
+    /// Scheme of hosted asset URLs (`http` for the simulator).
+    pub asset_scheme: Option<String>,
+}
+
+impl TwilioEndpoints {
+    pub fn config(&self, credentials: Credentials) -> TwilioConfig {
+        let mut config = TwilioConfig::new(credentials);
+        if let Some(url) = &self.api_url {
+            config.api_base = url.clone();
+        }
+        if let Some(url) = &self.serverless_url {
+            config.serverless_base = url.clone();
+        }
+        // The upload host follows the Serverless override unless set on its own, since a
+        // simulator serves both.
+        if let Some(url) = self.upload_url.as_ref().or(self.serverless_url.as_ref()) {
+            config.upload_base = url.clone();
+        }
+        if let Some(scheme) = &self.asset_scheme {
+            config.asset_scheme = scheme.clone();
+        } else if config.serverless_base.scheme() == "http" {
+            config.asset_scheme = "http".to_string();
+        }
+        config
+    }
+}
+
+/// One Twilio account as a policy sees it.
+pub struct Account {
+    pub account_sid: String,
+    /// Needed to verify webhook signatures; absent with API-key credentials, in which case
+    /// callbacks are not trusted and status comes from polling only.
+    pub auth_token: Option<String>,
+    pub client: TwilioClient,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("account_sid", &self.account_sid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a policy's account could not be resolved. Never carries a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("Secret {namespace}/{name} not found")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} lacks {missing}: it needs accountSid and authToken, or accountSid, apiKeySid and apiKeySecret")]
+    SecretIncomplete {
+        namespace: String,
+        name: String,
+        missing: String,
+    },
+    #[error("reading Secret {namespace}/{name}: {source}")]
+    Kube {
+        namespace: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    #[error("building the Twilio client: {0}")]
+    Client(#[from] TwilioError),
+}
+
+impl AccountError {
+    /// Stable short reason for conditions, events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AccountError::SecretNotFound { .. } => "SecretNotFound",
+            AccountError::SecretIncomplete { .. } => "SecretIncomplete",
+            AccountError::Kube { .. } => "SecretUnreadable",
+            AccountError::Client(_) => "TwilioClientError",
+        }
+    }
+
+    /// A missing or incomplete Secret needs a person; an API error may pass.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            AccountError::SecretNotFound { .. } | AccountError::SecretIncomplete { .. }
+        )
+    }
+}
+
+/// Credentials read from a Secret's data.
+pub fn credentials_from_secret(
+    secret: &Secret,
+) -> Result<(Credentials, Option<String>), Vec<&'static str>> {
+    let value = |key: &str| -> Option<String> {
+        let from_data = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .and_then(|bytes| String::from_utf8(bytes.0.clone()).ok());
+        let from_string_data = secret
+            .string_data
+            .as_ref()
+            .and_then(|data| data.get(key).cloned());
+        from_data
+            .or(from_string_data)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let Some(account_sid) = value("accountSid") else {
+        return Err(vec!["accountSid"]);
+    };
+    if let Some(auth_token) = value("authToken") {
+        return Ok((
+            Credentials::AuthToken {
+                account_sid,
+                auth_token: auth_token.clone(),
+            },
+            Some(auth_token),
+        ));
+    }
+    match (value("apiKeySid"), value("apiKeySecret")) {
+        (Some(key_sid), Some(key_secret)) => Ok((
+            Credentials::ApiKey {
+                account_sid,
+                key_sid,
+                key_secret,
+            },
+            None,
+        )),
+        (None, None) => Err(vec!["authToken"]),
+        (None, Some(_)) => Err(vec!["apiKeySid"]),
+        (Some(_), None) => Err(vec!["apiKeySecret"]),
+    }
+}
+
+type CacheKey = (String, String);
+
+/// Resolves and caches accounts by Secret.
+pub struct Accounts {
+    client: kube::Client,
+    endpoints: TwilioEndpoints,
+    cache: Mutex<HashMap<CacheKey, (String, Arc<Account>)>>,
+}
+
+impl Accounts {
+    pub fn new(client: kube::Client, endpoints: TwilioEndpoints) -> Self {
+        Self {
+            client,
+            endpoints,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn endpoints(&self) -> &TwilioEndpoints {
+        &self.endpoints
+    }
+
+    /// The account of a policy, from its credentials Secret.
+    pub async fn for_policy(&self, policy: &CallPolicy) -> Result<Arc<Account>, AccountError> {
+        let namespace = policy.namespace().unwrap_or_default();
+        let name = policy.spec.twilio.credentials_secret_ref.name.clone();
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        let secret = match secrets.get_opt(&name).await {
+            Ok(Some(secret)) => secret,
+            Ok(None) => return Err(AccountError::SecretNotFound { namespace, name }),
+            Err(source) => {
+                return Err(AccountError::Kube {
+                    namespace,
+                    name,
+                    source: Box::new(source),
+                })
+            }
+        };
+        let version = secret.resource_version().unwrap_or_default();
+        let key = (namespace.clone(), name.clone());
+        let mut cache = self.cache.lock().await;
+        if let Some((cached_version, account)) = cache.get(&key) {
+            if *cached_version == version {
+                return Ok(account.clone());
+            }
+        }
+        let (credentials, auth_token) =
+            credentials_from_secret(&secret).map_err(|missing| AccountError::SecretIncomplete {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                missing: missing.join(", "),
+            })?;
+        let account_sid = credentials.account_sid().to_string();
+        let client = TwilioClient::new(self.endpoints.config(credentials))?;
+        let account = Arc::new(Account {
+            account_sid,
+            auth_token,
+            client,
+        });
+        cache.insert(key, (version, account.clone()));
+        Ok(account)
+    }
+
+    /// Every account resolved so far, for webhook signature checks by account SID.
+    pub async fn known(&self) -> Vec<Arc<Account>> {
+        let cache = self.cache.lock().await;
+        cache.values().map(|(_, account)| account.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use std::collections::BTreeMap;
+
+    fn secret(pairs: &[(&str, &str)]) -> Secret {
+        Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn auth_token_credentials() {
+        let result = credentials_from_secret(&secret(&[("accountSid", "AC1"), ("authToken", "t")]));
+        let Ok((credentials, token)) = result else {
+            panic!("expected credentials");
+        };
+        assert_eq!(credentials.account_sid(), "AC1");
+        assert_eq!(token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn api_key_credentials_have_no_token_for_signatures() {
+        let result = credentials_from_secret(&secret(&[
+            ("accountSid", "AC1"),
+            ("apiKeySid", "SK1"),
+            ("apiKeySecret", "s"),
+        ]));
+        assert!(matches!(result, Ok((Credentials::ApiKey { .. }, None))));
+    }
+
+    #[test]
+    fn missing_keys_are_named() {
+        assert_eq!(
+            credentials_from_secret(&secret(&[])).err(),
+            Some(vec!["accountSid"])
+        );
+        assert_eq!(
+            credentials_from_secret(&secret(&[("accountSid", "AC1")])).err(),
+            Some(vec!["authToken"])
+        );
+        assert_eq!(
+            credentials_from_secret(&secret(&[("accountSid", "AC1"), ("apiKeySid", "SK")])).err(),
+            Some(vec!["apiKeySecret"])
+        );
+        assert_eq!(
+            credentials_from_secret(&secret(&[("accountSid", "AC1"), ("authToken", "  ")])).err(),
+            Some(vec!["authToken"])
+        );
+    }
+
+    #[test]
+    fn simulator_endpoints_serve_http_assets_and_uploads() {
+        let base = Url::parse("http://127.0.0.1:4010").ok();
+        let endpoints = TwilioEndpoints {
+            api_url: base.clone(),
+            serverless_url: base.clone(),
+            ..Default::default()
+        };
+        let config = endpoints.config(Credentials::AuthToken {
+            account_sid: "AC1".into(),
+            auth_token: "t".into(),
+        });
+        assert_eq!(Some(config.upload_base), base);
+        assert_eq!(config.asset_scheme, "http");
+    }
+}

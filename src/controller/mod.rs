@@ -1,0 +1,224 @@
+//! The operator: shared context, and the controllers and sources it runs.
+//!
+//! Every replica watches; only the Lease holder causes side effects (dials, Twilio
+//! configuration, AlertCall creation), see [`crate::leader`].
+
+pub mod accounts;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::Client;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use url::Url;
+
+use crate::http::{self, Readiness};
+use crate::leader::{LeaderError, Leadership, LeaseConfig};
+use crate::metrics::Metrics;
+pub use accounts::{Account, AccountError, Accounts, TwilioEndpoints};
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "alertcall";
+
+/// What `alertcall run` was told.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Watch one namespace only; `None` watches all.
+    pub namespace: Option<String>,
+    /// The URL Twilio reaches this operator at, for signed status callbacks. Without it,
+    /// status comes from polling only.
+    pub public_url: Option<Url>,
+    pub twilio: TwilioEndpoints,
+    /// Names the Twilio Serverless service shared by this install's policies.
+    pub instance_name: String,
+    /// Events older than this at arrival never page.
+    pub max_event_age: Duration,
+    pub listen: SocketAddr,
+    /// `None`: this replica always leads (one replica, tests, the demo).
+    pub leader_election: Option<LeaseConfig>,
+    /// Identity of this replica in the Lease and on Events.
+    pub identity: String,
+}
+
+impl Config {
+    /// Defaults for a single in-process replica; tests and the demo adjust fields.
+    pub fn local(identity: &str) -> Self {
+        Self {
+            namespace: None,
+            public_url: None,
+            twilio: TwilioEndpoints::default(),
+            instance_name: "alertcall".to_string(),
+            max_event_age: Duration::from_secs(300),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            leader_election: None,
+            identity: identity.to_string(),
+        }
+    }
+}
+
+/// What every controller and source shares.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    pub leader: Leadership,
+    pub accounts: Accounts,
+    pub readiness: Readiness,
+    /// Flips to true when the operator is asked to stop.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running operator: its HTTP address, and a way to stop it (gracefully, or abruptly to
+/// simulate a crash in tests).
+pub struct Running {
+    pub addr: SocketAddr,
+    pub context: Arc<Context>,
+    tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    /// Asks every task to stop and waits for them.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stops every task at once, as a killed process would.
+    pub async fn kill(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Waits until a task ends (which only happens on shutdown or a fatal error).
+    pub async fn wait(&mut self) {
+        let _ = self.tasks.join_next().await;
+    }
+}
+
+/// Starts the operator on `client`: leader election, the HTTP endpoints, the sources and the
+/// controllers.
+pub async fn start(client: Client, config: Config) -> Result<Running, RunError> {
+    let (stop, shutdown) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let readiness = Readiness::default();
+    let leader = match &config.leader_election {
+        Some(lease) => {
+            let (leader, task) = Leadership::elect(client.clone(), lease).await?;
+            let mut stopping = shutdown.clone();
+            // Not released on shutdown: the successor takes over when the Lease expires.
+            tasks.spawn(async move {
+                tokio::select! {
+                    _ = task.finished() => {}
+                    _ = stopping.wait_for(|stop| *stop) => {}
+                }
+            });
+            leader
+        }
+        None => Leadership::always(),
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let metrics = Arc::new(Metrics::new());
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "alertcall".into(),
+            instance: Some(config.identity.clone()),
+        },
+    );
+    let context = Arc::new(Context {
+        accounts: Accounts::new(client.clone(), config.twilio.clone()),
+        client,
+        config,
+        metrics: metrics.clone(),
+        recorder,
+        leader,
+        readiness: readiness.clone(),
+        shutdown: shutdown.clone(),
+    });
+
+    let router = http::base_router(readiness, metrics);
+    let mut http_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let stopped = async move {
+            let _ = http_shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(error) = http::serve(listener, router, stopped).await {
+            tracing::error!(%error, "HTTP server stopped");
+        }
+    });
+    tracing::info!(%addr, identity = %context.config.identity, "alertcall started");
+    Ok(Running {
+        addr,
+        context,
+        tasks,
+        stop,
+    })
+}
+
+/// `alertcall run`: the operator until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> Result<(), RunError> {
+    let client = Client::try_default().await?;
+    let mut running = start(client, config).await?;
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("stopping");
+            running.shutdown().await;
+        }
+        _ = running.wait() => {
+            tracing::error!("a component stopped; exiting");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

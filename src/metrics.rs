@@ -1,0 +1,177 @@
+//! Prometheus metrics served on `/metrics`: calls by outcome, acknowledgement latency, pages by
+//! route, Twilio API latency and errors by code, dial queue depth, reconcile errors.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub namespace: String,
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TwilioErrorLabels {
+    pub operation: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileErrorLabels {
+    pub controller: String,
+    pub reason: String,
+}
+
+/// Every metric of the operator, registered once per process.
+pub struct Metrics {
+    registry: Registry,
+    /// Calls by final outcome (`completed`, `busy`, `no-answer`, `failed`, `canceled`, `acknowledged`).
+    pub calls: Family<OutcomeLabels, Counter>,
+    /// Seconds from a page's start to its acknowledgement.
+    pub ack_latency: Histogram,
+    /// Pages created, by route.
+    pub pages: Family<RouteLabels, Counter>,
+    /// Signals matched but not paged (group already paged in its repeat window), by route.
+    pub suppressed: Family<RouteLabels, Counter>,
+    /// Twilio API request latency in seconds, by operation.
+    pub twilio_latency: Family<OperationLabels, Histogram>,
+    /// Twilio API errors by operation and Twilio error code (or transport reason).
+    pub twilio_errors: Family<TwilioErrorLabels, Counter>,
+    /// Dials waiting for the pacer (calls per second, concurrency).
+    pub dial_queue_depth: Gauge,
+    /// Reconcile failures by controller and reason.
+    pub reconcile_errors: Family<ReconcileErrorLabels, Counter>,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("alertcall");
+        let calls = Family::<OutcomeLabels, Counter>::default();
+        registry.register("calls", "Calls placed, by final outcome", calls.clone());
+        let ack_latency = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "acknowledgement_latency_seconds",
+            "Seconds from the start of a page to its acknowledgement",
+            ack_latency.clone(),
+        );
+        let pages = Family::<RouteLabels, Counter>::default();
+        registry.register("pages", "Pages created, by route", pages.clone());
+        let suppressed = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "suppressed",
+            "Matches not paged because their group already paged in the repeat window",
+            suppressed.clone(),
+        );
+        let twilio_latency = Family::<OperationLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "twilio_request_seconds",
+            "Twilio API request latency, by operation",
+            twilio_latency.clone(),
+        );
+        let twilio_errors = Family::<TwilioErrorLabels, Counter>::default();
+        registry.register(
+            "twilio_errors",
+            "Twilio API errors, by operation and error code",
+            twilio_errors.clone(),
+        );
+        let dial_queue_depth = Gauge::default();
+        registry.register(
+            "dial_queue_depth",
+            "Dials waiting for the pacer",
+            dial_queue_depth.clone(),
+        );
+        let reconcile_errors = Family::<ReconcileErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconcile failures, by controller and reason",
+            reconcile_errors.clone(),
+        );
+        Self {
+            registry,
+            calls,
+            ack_latency,
+            pages,
+            suppressed,
+            twilio_latency,
+            twilio_errors,
+            dial_queue_depth,
+            reconcile_errors,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    pub fn reconcile_error(&self, controller: &str, reason: &str) {
+        self.reconcile_errors
+            .get_or_create(&ReconcileErrorLabels {
+                controller: controller.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_family() {
+        let metrics = Metrics::new();
+        metrics
+            .calls
+            .get_or_create(&OutcomeLabels {
+                outcome: "busy".into(),
+            })
+            .inc();
+        metrics.reconcile_error("alertcall", "TwilioUnavailable");
+        metrics.dial_queue_depth.set(3);
+        let text = metrics.encode();
+        assert!(
+            text.contains("alertcall_calls_total{outcome=\"busy\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("alertcall_dial_queue_depth 3"), "{text}");
+        assert!(
+            text.contains("alertcall_reconcile_errors_total{controller=\"alertcall\",reason=\"TwilioUnavailable\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("alertcall_acknowledgement_latency_seconds"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,88 @@
+//! The operator process on a real control plane: HTTP endpoints and leader election.
+
+mod support;
+
+use std::time::Duration;
+
+use alertcall::controller::{self, Config};
+use alertcall::leader::LeaseConfig;
+
+async fn eventually<F: FnMut() -> bool>(what: &str, mut condition: F) {
+    for _ in 0..200 {
+        if condition() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served() {
+    let client = support::client().await;
+    let running = controller::start(client, Config::local("http-test"))
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    let base = format!("http://{}", running.addr);
+    let http = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let response = http
+                .get(url)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+    let (status, metrics) = get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("alertcall_dial_queue_depth"), "{metrics}");
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn only_one_replica_leads_and_the_other_takes_over() {
+    alertcall::telemetry::init();
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "leader").await;
+    let config = |identity: &str| Config {
+        leader_election: Some(LeaseConfig {
+            namespace: ns.name.clone(),
+            name: "alertcall-leader".into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(2),
+        }),
+        ..Config::local(identity)
+    };
+    let first = controller::start(client.clone(), config("replica-a"))
+        .await
+        .unwrap_or_else(|e| panic!("start a: {e}"));
+    let second = controller::start(client.clone(), config("replica-b"))
+        .await
+        .unwrap_or_else(|e| panic!("start b: {e}"));
+    let (a, b) = (first.context.leader.clone(), second.context.leader.clone());
+    eventually("a leader", || a.is_leader() || b.is_leader()).await;
+    // Both are checked many times: never both at once.
+    for _ in 0..20 {
+        assert!(!(a.is_leader() && b.is_leader()), "two leaders at once");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (leader, follower, follower_state) = if a.is_leader() {
+        (first, second, b)
+    } else {
+        (second, first, a)
+    };
+    // A killed leader does not release the Lease: the follower takes over when it expires.
+    leader.kill().await;
+    eventually("the follower to take over", || follower_state.is_leader()).await;
+    follower.shutdown().await;
+    ns.delete().await;
+}
