@@ -2,6 +2,7 @@
 //! simulator that stands in for Twilio in tests and the demo.
 
 pub mod client;
+pub mod documents;
 pub mod error;
 pub mod signature;
 pub mod sim;

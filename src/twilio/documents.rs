@@ -1,0 +1,232 @@
+//! The TwiML a policy's calls run, pure: the inline document of each call, and the three
+//! documents hosted by Twilio (ack, bridge, no-ack). The escalation runner and the CallPolicy
+//! reconciler both build from here, so what is published and what is dialed agree.
+
+use sha2::{Digest, Sha256};
+
+use super::twiml::{Beep, Conference, Dial, Gather, Method, Response, Say, TwimlError};
+use crate::api::CallPolicySpec;
+
+/// The spoken prompts, in the message's language where we have them.
+struct Prompts {
+    press: fn(&str) -> String,
+    no_input: &'static str,
+    acknowledged: &'static str,
+    bridge: &'static str,
+}
+
+const ENGLISH: Prompts = Prompts {
+    press: |digit| format!("Press {digit} to acknowledge and join the incident room."),
+    no_input: "No acknowledgement received. Goodbye.",
+    acknowledged: "Acknowledged. Joining the incident room.",
+    bridge: "Joining the incident room.",
+};
+
+const JAPANESE: Prompts = Prompts {
+    press: |digit| format!("確認してインシデントルームに参加するには、{digit}を押してください。"),
+    no_input: "確認が取れませんでした。失礼します。",
+    acknowledged: "確認しました。インシデントルームに接続します。",
+    bridge: "インシデントルームに接続します。",
+};
+
+fn prompts(language: &str) -> &'static Prompts {
+    if language.starts_with("ja") {
+        &JAPANESE
+    } else {
+        &ENGLISH
+    }
+}
+
+/// The conference room of a policy: `spec.conference.room`, else `<namespace>-<name>`.
+pub fn room_name(spec: &CallPolicySpec, namespace: &str, name: &str) -> String {
+    spec.conference
+        .room
+        .clone()
+        .unwrap_or_else(|| format!("{namespace}-{name}"))
+}
+
+fn say(spec: &CallPolicySpec, text: impl Into<String>) -> Say {
+    let mut say = Say::new(text).language(&spec.message.language);
+    if let Some(voice) = &spec.message.voice {
+        say = say.voice(voice);
+    }
+    say
+}
+
+/// The inline TwiML of one call: the message (repeated) and the prompt inside a Gather, so a
+/// keypress during the message counts; its action is the ack document. No input: goodbye.
+pub fn call_twiml(
+    spec: &CallPolicySpec,
+    summary: &str,
+    ack_url: &str,
+) -> Result<String, TwimlError> {
+    let prompts = prompts(&spec.message.language);
+    Response::new()
+        .gather(
+            Gather::new()
+                .num_digits(1)
+                .timeout(spec.acknowledgement.gather_timeout_seconds)
+                .action(ack_url)
+                .method(Method::Post)
+                .say(say(spec, summary).loop_count(spec.message.repeat.max(1)))
+                .say(say(spec, (prompts.press)(&spec.acknowledgement.digits))),
+        )
+        .say(say(spec, prompts.no_input))
+        .hangup()
+        .to_inline()
+}
+
+fn conference(spec: &CallPolicySpec, room: &str) -> Conference {
+    let mut conference = Conference::new(room)
+        .start_conference_on_enter(true)
+        .end_conference_on_exit(false)
+        .beep(Beep::OnEnter);
+    if let Some(url) = &spec.conference.hold_music_url {
+        conference = conference.wait_url(url).wait_method(Method::Get);
+    }
+    if spec.conference.record {
+        conference = conference.record(true);
+    }
+    conference
+}
+
+/// Confirms the keypress and joins the room; the first one in hears hold music.
+pub fn ack_document(spec: &CallPolicySpec, room: &str) -> String {
+    let prompts = prompts(&spec.message.language);
+    Response::new()
+        .say(say(spec, prompts.acknowledged))
+        .dial(Dial::conference(conference(spec, room)))
+        .to_xml()
+}
+
+/// What a caller of the bridge number hears before joining the same room.
+pub fn bridge_document(spec: &CallPolicySpec, room: &str) -> String {
+    let prompts = prompts(&spec.message.language);
+    Response::new()
+        .say(say(spec, prompts.bridge))
+        .dial(Dial::conference(conference(spec, room)))
+        .to_xml()
+}
+
+/// Goodbye for a call that did not acknowledge.
+pub fn no_ack_document(spec: &CallPolicySpec) -> String {
+    let prompts = prompts(&spec.message.language);
+    Response::new()
+        .say(say(spec, prompts.no_input))
+        .hangup()
+        .to_xml()
+}
+
+/// The three hosted documents of a policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostedDocuments {
+    pub ack: String,
+    pub bridge: String,
+    pub no_ack: String,
+}
+
+impl HostedDocuments {
+    pub fn render(spec: &CallPolicySpec, room: &str) -> Self {
+        Self {
+            ack: ack_document(spec, room),
+            bridge: bridge_document(spec, room),
+            no_ack: no_ack_document(spec),
+        }
+    }
+
+    /// Hash of the content; an unchanged hash means nothing to upload.
+    pub fn content_hash(&self) -> String {
+        let mut hasher = Sha256::new();
+        for document in [&self.ack, &self.bridge, &self.no_ack] {
+            hasher.update((document.len() as u64).to_be_bytes());
+            hasher.update(document.as_bytes());
+        }
+        hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    #[test]
+    fn call_gathers_one_key_during_the_message_and_says_goodbye() {
+        let spec = fixtures::policy_spec();
+        let xml = call_twiml(
+            &spec,
+            "Disk full on db-0 <primary> & replica",
+            "https://x.twil.io/ack",
+        )
+        .unwrap_or_default();
+        assert!(xml.contains(r#"numDigits="1""#), "{xml}");
+        assert!(xml.contains(r#"action="https://x.twil.io/ack""#), "{xml}");
+        assert!(xml.contains("&lt;primary&gt; &amp; replica"), "{xml}");
+        assert!(xml.contains(r#"loop="2""#), "{xml}");
+        let gather_end = xml.find("</Gather>").unwrap_or(0);
+        let goodbye = xml.find("No acknowledgement received").unwrap_or(0);
+        let hangup = xml.find("<Hangup").unwrap_or(0);
+        assert!(gather_end < goodbye && goodbye < hangup, "{xml}");
+    }
+
+    #[test]
+    fn japanese_policy_gets_japanese_prompts() {
+        let mut spec = fixtures::policy_spec();
+        spec.message.language = "ja-JP".into();
+        spec.message.voice = Some("Polly.Mizuki".into());
+        let xml = call_twiml(&spec, "本番でエラー", "https://x/ack").unwrap_or_default();
+        assert!(xml.contains("1を押してください"), "{xml}");
+        assert!(xml.contains(r#"voice="Polly.Mizuki""#), "{xml}");
+        assert!(xml.contains(r#"language="ja-JP""#), "{xml}");
+    }
+
+    #[test]
+    fn oversized_message_is_refused_not_truncated() {
+        let spec = fixtures::policy_spec();
+        assert!(call_twiml(&spec, &"x".repeat(4000), "https://x/ack").is_err());
+    }
+
+    #[test]
+    fn ack_and_bridge_join_the_same_room_with_hold_music_and_recording() {
+        let mut spec = fixtures::policy_spec();
+        spec.conference.hold_music_url = Some("https://example.com/hold.mp3".into());
+        spec.conference.record = true;
+        let docs = HostedDocuments::render(&spec, "ns-oncall");
+        for doc in [&docs.ack, &docs.bridge] {
+            assert!(doc.contains(">ns-oncall</Conference>"), "{doc}");
+            assert!(
+                doc.contains(r#"waitUrl="https://example.com/hold.mp3""#),
+                "{doc}"
+            );
+            assert!(doc.contains(r#"record="record-from-start""#), "{doc}");
+        }
+        assert!(docs.no_ack.contains("<Hangup"), "{}", docs.no_ack);
+    }
+
+    #[test]
+    fn hash_changes_with_content_only() {
+        let spec = fixtures::policy_spec();
+        let a = HostedDocuments::render(&spec, "room");
+        assert_eq!(
+            a.content_hash(),
+            HostedDocuments::render(&spec, "room").content_hash()
+        );
+        assert_ne!(
+            a.content_hash(),
+            HostedDocuments::render(&spec, "other").content_hash()
+        );
+        assert_eq!(a.content_hash().len(), 64);
+    }
+
+    #[test]
+    fn room_defaults_to_namespace_and_name() {
+        let mut spec = fixtures::policy_spec();
+        assert_eq!(room_name(&spec, "prod", "oncall"), "prod-oncall");
+        spec.conference.room = Some("war-room".into());
+        assert_eq!(room_name(&spec, "prod", "oncall"), "war-room");
+    }
+}
