@@ -174,7 +174,11 @@ impl Receiver {
     }
 
     fn ack_url(&self, room: &str) -> String {
-        format!("{}/ack?room={room}", self.base)
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("room", room)
+            .append_pair("attempt", "a-1")
+            .finish();
+        format!("{}/ack?{query}", self.base)
     }
 
     fn status_url(&self) -> String {
@@ -424,7 +428,7 @@ async fn calls_create_fetch_events_and_signed_callbacks() {
     // Joined the room, and hung up in it (the call completed, the room ended).
     assert_eq!(
         ledger.participants_of("roundtrip-room"),
-        [created.sid.clone()]
+        std::slice::from_ref(&created.sid)
     );
     sim.shutdown().await;
 }
@@ -694,7 +698,10 @@ async fn scripted_behaviours_give_twilio_status_sequences() {
     assert!(sim_errors(&ledger).is_empty(), "{:?}", sim_errors(&ledger));
     // The acknowledger hung up in the conference: joined, left, and the room ended.
     let room = "room-819000000030";
-    assert_eq!(ledger.participants_of(room), [created[0].sid.clone()]);
+    assert_eq!(
+        ledger.participants_of(room),
+        std::slice::from_ref(&created[0].sid)
+    );
     assert!(ledger.entries.iter().any(|e| matches!(&e.event,
         Event::ParticipantLeft { friendly_name, call_sid, .. } if friendly_name == room && *call_sid == created[0].sid)));
     let ended = twilio
@@ -709,18 +716,20 @@ async fn scripted_behaviours_give_twilio_status_sequences() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conferences_lone_acknowledger_is_init_and_listed_as_participant() {
+    // NB: a hostile room name travels through a Gather action URL, TwiML and list filters.
+    const ROOM: &str = "Ops & \"SRE\" <room> 'x'";
     let sim = start_sim(|_| {}).await;
     let receiver = Receiver::start().await;
     let twilio = client(&sim);
     let alice = "+819000000040";
     sim.set_recipient(alice, Recipient::presses(2.0, "1"));
     let call = twilio
-        .create_call(&page(alice, &receiver, "AlertRoom"))
+        .create_call(&page(alice, &receiver, ROOM))
         .await
         .expect("create");
     let rooms = until("the room", || async {
         let rooms = twilio
-            .list_conferences(Some("AlertRoom"), Some(ConferenceStatus::Init))
+            .list_conferences(Some(ROOM), Some(ConferenceStatus::Init))
             .await
             .expect("list conferences");
         (!rooms.is_empty()).then_some(rooms)
@@ -729,7 +738,7 @@ async fn conferences_lone_acknowledger_is_init_and_listed_as_participant() {
     assert_eq!(rooms.len(), 1);
     let room = &rooms[0];
     assert!(room.sid.starts_with("CF"), "{room:?}");
-    assert_eq!(room.friendly_name, "AlertRoom");
+    assert_eq!(room.friendly_name, ROOM);
     assert_eq!(room.status, ConferenceStatus::Init);
     let created_at = room.date_created.as_deref().unwrap_or_default();
     assert!(
@@ -737,7 +746,7 @@ async fn conferences_lone_acknowledger_is_init_and_listed_as_participant() {
         "v2010 dates are RFC 2822: {room:?}"
     );
     let in_progress = twilio
-        .list_conferences(Some("AlertRoom"), Some(ConferenceStatus::InProgress))
+        .list_conferences(Some(ROOM), Some(ConferenceStatus::InProgress))
         .await
         .expect("list in-progress");
     assert!(
@@ -765,7 +774,7 @@ async fn conferences_lone_acknowledger_is_init_and_listed_as_participant() {
     assert_eq!(done.status, CallStatus::Completed);
     until("the room to end", || async {
         let rooms = twilio
-            .list_conferences(Some("AlertRoom"), Some(ConferenceStatus::Completed))
+            .list_conferences(Some(ROOM), Some(ConferenceStatus::Completed))
             .await
             .expect("list");
         (!rooms.is_empty()).then_some(())
