@@ -823,7 +823,16 @@ async fn incoming_numbers_list_fetch_update_and_restore() {
         .await
         .expect("fetch number");
     assert_eq!(fetched.voice_url, updated.voice_url);
-    let restored = twilio
+    // API key credentials address the same account.
+    sim.add_api_key("SK0123456789abcdef0123456789abcdef", "key-secret");
+    let mut config = config_for(&sim, TOKEN);
+    config.credentials = Credentials::ApiKey {
+        account_sid: AC.to_string(),
+        key_sid: "SK0123456789abcdef0123456789abcdef".to_string(),
+        key_secret: "key-secret".to_string(),
+    };
+    let with_key = TwilioClient::new(config).expect("client");
+    let restored = with_key
         .set_voice_webhook(&sid, &previous)
         .await
         .expect("restore");
@@ -960,6 +969,21 @@ async fn serverless_publish_and_protected_asset_fetch() {
         .expect("signed GET");
     assert_eq!(signed.status().as_u16(), 200, "{url}");
     assert_eq!(signed.text().await.expect("body"), ack);
+
+    // Assets are deleted by the finalizer; a deployed build keeps serving its versions.
+    let assets = twilio.list_assets(&service.sid).await.expect("assets");
+    twilio
+        .delete_asset(&service.sid, &assets[1].sid)
+        .await
+        .expect("delete asset");
+    assert_eq!(
+        twilio
+            .list_assets(&service.sid)
+            .await
+            .expect("assets")
+            .len(),
+        1
+    );
 
     // And Twilio itself (the simulator) fetches it for a call to the bridge number.
     let bridge = "+815012345678";
@@ -1209,7 +1233,8 @@ async fn concurrency_cap_is_never_exceeded() {
     .await;
     let twilio = client(&sim);
     sim.set_script(alertcall::twilio::sim::Script {
-        default: Recipient::answers_after(2.0),
+        // NB: calls long enough (30 simulated seconds) that the cap is surely reached.
+        default: Recipient::answers_after(30.0),
         ..Default::default()
     });
     let creates = (0..5).map(|i| {
