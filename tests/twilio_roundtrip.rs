@@ -446,6 +446,7 @@ async fn calls_update_cancel_and_complete() {
     // Cancel while ringing.
     let mut create = CreateCall::new(slow, FROM, simple_twiml());
     create.status_callback = Some(receiver.status_url());
+    create.status_callback_method = HttpMethod::Get;
     create.timeout_secs = Some(600);
     let ringing = twilio.create_call(&create).await.expect("create");
     until("ringing", || async {
@@ -464,6 +465,20 @@ async fn calls_update_cancel_and_complete() {
         sim.ledger().call_statuses(&ringing.sid),
         ["queued", "initiated", "ringing", "canceled"]
     );
+    // GET callbacks carry their parameters in the query and are signed over the URL alone.
+    let hooks = until("the canceled callback", || async {
+        let hooks = receiver.status_callbacks(&ringing.sid);
+        (hooks.len() == 3).then_some(hooks)
+    })
+    .await;
+    assert_eq!(
+        callback_statuses(&hooks),
+        ["initiated", "ringing", "canceled"]
+    );
+    for hook in &hooks {
+        assert_eq!(hook.method, "GET");
+        assert!(hook.valid, "{hook:?}");
+    }
 
     // Complete an in-progress call (a long Gather keeps it talking).
     let long = Response::new()
