@@ -157,8 +157,11 @@ impl TwilioConfig {
         }
     }
 
-    /// Points all three hosts at one base URL (the simulator serves them all).
+    /// Points all three hosts at one base URL (the simulator serves them all). Asset URLs take
+    /// the base's scheme too: the simulator serves an Environment's `domain_name` on the same
+    /// plain-HTTP origin, where `https://` would fail the TLS handshake.
     pub fn with_single_base(mut self, base: Url) -> Self {
+        self.asset_scheme = base.scheme().to_string();
         self.api_base = base.clone();
         self.serverless_base = base.clone();
         self.upload_base = base;

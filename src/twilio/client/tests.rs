@@ -224,7 +224,6 @@ fn auth_token() -> Credentials {
 
 fn client_for(base: Url, credentials: Credentials) -> TwilioClient {
     let mut config = TwilioConfig::new(credentials).with_single_base(base);
-    config.asset_scheme = "http".into();
     config.timeout = Duration::from_secs(5);
     config.retry = RetryPolicy {
         max_attempts: 3,

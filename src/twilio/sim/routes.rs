@@ -520,7 +520,7 @@ fn parse_time_filter(value: &str) -> Option<(jiff::Timestamp, bool)> {
 fn call_matches(call: &Call, query: &Form) -> bool {
     if get(query, "To").is_some_and(|t| t != call.to)
         || get(query, "From").is_some_and(|f| f != call.from)
-        || get(query, "Status").is_some_and(|s| s != call.status)
+        || get(query, "Status").is_some_and(|s| s != call.api_status())
         || get(query, "ParentCallSid").is_some()
     {
         return false;

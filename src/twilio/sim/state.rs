@@ -98,6 +98,16 @@ impl Call {
         )
     }
 
+    /// The status as the REST API shows it. `initiated` is a status-callback event only: the
+    /// Call resource's `call_enum_status` has no such value, so a call being dialled still
+    /// reads `queued` until it rings (the ledger keeps the finer `initiated`).
+    pub(crate) fn api_status(&self) -> &str {
+        match self.status.as_str() {
+            "initiated" => "queued",
+            other => other,
+        }
+    }
+
     pub(crate) fn json(&self, account: &str) -> Value {
         let uri = format!("/2010-04-01/Accounts/{account}/Calls/{}", self.sid);
         let duration = match (self.answered_at, self.end_time) {
@@ -117,7 +127,7 @@ impl Call {
             "from": self.from,
             "from_formatted": self.from,
             "phone_number_sid": self.phone_number_sid,
-            "status": self.status,
+            "status": self.api_status(),
             "start_time": self.start_time.map(rfc2822),
             "end_time": self.end_time.map(rfc2822),
             "duration": duration,
