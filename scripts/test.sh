@@ -10,6 +10,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "provisioning the test control plane (cached after the first run)"
 scripts/control-plane.sh install
 
+step "provisioning Helm (helm-python-sdk in a cached virtualenv)"
+scripts/helm-env.sh >/dev/null
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -145,3 +145,51 @@ impl TestNamespace {
         let _ = api.delete(&self.name, &DeleteParams::default()).await;
     }
 }
+
+static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+
+/// Runs real Helm (`scripts/helm.py` on the Helm v4 engine from `helm-python-sdk`, provisioned by
+/// `scripts/helm-env.sh`): `Ok(stdout)` or `Err(stderr)`.
+pub fn helm(args: &[&str]) -> Result<String, String> {
+    let python = PYTHON.get_or_init(|| {
+        let output = std::process::Command::new("bash")
+            .arg(repo_root().join("scripts/helm-env.sh"))
+            .output()
+            .map_err(|e| format!("cannot run scripts/helm-env.sh: {e}"))?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).to_string());
+        }
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        stdout
+            .lines()
+            .last()
+            .map(PathBuf::from)
+            .ok_or_else(|| "scripts/helm-env.sh printed no interpreter".to_string())
+    });
+    let python = match python {
+        Ok(python) => python,
+        Err(error) => panic!("Helm is not available: {error}"),
+    };
+    let output = std::process::Command::new(python)
+        .arg(repo_root().join("scripts/helm.py"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/helm.py: {e}"));
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).to_string())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).to_string())
+    }
+}
+
+/// The documents of a multi-document YAML stream, as JSON values.
+pub fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .filter_map(|document| {
+            let value: serde_json::Value = serde::Deserialize::deserialize(document)
+                .unwrap_or_else(|e| panic!("not YAML: {e}\n{text}"));
+            (!value.is_null()).then_some(value)
+        })
+        .collect()
+}
