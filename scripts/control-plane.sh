@@ -6,6 +6,7 @@
 #   scripts/control-plane.sh install   install packages, build the binaries (idempotent)
 #   scripts/control-plane.sh start     start etcd, apiserver, controller-manager; write a kubeconfig
 #   scripts/control-plane.sh stop      stop them
+#   scripts/control-plane.sh status    exit 0 when running
 #   scripts/control-plane.sh env       print `export KUBECONFIG=...` for a shell
 #
 # Environment: ALERTCALL_CP_DIR (cache + state, default ~/.cache/alertcall/control-plane),
@@ -241,6 +242,7 @@ case "${1:-}" in
   install) with_lock install_packages; with_lock build_binaries ;;
   start) with_lock start ;;
   stop) with_lock stop_quiet; log "stopped" ;;
+  status) pid_alive "$RUN/kube-apiserver.pid" ;;
   env) echo "export KUBECONFIG=$KUBECONFIG_PATH" ;;
-  *) echo "usage: $0 install|start|stop|env" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
 esac

@@ -20,8 +20,11 @@ step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
 step "starting the control plane"
+# A control plane that was already running (a developer's) is left running afterwards.
+if ! scripts/control-plane.sh status; then
+  trap 'scripts/control-plane.sh stop' EXIT
+fi
 scripts/control-plane.sh start >/dev/null
-trap 'scripts/control-plane.sh stop' EXIT
 
 step "cargo test"
 cargo test --locked
