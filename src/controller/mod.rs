@@ -4,6 +4,7 @@
 //! configuration, AlertCall creation), see [`crate::leader`].
 
 pub mod accounts;
+pub mod call_policy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,9 @@ pub struct Config {
     pub leader_election: Option<LeaseConfig>,
     /// Identity of this replica in the Lease and on Events.
     pub identity: String,
+    /// How often each CallPolicy is looked at again without a change, to correct drift made
+    /// in Twilio by hand (and to notice a Secret or number that appeared).
+    pub policy_resync: Duration,
 }
 
 impl Config {
@@ -56,6 +60,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             leader_election: None,
             identity: identity.to_string(),
+            policy_resync: Duration::from_secs(300),
         }
     }
 }
@@ -175,6 +180,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
             tracing::error!(%error, "HTTP server stopped");
         }
     });
+    tasks.spawn(call_policy::run(context.clone()));
     tracing::info!(%addr, identity = %context.config.identity, "alertcall started");
     Ok(Running {
         addr,

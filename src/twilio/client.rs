@@ -809,6 +809,29 @@ impl TwilioClient {
         .await
     }
 
+    /// `POST .../Deployments` without `BuildSid` (optional in Twilio's spec): the environment
+    /// serves nothing. Used when the last asset leaves, as a build needs at least one version.
+    pub async fn clear_deployment(
+        &self,
+        service_sid: &str,
+        environment_sid: &str,
+    ) -> Result<Deployment, TwilioError> {
+        let url = self.serverless_url(&[
+            "Services",
+            service_sid,
+            "Environments",
+            environment_sid,
+            "Deployments",
+        ])?;
+        self.request(
+            Operation::CreateDeployment,
+            Verb::Post,
+            url,
+            Body::Form(&[]),
+        )
+        .await
+    }
+
     /// `GET /v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Deployments`.
     pub async fn list_deployments(
         &self,
