@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use alertcall::api::{AlertCall, CallPolicy};
 use alertcall::controller::{self, Config, Running, TwilioEndpoints};
-use alertcall::twilio::sim::{Event, SimConfig, SimHandle, Simulator};
+use alertcall::twilio::sim::{Event, Fault, FaultSpec, SimConfig, SimHandle, Simulator};
 use alertcall::twilio::types::VoiceWebhook;
 use alertcall::twilio::{signature, Credentials, TwilioClient, TwilioConfig};
 use k8s_openapi::api::core::v1::Secret;
@@ -383,6 +383,61 @@ async fn policy_lifecycle_publishes_bridges_corrects_drift_and_cleans_up() {
         (Some(new_twiml.urls.bridge.clone()), Some("GET".into()))
     );
 
+    // Documents that vanish from the environment (a deployment made by hand) come back.
+    let environments = env
+        .twilio
+        .list_environments(&new_twiml.service_sid)
+        .await
+        .unwrap_or_else(|e| panic!("environments: {e}"));
+    let environment = environments
+        .first()
+        .unwrap_or_else(|| panic!("no environment in {}", new_twiml.service_sid));
+    env.twilio
+        .clear_deployment(&new_twiml.service_sid, &environment.sid)
+        .await
+        .unwrap_or_else(|e| panic!("emptying the environment: {e}"));
+    assert_eq!(env.fetch(&new_twiml.urls.ack, true).await.0, 404);
+    let mut served = false;
+    for _ in 0..100 {
+        if env.fetch(&new_twiml.urls.ack, true).await.0 == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served, "the vanished documents were not published again");
+
+    // Removing bridgeNumber hands the number back; naming it again takes it over again.
+    let mut without_bridge = japanese.clone();
+    without_bridge.spec.twilio.bridge_number = None;
+    apply(&env, &without_bridge).await;
+    let released = wait_policy(&env, "oncall", "the bridge released", |p| {
+        ready(p)
+            && reason_message(p, "BridgeConfigured").reason == "NotRequested"
+            && p.status
+                .as_ref()
+                .is_some_and(|s| s.bridge_number_sid.is_none())
+    })
+    .await;
+    assert_eq!(
+        voice_url(&env).await,
+        (Some(ORIGINAL_URL.into()), Some("POST".into()))
+    );
+    assert!(!released
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .contains_key("alertcall.dev/bridge-previous-webhook"));
+    apply(&env, &japanese).await;
+    wait_policy(&env, "oncall", "the bridge configured again", |p| {
+        ready(p)
+            && p.status
+                .as_ref()
+                .is_some_and(|s| s.bridge_number_sid.is_some())
+    })
+    .await;
+    assert_eq!(voice_url(&env).await.0, Some(new_twiml.urls.bridge.clone()));
+
     // Deleting restores the number and removes the documents.
     delete_and_wait(&env, "oncall").await;
     assert_eq!(
@@ -440,6 +495,21 @@ async fn two_policies_in_one_install_keep_their_documents() {
     ] {
         assert_eq!(env.fetch(&url, true).await.0, 200, "{url}");
     }
+    // While Twilio fails, deletion waits and says why; it completes once Twilio answers.
+    env.sim
+        .inject_fault(FaultSpec::new(Fault::ServerError).on_path("/Assets"));
+    let _ = env
+        .policies()
+        .delete("second", &DeleteParams::default())
+        .await;
+    let waiting = wait_policy(&env, "second", "CleanupPending", |p| {
+        reason_message(p, "Ready").reason == "CleanupPending"
+    })
+    .await;
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    let message = reason_message(&waiting, "Ready").message;
+    assert!(message.contains("HTTP 500"), "{message}");
+    env.sim.clear_faults();
     delete_and_wait(&env, "second").await;
     env.teardown().await;
 }

@@ -26,7 +26,7 @@ use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex as AsyncMutex;
 
-use super::{AccountError, Context, FIELD_MANAGER};
+use super::{Account, AccountError, Context, FIELD_MANAGER};
 use crate::api::conditions::set_condition;
 use crate::api::{AlertCall, Attempt, CallPolicy, CallPolicySpec, CallPolicyStatus, TwimlStatus};
 use crate::message::{self, MessageContext};
@@ -150,6 +150,8 @@ pub struct State {
     publish_locks: std::sync::Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
     /// Consecutive failures per policy, for the error backoff.
     failures: std::sync::Mutex<HashMap<ObjectRef<CallPolicy>, u32>>,
+    /// Fetches hosted documents to notice that they vanished.
+    http: reqwest::Client,
 }
 
 impl State {
@@ -158,6 +160,10 @@ impl State {
             ctx,
             publish_locks: std::sync::Mutex::new(HashMap::new()),
             failures: std::sync::Mutex::new(HashMap::new()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
         }
     }
 
@@ -400,9 +406,8 @@ async fn apply_steps(policy: &CallPolicy, state: &State, report: &mut Report) ->
     let room = documents::room_name(spec, &namespace, &name);
     let docs = HostedDocuments::render(spec, &room);
     let twiml = match publish(
-        client,
+        &account,
         state,
-        &account.account_sid,
         &namespace,
         &name,
         &docs,
@@ -733,21 +738,30 @@ async fn build_and_deploy(
 }
 
 async fn publish(
-    client: &TwilioClient,
+    account: &Account,
     state: &State,
-    account_sid: &str,
     namespace: &str,
     name: &str,
     docs: &HostedDocuments,
     current: Option<&TwimlStatus>,
 ) -> Result<TwimlStatus, Error> {
+    let client = &account.client;
+    let account_sid = account.account_sid.as_str();
+    let auth_token = account.auth_token.as_deref();
     let hash = docs.content_hash();
     if let Some(current) = current {
         if current.content_hash == hash
             && !current.build_sid.is_empty()
             && !current.urls.ack.is_empty()
         {
-            return Ok(current.clone());
+            if still_served(state, auth_token, &current.urls.ack, &docs.ack).await {
+                return Ok(current.clone());
+            }
+            tracing::info!(
+                namespace,
+                name,
+                "the hosted ack document is gone or changed; publishing again"
+            );
         }
     }
     let instance = &state.ctx.config.instance_name;
@@ -824,6 +838,34 @@ async fn publish(
         content_hash: hash,
         urls,
     })
+}
+
+/// The one GET a resync spends on the documents: the ack document fetched as Twilio would
+/// (signed). Only a 404 or different content counts as drift; anything else (no auth token with
+/// API-key credentials, a network error, a 5xx) is not a reason to upload again.
+async fn still_served(state: &State, auth_token: Option<&str>, url: &str, expected: &str) -> bool {
+    let Some(token) = auth_token else {
+        return true;
+    };
+    let signature = crate::twilio::signature::compute(token, url, &[]);
+    let response = match state
+        .http
+        .get(url)
+        .header("X-Twilio-Signature", signature)
+        .send()
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(%error, url, "cannot check the hosted document");
+            return true;
+        }
+    };
+    match response.status().as_u16() {
+        404 => false,
+        200 => response.text().await.map_or(true, |body| body == expected),
+        _ => true,
+    }
 }
 
 /// Removes the policy's assets from the environment (a new build without them) and deletes them.
