@@ -527,6 +527,12 @@ async fn broken_input_and_twilio_errors_surface_as_conditions() {
     )
     .await;
     apply(&env, &policy("healthy", "twilio", FROM, None, template)).await;
+    env.sim.add_caller_id("+15005550124");
+    apply(
+        &env,
+        &policy("verified-from", "twilio", "+15005550124", None, template),
+    )
+    .await;
 
     let p = wait_policy(&env, "no-secret", "SecretNotFound", |p| {
         is(p, "Ready", "False") && is(p, "CredentialsValid", "False")
@@ -563,11 +569,16 @@ async fn broken_input_and_twilio_errors_surface_as_conditions() {
     .await;
     let c = reason_message(&p, "Ready");
     assert!(
-        c.message.contains("+15005550123") && c.message.contains(ACCOUNT),
+        c.message.contains("+15005550123")
+            && c.message.contains(ACCOUNT)
+            && c.message.contains("verified Outgoing Caller ID"),
         "{}",
         c.message
     );
     assert!(is(&p, "CredentialsValid", "True"));
+
+    // A verified caller ID is a legitimate from, though not a number of the account.
+    wait_policy(&env, "verified-from", "Ready", ready).await;
 
     // Twilio errors seen while calling for a policy name the code and the recipient.
     wait_policy(&env, "healthy", "Ready", ready).await;
@@ -625,7 +636,13 @@ async fn broken_input_and_twilio_errors_surface_as_conditions() {
     })
     .await;
 
-    for name in ["no-secret", "bad-creds", "foreign-from", "healthy"] {
+    for name in [
+        "no-secret",
+        "bad-creds",
+        "foreign-from",
+        "healthy",
+        "verified-from",
+    ] {
         delete_and_wait(&env, name).await;
     }
     env.teardown().await;

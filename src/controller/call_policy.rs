@@ -390,13 +390,12 @@ async fn apply_steps(policy: &CallPolicy, state: &State, report: &mut Report) ->
             return Err(twilio("looking up the from number")(source));
         }
     };
-    if from.is_none() {
-        // NB: verified Outgoing Caller IDs are legitimate too but not looked up yet.
+    if from.is_none() && !is_verified_caller_id(client, &spec.twilio.from).await? {
         return Err(Error::NumberNotOwned {
             field: "spec.twilio.from",
             number: spec.twilio.from.clone(),
             account_sid: account.account_sid.clone(),
-            hint: " (IncomingPhoneNumbers); verified Outgoing Caller IDs are not checked by alertcall yet, so use a Twilio number of this account",
+            hint: " (neither an IncomingPhoneNumber nor a verified Outgoing Caller ID): buy or port the number, verify it as a caller ID in Twilio, or use another from",
         });
     }
 
@@ -525,6 +524,15 @@ async fn find_number(
         .await?
         .into_iter()
         .find(|n| n.phone_number == number))
+}
+
+/// A verified Outgoing Caller ID is a legitimate `from` too (trial accounts often use one).
+async fn is_verified_caller_id(client: &TwilioClient, number: &str) -> Result<bool, Error> {
+    let ids = client
+        .list_outgoing_caller_ids(number)
+        .await
+        .map_err(twilio("looking up verified caller IDs"))?;
+    Ok(ids.iter().any(|id| id.phone_number == number))
 }
 
 /// The last attempts of this policy's AlertCalls.

@@ -17,8 +17,8 @@ use url::Url;
 use super::error::{parse_retry_after, Operation, RetryClass, TwilioError};
 use super::types::{
     Asset, AssetVersion, Build, BuildStatus, BuildStatusResource, Call, CallEvent, CallStatus,
-    Conference, ConferenceStatus, Deployment, Environment, IncomingPhoneNumber, Participant,
-    Service, VoiceWebhook,
+    Conference, ConferenceStatus, Deployment, Environment, IncomingPhoneNumber, OutgoingCallerId,
+    Participant, Service, VoiceWebhook,
 };
 
 const API_VERSION: &str = "2010-04-01";
@@ -519,6 +519,23 @@ impl TwilioClient {
             url,
             &query,
             "incoming_phone_numbers",
+        )
+        .await
+    }
+
+    /// `GET .../OutgoingCallerIds.json?PhoneNumber=...`: verified caller IDs (callers compare
+    /// `phone_number` exactly).
+    pub async fn list_outgoing_caller_ids(
+        &self,
+        phone_number: &str,
+    ) -> Result<Vec<OutgoingCallerId>, TwilioError> {
+        let url = self.api_url(&["OutgoingCallerIds.json"])?;
+        let query = vec![("PhoneNumber".to_string(), phone_number.to_string())];
+        self.list(
+            Operation::ListOutgoingCallerIds,
+            url,
+            &query,
+            "outgoing_caller_ids",
         )
         .await
     }
