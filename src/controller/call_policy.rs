@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
@@ -185,7 +187,9 @@ impl State {
 /// Runs the controller until shutdown.
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
-    let (policies, calls): (Api<CallPolicy>, Api<AlertCall>) = match &ctx.config.namespace {
+    // NB: through `DeserializeGuard`, one object that does not parse reports itself instead of
+    // stalling the watcher for every other policy.
+    let (policies, calls): (Api<Guarded>, Api<AlertCall>) = match &ctx.config.namespace {
         Some(ns) => (
             Api::namespaced(client.clone(), ns),
             Api::namespaced(client, ns),
@@ -198,7 +202,7 @@ pub async fn run(ctx: Arc<Context>) {
         // An AlertCall's attempts feed its policy's TwilioHealthy condition.
         .watches(calls, watcher::Config::default(), |call: AlertCall| {
             let namespace = call.namespace()?;
-            Some(ObjectRef::new(&call.spec.policy_ref.name).within(&namespace))
+            Some(ObjectRef::<Guarded>::new(&call.spec.policy_ref.name).within(&namespace))
         })
         // NB: a page updates its AlertCall many times a second; one reconcile per burst is enough.
         .with_config(
@@ -211,15 +215,64 @@ pub async fn run(ctx: Arc<Context>) {
         })
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "callpolicy controller");
+            match result {
+                // Already logged and counted by `error_policy`.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
+                // Deleted while queued: nothing to do.
+                Err(kube::runtime::controller::Error::ObjectNotFound(..)) => {}
+                Err(error) => tracing::warn!(%error, "callpolicy controller"),
             }
         })
         .await;
 }
 
+type Guarded = DeserializeGuard<CallPolicy>;
+
+fn policy_ref(guarded: &Guarded) -> ObjectRef<CallPolicy> {
+    let metadata = match &guarded.0 {
+        Ok(policy) => &policy.metadata,
+        Err(invalid) => &invalid.metadata,
+    };
+    let name = metadata.name.clone().unwrap_or_default();
+    match &metadata.namespace {
+        Some(namespace) => ObjectRef::new(&name).within(namespace),
+        None => ObjectRef::new(&name),
+    }
+}
+
+async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error> {
+    match &guarded.0 {
+        Ok(policy) => reconcile_policy(Arc::new(policy.clone()), state).await,
+        Err(invalid) => {
+            // NB: the API server's schema let it in, but it does not parse; say so on the object.
+            if state.ctx.leader.is_leader() {
+                let reference = ObjectReference {
+                    api_version: Some(CallPolicy::api_version(&()).into_owned()),
+                    kind: Some(CallPolicy::kind(&()).into_owned()),
+                    name: invalid.metadata.name.clone(),
+                    namespace: invalid.metadata.namespace.clone(),
+                    uid: invalid.metadata.uid.clone(),
+                    ..Default::default()
+                };
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "InvalidSpec".into(),
+                    note: Some(format!("the CallPolicy does not parse: {}", invalid.error)),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                if let Err(error) = state.ctx.recorder.publish(&event, &reference).await {
+                    tracing::debug!(%error, "cannot publish event");
+                }
+            }
+            tracing::warn!(object = %policy_ref(&guarded), error = %invalid.error, "CallPolicy does not parse");
+            Ok(Action::await_change())
+        }
+    }
+}
+
 #[tracing::instrument(skip(policy, state), fields(namespace = policy.namespace(), name = policy.name_any()))]
-async fn reconcile(policy: Arc<CallPolicy>, state: Arc<State>) -> Result<Action, Error> {
+async fn reconcile_policy(policy: Arc<CallPolicy>, state: Arc<State>) -> Result<Action, Error> {
     let ctx = &state.ctx;
     // NB: only the Lease holder writes Twilio configuration and status; followers look again later.
     if !ctx.leader.is_leader() {
@@ -243,25 +296,19 @@ async fn reconcile(policy: Arc<CallPolicy>, state: Arc<State>) -> Result<Action,
     result
 }
 
-fn error_policy(policy: Arc<CallPolicy>, error: &Error, state: Arc<State>) -> Action {
+fn error_policy(guarded: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
     let ctx = &state.ctx;
-    ctx.metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ReconcileErrorLabels {
-            controller: CONTROLLER.into(),
-            reason: error.reason().into(),
-        })
-        .inc();
+    count_error(&state, error);
+    let object = policy_ref(&guarded);
     tracing::warn!(
-        namespace = policy.namespace(),
-        name = policy.name_any(),
+        %object,
         reason = error.reason(),
         %error,
         "reconcile failed"
     );
     let failures = {
         let mut map = state.failures();
-        let count = map.entry(ObjectRef::from_obj(policy.as_ref())).or_insert(0);
+        let count = map.entry(object).or_insert(0);
         *count = count.saturating_add(1);
         *count
     };
@@ -313,30 +360,35 @@ impl Report {
 async fn apply(policy: &CallPolicy, state: &State) -> Result<Action, Error> {
     let mut report = Report::new(policy);
     let result = apply_steps(policy, state, &mut report).await;
-    let resync = state.ctx.config.policy_resync;
-    let action = match &result {
-        Ok(()) => {
-            report.set(READY, true, "Ready", "policy is validated and published");
-            Ok(Action::requeue(resync))
-        }
-        Err(error) => {
-            report.set(READY, false, error.reason(), &error.to_string());
-            if error.is_permanent() {
-                // NB: a Secret or a Twilio number appearing is not a watched change, so a
-                // permanent problem is still looked at again on the resync, never hot.
-                Ok(Action::requeue(resync))
-            } else {
-                Err(())
-            }
-        }
-    };
+    match &result {
+        Ok(()) => report.set(READY, true, "Ready", "policy is validated and published"),
+        Err(error) => report.set(READY, false, error.reason(), &error.to_string()),
+    }
     report.status.observed_generation = report.generation;
     write_status(policy, state, report.status).await?;
-    match (action, result) {
-        (Ok(action), _) => Ok(action),
-        (Err(()), Err(error)) => Err(error),
-        (Err(()), Ok(())) => Ok(Action::requeue(resync)),
+    let resync = state.ctx.config.policy_resync;
+    match result {
+        Ok(()) => Ok(Action::requeue(resync)),
+        // NB: a Secret or a Twilio number appearing is not a watched change, so a permanent
+        // problem is looked at again on the (slow) resync, never in a hot loop.
+        Err(error) if error.is_permanent() => {
+            count_error(state, &error);
+            Ok(Action::requeue(resync))
+        }
+        Err(error) => Err(error),
     }
+}
+
+fn count_error(state: &State, error: &Error) {
+    state
+        .ctx
+        .metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ReconcileErrorLabels {
+            controller: CONTROLLER.into(),
+            reason: error.reason().into(),
+        })
+        .inc();
 }
 
 async fn apply_steps(policy: &CallPolicy, state: &State, report: &mut Report) -> Result<(), Error> {
@@ -646,8 +698,18 @@ fn error_meaning(code: i64) -> &'static str {
 
 // ---- publishing -----------------------------------------------------------------------------
 
-fn asset_prefix(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}/")
+/// `<namespace>/<name>/`, the folder of a policy's documents. Twilio caps asset paths at 255
+/// characters, so long names are shortened and made unique again by a hash.
+pub fn asset_prefix(namespace: &str, name: &str) -> String {
+    let prefix = format!("{namespace}/{name}/");
+    if prefix.len() <= 200 {
+        return prefix;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(prefix.as_bytes());
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let short: String = name.chars().take(100).collect();
+    format!("{namespace}/{short}-{hash}/")
 }
 
 const DOCUMENTS: [&str; 3] = ["ack.xml", "bridge.xml", "no-ack.xml"];
@@ -1262,6 +1324,15 @@ mod tests {
         let exclude = HashSet::from(["ZHmine".to_string()]);
         let existing = HashSet::from(["ZHmine".to_string(), "ZHother".to_string()]);
         assert_eq!(keep_versions(&versions, &exclude, &existing), vec!["ZN2"]);
+    }
+
+    #[test]
+    fn asset_paths_stay_within_twilio_limits_and_distinct() {
+        assert_eq!(asset_prefix("prod", "oncall"), "prod/oncall/");
+        let long_a = asset_prefix(&"n".repeat(63), &format!("{}a", "x".repeat(252)));
+        let long_b = asset_prefix(&"n".repeat(63), &format!("{}b", "x".repeat(252)));
+        assert_ne!(long_a, long_b);
+        assert!(format!("/{long_a}no-ack.xml").len() <= 255, "{long_a}");
     }
 
     #[test]
