@@ -69,6 +69,7 @@ async fn setup(prefix: &str) -> Env {
         },
         instance_name: format!("t-{}", ns.name),
         policy_resync: Duration::from_secs(2),
+        call_policies: true,
         ..Config::local(prefix)
     };
     let operator = controller::start(client.clone(), config)

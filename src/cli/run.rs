@@ -86,6 +86,7 @@ impl RunArgs {
             }),
             identity,
             policy_resync: self.policy_resync,
+            call_policies: true,
         }
     }
 }
