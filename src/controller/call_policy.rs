@@ -197,6 +197,7 @@ pub async fn run(ctx: Arc<Context>) {
         None => (Api::all(client.clone()), Api::all(client)),
     };
     let mut shutdown = ctx.shutdown.clone();
+    let leadership = ctx.leader.clone();
     let state = Arc::new(State::new(ctx));
     Controller::new(policies, watcher::Config::default())
         // An AlertCall's attempts feed its policy's TwilioHealthy condition.
@@ -204,6 +205,9 @@ pub async fn run(ctx: Arc<Context>) {
             let namespace = call.namespace()?;
             Some(ObjectRef::<Guarded>::new(&call.spec.policy_ref.name).within(&namespace))
         })
+        // Followers skip their reconciles; a new leader looks at every policy at once instead
+        // of waiting for the resync.
+        .reconcile_all_on(became_leader(leadership))
         // NB: a page updates its AlertCall many times a second; one reconcile per burst is enough.
         .with_config(
             ControllerConfig::default()
@@ -224,6 +228,20 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+}
+
+/// One item each time this replica becomes the leader.
+fn became_leader(leadership: crate::leader::Leadership) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold((leadership, false), |(leadership, mut was)| async move {
+        loop {
+            let leading = leadership.is_leader();
+            if leading && !was {
+                return Some(((), (leadership, true)));
+            }
+            was = leading;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
 }
 
 type Guarded = DeserializeGuard<CallPolicy>;
