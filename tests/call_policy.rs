@@ -461,7 +461,7 @@ async fn two_policies_in_one_install_keep_their_documents() {
     let template = "Alert. {{ reason }}.";
     let mut first = policy("first", "twilio", FROM, None, template);
     first.spec.message.language = "en-GB".into();
-    let second = policy("second", "twilio", FROM, None, template);
+    let second = policy("second", "twilio", FROM, Some(BRIDGE), template);
     apply(&env, &first).await;
     apply(&env, &second).await;
     let first = wait_policy(&env, "first", "Ready", ready).await;
@@ -485,6 +485,28 @@ async fn two_policies_in_one_install_keep_their_documents() {
         is(&first, "BridgeConfigured", "True"),
         "no bridge requested is fine"
     );
+
+    // A second policy naming the same bridge number is refused instead of fighting over it.
+    apply(
+        &env,
+        &policy("rival", "twilio", FROM, Some(BRIDGE), template),
+    )
+    .await;
+    let rival = wait_policy(&env, "rival", "BridgeNumberInUse", |p| {
+        reason_message(p, "BridgeConfigured").reason == "BridgeNumberInUse"
+    })
+    .await;
+    assert!(is(&rival, "Ready", "False"));
+    assert!(
+        reason_message(&rival, "BridgeConfigured")
+            .message
+            .contains(BRIDGE),
+        "{}",
+        reason_message(&rival, "BridgeConfigured").message
+    );
+    assert_eq!(voice_url(&env).await.0, Some(urls(&second).bridge));
+    delete_and_wait(&env, "rival").await;
+    assert_eq!(voice_url(&env).await.0, Some(urls(&second).bridge));
 
     // Removing one keeps the other's documents in the next build.
     delete_and_wait(&env, "first").await;

@@ -145,13 +145,20 @@ async fn configure_bridge_fresh(
             "bridge number has a VoiceApplicationSid, which overrides VoiceUrl"
         );
     }
+    // Another policy of this install already answers on this number: fighting over it on every
+    // resync would flip callers between rooms, and its original webhook would be lost.
+    let ours = asset_prefix(&policy.namespace().unwrap_or_default(), &policy.name_any());
+    let environment_root = url.strip_suffix(&format!("{ours}bridge.xml"));
+    if let (Some(current), Some(root)) = (number.voice_url.as_deref(), environment_root) {
+        if current.starts_with(root) && current.ends_with("/bridge.xml") && current != url {
+            return Err(Error::BridgeNumberInUse {
+                number: wanted.to_string(),
+                url: current.to_string(),
+            });
+        }
+    }
     // NB: remembered before the change, so a crash in between never loses the original.
-    let own_url = number.voice_url.as_deref().is_some_and(|u| {
-        u.contains(&asset_prefix(
-            &policy.namespace().unwrap_or_default(),
-            &policy.name_any(),
-        ))
-    });
+    let own_url = number.voice_url.as_deref() == Some(url.as_str());
     if previous.as_ref().map(|p| p.number_sid.as_str()) != Some(number.sid.as_str()) && !own_url {
         let remembered = PreviousWebhook {
             number_sid: number.sid.clone(),

@@ -80,6 +80,8 @@ pub enum Error {
         account_sid: String,
         hint: &'static str,
     },
+    #[error("bridge number {number} already answers with another policy's document ({url}); give each policy its own bridgeNumber")]
+    BridgeNumberInUse { number: String, url: String },
     #[error("{step}: {source}")]
     Twilio {
         step: &'static str,
@@ -100,6 +102,7 @@ impl Error {
             Error::Credentials { .. } => "InvalidCredentials",
             Error::NumberNotOwned { field, .. } if field.ends_with("from") => "FromNumberNotOwned",
             Error::NumberNotOwned { .. } => "BridgeNumberNotOwned",
+            Error::BridgeNumberInUse { .. } => "BridgeNumberInUse",
             Error::Twilio { source, .. } => source.reason(),
             Error::Kube(_) => "KubeApiError",
             Error::Finalizer(error) => match error.as_ref() {
@@ -114,9 +117,10 @@ impl Error {
     /// Needs a person to change something; retrying soon would fail the same way.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Error::InvalidSpec(_) | Error::Credentials { .. } | Error::NumberNotOwned { .. } => {
-                true
-            }
+            Error::InvalidSpec(_)
+            | Error::Credentials { .. }
+            | Error::NumberNotOwned { .. }
+            | Error::BridgeNumberInUse { .. } => true,
             Error::Account(error) => error.is_permanent(),
             Error::Twilio { source, .. } => {
                 matches!(source.retry_class(), crate::twilio::RetryClass::Permanent)
