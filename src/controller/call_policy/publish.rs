@@ -94,6 +94,17 @@ async fn build_and_deploy(
     Ok(build.sid)
 }
 
+/// The documents' hash, and where they live: moving the policy to another account (a new
+/// Secret) or install must publish again even though the documents did not change.
+fn publication_hash(docs: &HostedDocuments, account_sid: &str, instance: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!(
+        "{}\n{account_sid}\n{instance}",
+        docs.content_hash()
+    ));
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 pub(super) async fn publish(
     account: &Account,
     state: &State,
@@ -105,7 +116,8 @@ pub(super) async fn publish(
     let client = &account.client;
     let account_sid = account.account_sid.as_str();
     let auth_token = account.auth_token.as_deref();
-    let hash = docs.content_hash();
+    let instance = &state.ctx.config.instance_name;
+    let hash = publication_hash(docs, account_sid, instance);
     if let Some(current) = current {
         if current.content_hash == hash
             && !current.build_sid.is_empty()
@@ -121,7 +133,6 @@ pub(super) async fn publish(
             );
         }
     }
-    let instance = &state.ctx.config.instance_name;
     let lock = state.publish_lock(&format!("{account_sid}/{instance}"));
     let _guard = lock.lock().await;
 
