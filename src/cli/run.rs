@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// Kubernetes Events older than this at arrival never page (e.g. `5m`, `90s`).
     #[arg(long, env = "ALERTCALL_MAX_EVENT_AGE", default_value = "5m", value_parser = parse_duration)]
     pub max_event_age: Duration,
+    /// How often each CallPolicy is checked against Twilio without a change (drift correction).
+    #[arg(long, env = "ALERTCALL_POLICY_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    pub policy_resync: Duration,
     /// Address of the HTTP endpoints (health, metrics, Twilio callbacks, Alertmanager).
     #[arg(long, env = "ALERTCALL_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -82,6 +85,8 @@ impl RunArgs {
                 duration: Duration::from_secs(15),
             }),
             identity,
+            policy_resync: self.policy_resync,
+            call_policies: true,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! configuration, AlertCall creation), see [`crate::leader`].
 
 pub mod accounts;
+pub mod call_policy;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,11 @@ pub struct Config {
     pub leader_election: Option<LeaseConfig>,
     /// Identity of this replica in the Lease and on Events.
     pub identity: String,
+    /// How often each CallPolicy is looked at again without a change, to correct drift made
+    /// in Twilio by hand (and to notice a Secret or number that appeared).
+    pub policy_resync: Duration,
+    /// Run the CallPolicy controller (publishes TwiML to Twilio, sets the bridge number).
+    pub call_policies: bool,
 }
 
 impl Config {
@@ -56,6 +62,10 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             leader_election: None,
             identity: identity.to_string(),
+            policy_resync: Duration::from_secs(300),
+            // NB: off here: an in-process operator started without a simulator must not reach
+            // for real Twilio over the policies other tests left on a shared control plane.
+            call_policies: false,
         }
     }
 }
@@ -175,6 +185,9 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
             tracing::error!(%error, "HTTP server stopped");
         }
     });
+    if context.config.call_policies {
+        tasks.spawn(call_policy::run(context.clone()));
+    }
     tracing::info!(%addr, identity = %context.config.identity, "alertcall started");
     Ok(Running {
         addr,

@@ -17,8 +17,8 @@ use url::Url;
 use super::error::{parse_retry_after, Operation, RetryClass, TwilioError};
 use super::types::{
     Asset, AssetVersion, Build, BuildStatus, BuildStatusResource, Call, CallEvent, CallStatus,
-    Conference, ConferenceStatus, Deployment, Environment, IncomingPhoneNumber, Participant,
-    Service, VoiceWebhook,
+    Conference, ConferenceStatus, Deployment, Environment, IncomingPhoneNumber, OutgoingCallerId,
+    Participant, Service, VoiceWebhook,
 };
 
 const API_VERSION: &str = "2010-04-01";
@@ -526,6 +526,23 @@ impl TwilioClient {
         .await
     }
 
+    /// `GET .../OutgoingCallerIds.json?PhoneNumber=...`: verified caller IDs (callers compare
+    /// `phone_number` exactly).
+    pub async fn list_outgoing_caller_ids(
+        &self,
+        phone_number: &str,
+    ) -> Result<Vec<OutgoingCallerId>, TwilioError> {
+        let url = self.api_url(&["OutgoingCallerIds.json"])?;
+        let query = vec![("PhoneNumber".to_string(), phone_number.to_string())];
+        self.list(
+            Operation::ListOutgoingCallerIds,
+            url,
+            &query,
+            "outgoing_caller_ids",
+        )
+        .await
+    }
+
     /// `GET .../IncomingPhoneNumbers/{Sid}.json`.
     pub async fn fetch_incoming_phone_number(
         &self,
@@ -808,6 +825,29 @@ impl TwilioClient {
             Verb::Post,
             url,
             Body::Form(&form),
+        )
+        .await
+    }
+
+    /// `POST .../Deployments` without `BuildSid` (optional in Twilio's spec): the environment
+    /// serves nothing. Used when the last asset leaves, as a build needs at least one version.
+    pub async fn clear_deployment(
+        &self,
+        service_sid: &str,
+        environment_sid: &str,
+    ) -> Result<Deployment, TwilioError> {
+        let url = self.serverless_url(&[
+            "Services",
+            service_sid,
+            "Environments",
+            environment_sid,
+            "Deployments",
+        ])?;
+        self.request(
+            Operation::CreateDeployment,
+            Verb::Post,
+            url,
+            Body::Form(&[]),
         )
         .await
     }

@@ -247,6 +247,18 @@ pub struct IncomingPhoneNumber {
     pub trunk_sid: Option<String>,
 }
 
+/// A verified caller ID of the account (`api.v2010.account.outgoing_caller_id`): a number that
+/// may be used as `From` without being a Twilio number.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OutgoingCallerId {
+    #[serde(deserialize_with = "nullable")]
+    pub sid: String,
+    #[serde(deserialize_with = "nullable")]
+    pub phone_number: String,
+    pub friendly_name: Option<String>,
+}
+
 /// A number's voice webhook: what [`crate::twilio::TwilioClient::update_voice_url`] replaced.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]

@@ -24,6 +24,9 @@
 //!   `RetryAfter`), `DELETE /__sim/faults`;
 //! - `POST /__sim/invalid_numbers` (`Number`, `Code=21211|21214|21217`).
 //!
+//! Verified caller IDs (`GET .../OutgoingCallerIds.json`) are seeded with
+//! [`SimHandle::add_caller_id`].
+//!
 //! Owned numbers are seeded with Twilio's own `POST .../IncomingPhoneNumbers.json`
 //! (`PhoneNumber`, optional `VoiceUrl`, `VoiceMethod`...) or [`SimHandle::add_number`].
 //!
@@ -312,6 +315,15 @@ impl SimHandle {
             .lock()
             .numbers
             .push(state::Number::new(sid.clone(), phone_number, now));
+        sid
+    }
+    /// Seeds a verified Outgoing Caller ID (usable as `From`, not owned); returns its SID.
+    pub fn add_caller_id(&self, phone_number: &str) -> String {
+        let sid = self.inner.sid("PN");
+        self.inner
+            .lock()
+            .caller_ids
+            .push((sid.clone(), phone_number.to_string()));
         sid
     }
     /// An inbound call from `from` to the owned number `to`: Twilio requests its VoiceUrl with

@@ -377,6 +377,26 @@ fn v2010(
                 None => not_found(path),
             }
         }
+        ("GET", ["OutgoingCallerIds.json"]) => {
+            let st = sim.lock();
+            let items = st
+                .caller_ids
+                .iter()
+                .filter(|(_, number)| {
+                    get(query, "PhoneNumber")
+                        .is_none_or(|p| number_matches(number, &p.replace(' ', "+")))
+                })
+                .map(|(sid, number)| {
+                    json!({
+                        "sid": sid,
+                        "account_sid": account,
+                        "phone_number": number,
+                        "friendly_name": number,
+                    })
+                })
+                .collect();
+            json_status(200, page_v2010(items, "outgoing_caller_ids", path, query))
+        }
         ("GET", ["IncomingPhoneNumbers.json"]) => {
             let st = sim.lock();
             let items = st

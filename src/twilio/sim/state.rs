@@ -463,6 +463,8 @@ pub(crate) struct State {
     pub deployments: Vec<Deployment>,
     pub faults: Vec<FaultRule>,
     pub invalid_numbers: HashMap<String, u32>,
+    /// Verified caller IDs: (PN SID, number).
+    pub caller_ids: Vec<(String, String)>,
     pub ledger: Vec<Entry>,
 }
 

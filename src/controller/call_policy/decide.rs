@@ -1,0 +1,265 @@
+//! The pure part: what a spec, a policy's attempts or a build mean, with no I/O.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use crate::api::{Attempt, CallPolicySpec};
+use crate::message::{self, MessageContext};
+use crate::twilio::documents;
+
+/// Twilio's cap on inline TwiML of Calls create.
+const INLINE_TWIML_LIMIT: usize = 4000;
+/// Longest `AlertCall.spec.summary` the schema accepts: what a call can be asked to speak.
+const MAX_SUMMARY_CHARS: usize = 2000;
+
+/// Exponential from 1 s with jitter, capped at the resync interval (and 5 minutes).
+pub fn backoff(failures: u32, resync: Duration) -> Duration {
+    let cap = resync
+        .min(Duration::from_secs(300))
+        .max(Duration::from_secs(1));
+    let base = Duration::from_secs(1).saturating_mul(1u32 << failures.saturating_sub(1).min(10));
+    let full = base.min(cap);
+    let half = full / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+/// Problems with the spec that need no Twilio request: the schema's gaps, the template, and
+/// whether the longest plausible call still fits Twilio's inline TwiML limit.
+pub fn validate(spec: &CallPolicySpec) -> Vec<String> {
+    let mut problems: Vec<String> = crate::api::validate::call_policy(spec)
+        .into_iter()
+        .map(|p| p.to_string())
+        .collect();
+    if !problems.is_empty() {
+        return problems;
+    }
+    let summary = longest_summary(&spec.message.template);
+    // A long but realistic hosted URL: the ack document's URL is part of every call's TwiML.
+    let ack_url = format!(
+        "https://{}.twil.io/{}/ack.xml",
+        "x".repeat(60),
+        "y".repeat(250)
+    );
+    match documents::call_twiml(spec, &summary, &ack_url) {
+        Ok(twiml) if twiml.chars().count() <= INLINE_TWIML_LIMIT => {}
+        Ok(twiml) => problems.push(format!(
+            "spec.message: the longest call renders to {} characters of TwiML, over Twilio's {INLINE_TWIML_LIMIT}; shorten the template or lower repeat",
+            twiml.chars().count()
+        )),
+        Err(error) => problems.push(format!(
+            "spec.message: the longest call does not fit Twilio's {INLINE_TWIML_LIMIT}-character TwiML limit ({error}); shorten the template"
+        )),
+    }
+    problems
+}
+
+/// The template rendered with a sample whose free text is as long as Kubernetes allows (an
+/// Event message is cut at 1024 bytes), capped at what an AlertCall summary may hold.
+fn longest_summary(template: &str) -> String {
+    let mut sample = MessageContext::sample();
+    sample.message = "Back-off restarting failed container & <sidecar> ".repeat(21);
+    sample.message.truncate(1024);
+    let (text, _) = message::render_or_fallback(template, &sample);
+    text.chars().take(MAX_SUMMARY_CHARS).collect()
+}
+
+/// The TwilioHealthy condition a policy's attempts give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub ok: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Pure: the most recent attempt per recipient decides; any with a Twilio error code makes the
+/// policy unhealthy, naming code and recipient, and a later clean attempt clears it.
+pub fn twilio_health(attempts_oldest_first: &[Attempt]) -> Health {
+    let mut latest: BTreeMap<&str, &Attempt> = BTreeMap::new();
+    for attempt in attempts_oldest_first {
+        // An intent has not reached Twilio yet: it says nothing about errors.
+        if attempt.call_sid.is_none() && attempt.twilio_error_code.is_none() {
+            continue;
+        }
+        latest.insert(attempt.recipient.as_str(), attempt);
+    }
+    let failing: Vec<String> = latest
+        .values()
+        .filter_map(|attempt| {
+            let code = attempt.twilio_error_code?;
+            let detail = attempt
+                .message
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
+            Some(format!(
+                "Twilio error {code} ({}) calling {}{detail}",
+                error_meaning(code),
+                attempt.recipient
+            ))
+        })
+        .collect();
+    if failing.is_empty() {
+        Health {
+            ok: true,
+            reason: if latest.is_empty() {
+                "NoCallsYet"
+            } else {
+                "RecentCallsSucceeded"
+            }
+            .into(),
+            message: if latest.is_empty() {
+                "no call has been placed for this policy yet".into()
+            } else {
+                "the most recent call to each recipient reached Twilio without error".into()
+            },
+        }
+    } else {
+        Health {
+            ok: false,
+            reason: "TwilioErrors".into(),
+            message: failing.join("; "),
+        }
+    }
+}
+
+fn error_meaning(code: i64) -> &'static str {
+    match code {
+        21211 => "invalid To number",
+        21217 => "To number does not appear valid",
+        21214 => "To number cannot be reached",
+        21215 => "no geographic permission to call this country",
+        21216 => "number is blocked",
+        21210 => "From is not a verified caller ID or Twilio number",
+        21212 => "invalid From number",
+        21219 => "To is not verified on this trial account",
+        13227 => "no geographic permission to dial this country",
+        _ => "see twilio.com/docs/errors",
+    }
+}
+
+/// `<namespace>/<name>/`, the folder of a policy's documents. Twilio caps asset paths at 255
+/// characters, so long names are shortened and made unique again by a hash.
+pub fn asset_prefix(namespace: &str, name: &str) -> String {
+    let prefix = format!("{namespace}/{name}/");
+    if prefix.len() <= 200 {
+        return prefix;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(prefix.as_bytes());
+    let hash: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let short: String = name.chars().take(100).collect();
+    format!("{namespace}/{short}-{hash}/")
+}
+
+/// Pure: the version SIDs of a build's `asset_versions` JSON to carry into the next build.
+pub fn keep_versions(
+    versions: &[serde_json::Value],
+    exclude: &HashSet<String>,
+    existing: &HashSet<String>,
+) -> Vec<String> {
+    versions
+        .iter()
+        .filter_map(|v| {
+            let sid = v.get("sid")?.as_str()?;
+            let asset = v.get("asset_sid")?.as_str()?;
+            (!exclude.contains(asset) && existing.contains(asset)).then(|| sid.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+
+    fn attempt(recipient: &str, sid: Option<&str>, code: Option<i64>) -> Attempt {
+        Attempt {
+            id: format!("{recipient}-{sid:?}"),
+            recipient: recipient.into(),
+            call_sid: sid.map(str::to_string),
+            twilio_error_code: code,
+            message: code.map(|c| format!("error {c}")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn default_policy_is_valid() {
+        assert_eq!(validate(&fixtures::policy_spec()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn template_that_cannot_fit_inline_twiml_is_rejected() {
+        let mut spec = fixtures::policy_spec();
+        // Every `&` becomes `&amp;` in TwiML: 900 of them alone are 4500 characters.
+        spec.message.template = format!("{} {{{{ message }}}}", "&".repeat(900));
+        let problems = validate(&spec);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("4000"), "{problems:?}");
+    }
+
+    #[test]
+    fn broken_template_is_reported_before_length() {
+        let mut spec = fixtures::policy_spec();
+        spec.message.template = "{{ reason ".into();
+        assert!(validate(&spec)[0].starts_with("spec.message.template"));
+    }
+
+    #[test]
+    fn health_names_code_and_recipient_and_clears_on_success() {
+        let failing = [attempt("alice", None, Some(21211))];
+        let health = twilio_health(&failing);
+        assert!(!health.ok);
+        assert!(health.message.contains("21211"), "{}", health.message);
+        assert!(health.message.contains("alice"), "{}", health.message);
+        let recovered = [
+            attempt("alice", None, Some(21211)),
+            attempt("alice", Some("CA1"), None),
+        ];
+        assert!(twilio_health(&recovered).ok);
+        assert_eq!(twilio_health(&[]).reason, "NoCallsYet");
+    }
+
+    #[test]
+    fn health_ignores_intents_and_keeps_other_recipients_errors() {
+        let attempts = [
+            attempt("bob", None, Some(21215)),
+            attempt("alice", Some("CA1"), None),
+            attempt("bob", None, None),
+        ];
+        let health = twilio_health(&attempts);
+        assert!(!health.ok);
+        assert!(health.message.contains("bob") && health.message.contains("21215"));
+    }
+
+    #[test]
+    fn next_build_keeps_other_policies_versions_only() {
+        let versions = vec![
+            serde_json::json!({"sid": "ZN1", "asset_sid": "ZHmine"}),
+            serde_json::json!({"sid": "ZN2", "asset_sid": "ZHother"}),
+            serde_json::json!({"sid": "ZN3", "asset_sid": "ZHgone"}),
+            serde_json::json!({"path": "/broken"}),
+        ];
+        let exclude = HashSet::from(["ZHmine".to_string()]);
+        let existing = HashSet::from(["ZHmine".to_string(), "ZHother".to_string()]);
+        assert_eq!(keep_versions(&versions, &exclude, &existing), vec!["ZN2"]);
+    }
+
+    #[test]
+    fn asset_paths_stay_within_twilio_limits_and_distinct() {
+        assert_eq!(asset_prefix("prod", "oncall"), "prod/oncall/");
+        let long_a = asset_prefix(&"n".repeat(63), &format!("{}a", "x".repeat(252)));
+        let long_b = asset_prefix(&"n".repeat(63), &format!("{}b", "x".repeat(252)));
+        assert_ne!(long_a, long_b);
+        assert!(format!("/{long_a}no-ack.xml").len() <= 255, "{long_a}");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let resync = Duration::from_secs(60);
+        assert!(backoff(1, resync) <= Duration::from_secs(1));
+        assert!(backoff(20, resync) <= resync);
+        assert!(backoff(20, resync) >= Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,720 @@
+//! The CallPolicy controller: validates a policy against its Twilio account, publishes its TwiML
+//! documents (ack, bridge, no-ack) as protected Serverless assets, points the bridge number at
+//! the bridge document, reports what it found as conditions, and undoes all of it on delete.
+//!
+//! ```text
+//!  gather: Secret, IncomingPhoneNumbers, AlertCall attempts  ->  decide.rs (pure)
+//!  act:    publish.rs (per-service lock), bridge.rs           ->  status (merge patch, skipped when equal)
+//! ```
+//!
+//! Only the Lease holder reconciles; followers look again at the resync. Deleting a policy runs
+//! `cleanup` behind the finalizer: the bridge number's previous webhook is restored and the
+//! policy's assets leave the environment before they are deleted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use tokio::sync::Mutex as AsyncMutex;
+
+mod bridge;
+pub mod decide;
+mod publish;
+
+use bridge::{configure_bridge, previous_webhook, restore};
+use publish::{publish, unpublish};
+
+pub use bridge::PreviousWebhook;
+pub use decide::{asset_prefix, backoff, keep_versions, twilio_health, validate, Health};
+
+use super::{AccountError, Context, FIELD_MANAGER};
+use crate::api::conditions::set_condition;
+use crate::api::{AlertCall, Attempt, CallPolicy, CallPolicyStatus};
+use crate::twilio::documents::{self, HostedDocuments};
+use crate::twilio::types::IncomingPhoneNumber;
+use crate::twilio::{TwilioClient, TwilioError};
+
+/// Finalizer guarding what the policy changed in Twilio.
+pub const FINALIZER: &str = "alertcall.dev/twilio-cleanup";
+/// The bridge number's voice webhook before alertcall changed it (JSON of [`PreviousWebhook`]).
+pub const PREVIOUS_WEBHOOK_ANNOTATION: &str = "alertcall.dev/bridge-previous-webhook";
+/// The one Serverless environment of an install.
+pub const ENVIRONMENT: &str = "production";
+
+const CONTROLLER: &str = "callpolicy";
+
+pub const READY: &str = "Ready";
+pub const CREDENTIALS_VALID: &str = "CredentialsValid";
+pub const TWIML_PUBLISHED: &str = "TwimlPublished";
+pub const BRIDGE_CONFIGURED: &str = "BridgeConfigured";
+pub const TWILIO_HEALTHY: &str = "TwilioHealthy";
+
+/// Why a reconcile failed. `reason()` is the condition reason, Event reason and metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error("Twilio rejected the credentials of account {account_sid}: {source}")]
+    Credentials {
+        account_sid: String,
+        #[source]
+        source: TwilioError,
+    },
+    #[error("{field} {number} is not a phone number of Twilio account {account_sid}{hint}")]
+    NumberNotOwned {
+        field: &'static str,
+        number: String,
+        account_sid: String,
+        hint: &'static str,
+    },
+    #[error("bridge number {number} already answers with another policy's document ({url}); give each policy its own bridgeNumber")]
+    BridgeNumberInUse { number: String, url: String },
+    #[error("{step}: {source}")]
+    Twilio {
+        step: &'static str,
+        #[source]
+        source: TwilioError,
+    },
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Finalizer(Box<finalizer::Error<Error>>),
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Account(error) => error.reason(),
+            Error::Credentials { .. } => "InvalidCredentials",
+            Error::NumberNotOwned { field, .. } if field.ends_with("from") => "FromNumberNotOwned",
+            Error::NumberNotOwned { .. } => "BridgeNumberNotOwned",
+            Error::BridgeNumberInUse { .. } => "BridgeNumberInUse",
+            Error::Twilio { source, .. } => source.reason(),
+            Error::Kube(_) => "KubeApiError",
+            Error::Finalizer(error) => match error.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.reason()
+                }
+                _ => "FinalizerError",
+            },
+        }
+    }
+
+    /// Needs a person to change something; retrying soon would fail the same way.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::InvalidSpec(_)
+            | Error::Credentials { .. }
+            | Error::NumberNotOwned { .. }
+            | Error::BridgeNumberInUse { .. } => true,
+            Error::Account(error) => error.is_permanent(),
+            Error::Twilio { source, .. } => {
+                matches!(source.retry_class(), crate::twilio::RetryClass::Permanent)
+                    && !matches!(source, TwilioError::Build { .. })
+            }
+            Error::Kube(_) => false,
+            Error::Finalizer(error) => match error.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.is_permanent()
+                }
+                _ => false,
+            },
+        }
+    }
+}
+
+fn twilio(step: &'static str) -> impl FnOnce(TwilioError) -> Error {
+    move |source| Error::Twilio { step, source }
+}
+
+/// The controller's own state next to the shared [`Context`].
+pub struct State {
+    ctx: Arc<Context>,
+    /// One lock per (account, service): a build must see every other policy's latest versions.
+    publish_locks: std::sync::Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    /// Consecutive failures per policy, for the error backoff.
+    failures: std::sync::Mutex<HashMap<ObjectRef<CallPolicy>, u32>>,
+    /// Fetches hosted documents to notice that they vanished.
+    http: reqwest::Client,
+}
+
+impl State {
+    pub fn new(ctx: Arc<Context>) -> Self {
+        Self {
+            ctx,
+            publish_locks: std::sync::Mutex::new(HashMap::new()),
+            failures: std::sync::Mutex::new(HashMap::new()),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn publish_lock(&self, key: &str) -> Arc<AsyncMutex<()>> {
+        let mut locks = self
+            .publish_locks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(key.to_string()).or_default().clone()
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<CallPolicy>, u32>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Runs the controller until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    // NB: through `DeserializeGuard`, one object that does not parse reports itself instead of
+    // stalling the watcher for every other policy.
+    let (policies, calls): (Api<Guarded>, Api<AlertCall>) = match &ctx.config.namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client)),
+    };
+    let mut shutdown = ctx.shutdown.clone();
+    let leadership = ctx.leader.clone();
+    let state = Arc::new(State::new(ctx));
+    Controller::new(policies, watcher::Config::default())
+        // An AlertCall's attempts feed its policy's TwilioHealthy condition.
+        .watches(calls, watcher::Config::default(), |call: AlertCall| {
+            let namespace = call.namespace()?;
+            Some(ObjectRef::<Guarded>::new(&call.spec.policy_ref.name).within(&namespace))
+        })
+        // Followers skip their reconciles; a new leader looks at every policy at once instead
+        // of waiting for the resync.
+        .reconcile_all_on(became_leader(leadership))
+        // NB: a page updates its AlertCall many times a second; one reconcile per burst is enough.
+        .with_config(
+            ControllerConfig::default()
+                .debounce(Duration::from_secs(1))
+                .concurrency(4),
+        )
+        .graceful_shutdown_on(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .run(reconcile, error_policy, state)
+        .for_each(|result| async move {
+            match result {
+                // Already logged and counted by `error_policy`.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(..)) | Ok(_) => {}
+                // Deleted while queued: nothing to do.
+                Err(kube::runtime::controller::Error::ObjectNotFound(..)) => {}
+                Err(error) => tracing::warn!(%error, "callpolicy controller"),
+            }
+        })
+        .await;
+}
+
+/// One item each time this replica becomes the leader.
+fn became_leader(leadership: crate::leader::Leadership) -> impl futures::Stream<Item = ()> {
+    futures::stream::unfold((leadership, false), |(leadership, mut was)| async move {
+        loop {
+            let leading = leadership.is_leader();
+            if leading && !was {
+                return Some(((), (leadership, true)));
+            }
+            was = leading;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+type Guarded = DeserializeGuard<CallPolicy>;
+
+fn policy_ref(guarded: &Guarded) -> ObjectRef<CallPolicy> {
+    let metadata = match &guarded.0 {
+        Ok(policy) => &policy.metadata,
+        Err(invalid) => &invalid.metadata,
+    };
+    let name = metadata.name.clone().unwrap_or_default();
+    match &metadata.namespace {
+        Some(namespace) => ObjectRef::new(&name).within(namespace),
+        None => ObjectRef::new(&name),
+    }
+}
+
+async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Action, Error> {
+    match &guarded.0 {
+        Ok(policy) => reconcile_policy(Arc::new(policy.clone()), state).await,
+        Err(invalid) => {
+            // NB: the API server's schema let it in, but it does not parse; say so on the object.
+            if state.ctx.leader.is_leader() {
+                let reference = ObjectReference {
+                    api_version: Some(CallPolicy::api_version(&()).into_owned()),
+                    kind: Some(CallPolicy::kind(&()).into_owned()),
+                    name: invalid.metadata.name.clone(),
+                    namespace: invalid.metadata.namespace.clone(),
+                    uid: invalid.metadata.uid.clone(),
+                    ..Default::default()
+                };
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "InvalidSpec".into(),
+                    note: Some(format!("the CallPolicy does not parse: {}", invalid.error)),
+                    action: "Reconcile".into(),
+                    secondary: None,
+                };
+                if let Err(error) = state.ctx.recorder.publish(&event, &reference).await {
+                    tracing::debug!(%error, "cannot publish event");
+                }
+            }
+            tracing::warn!(object = %policy_ref(&guarded), error = %invalid.error, "CallPolicy does not parse");
+            Ok(Action::await_change())
+        }
+    }
+}
+
+#[tracing::instrument(skip(policy, state), fields(namespace = policy.namespace(), name = policy.name_any()))]
+async fn reconcile_policy(policy: Arc<CallPolicy>, state: Arc<State>) -> Result<Action, Error> {
+    let ctx = &state.ctx;
+    // NB: only the Lease holder writes Twilio configuration and status; followers look again later.
+    if !ctx.leader.is_leader() {
+        return Ok(Action::requeue(ctx.config.policy_resync));
+    }
+    let namespace = policy.namespace().unwrap_or_default();
+    let api: Api<CallPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, policy.clone(), |event| async {
+        match event {
+            finalizer::Event::Apply(policy) => apply(&policy, &state).await,
+            finalizer::Event::Cleanup(policy) => cleanup(&policy, &state).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)));
+    if result.is_ok() {
+        state
+            .failures()
+            .remove(&ObjectRef::from_obj(policy.as_ref()));
+    }
+    result
+}
+
+fn error_policy(guarded: Arc<Guarded>, error: &Error, state: Arc<State>) -> Action {
+    let ctx = &state.ctx;
+    count_error(&state, error);
+    let object = policy_ref(&guarded);
+    tracing::warn!(
+        %object,
+        reason = error.reason(),
+        %error,
+        "reconcile failed"
+    );
+    let failures = {
+        let mut map = state.failures();
+        let count = map.entry(object).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    Action::requeue(backoff(failures, ctx.config.policy_resync))
+}
+
+// ---- apply ----------------------------------------------------------------------------------
+
+/// Conditions gathered during one reconcile.
+struct Report {
+    status: CallPolicyStatus,
+    generation: Option<i64>,
+    now: Time,
+}
+
+impl Report {
+    fn new(policy: &CallPolicy) -> Self {
+        Self {
+            status: policy.status.clone().unwrap_or_default(),
+            generation: policy.metadata.generation,
+            now: Time(jiff::Timestamp::now()),
+        }
+    }
+
+    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: &str) {
+        set_condition(
+            &mut self.status.conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            self.generation,
+            self.now.clone(),
+        );
+    }
+}
+
+async fn apply(policy: &CallPolicy, state: &State) -> Result<Action, Error> {
+    let mut report = Report::new(policy);
+    let result = apply_steps(policy, state, &mut report).await;
+    match &result {
+        Ok(()) => report.set(READY, true, "Ready", "policy is validated and published"),
+        Err(error) => report.set(READY, false, error.reason(), &error.to_string()),
+    }
+    report.status.observed_generation = report.generation;
+    write_status(policy, state, report.status).await?;
+    let resync = state.ctx.config.policy_resync;
+    match result {
+        Ok(()) => Ok(Action::requeue(resync)),
+        // NB: a Secret or a Twilio number appearing is not a watched change, so a permanent
+        // problem is looked at again on the (slow) resync, never in a hot loop.
+        Err(error) if error.is_permanent() => {
+            count_error(state, &error);
+            Ok(Action::requeue(resync))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn count_error(state: &State, error: &Error) {
+    state
+        .ctx
+        .metrics
+        .reconcile_errors
+        .get_or_create(&crate::metrics::ReconcileErrorLabels {
+            controller: CONTROLLER.into(),
+            reason: error.reason().into(),
+        })
+        .inc();
+}
+
+async fn apply_steps(policy: &CallPolicy, state: &State, report: &mut Report) -> Result<(), Error> {
+    let ctx = &state.ctx;
+    let spec = &policy.spec;
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+
+    let problems = validate(spec);
+    if !problems.is_empty() {
+        return Err(Error::InvalidSpec(problems.join("; ")));
+    }
+
+    let account = match ctx.accounts.for_policy(policy).await {
+        Ok(account) => account,
+        Err(error) => {
+            report.set(CREDENTIALS_VALID, false, error.reason(), &error.to_string());
+            return Err(error.into());
+        }
+    };
+    let client = &account.client;
+
+    // One cheap authenticated request doubles as the ownership check of `from`.
+    let from = match find_number(client, &spec.twilio.from).await {
+        Ok(number) => {
+            report.set(
+                CREDENTIALS_VALID,
+                true,
+                "Authenticated",
+                &format!(
+                    "Twilio accepted the credentials of account {}",
+                    account.account_sid
+                ),
+            );
+            number
+        }
+        Err(source)
+            if matches!(source.status(), Some(401 | 403)) || source.code() == Some(20003) =>
+        {
+            let error = Error::Credentials {
+                account_sid: account.account_sid.clone(),
+                source,
+            };
+            report.set(CREDENTIALS_VALID, false, error.reason(), &format!(
+                "Twilio answered {} for account {}: check accountSid and authToken (or apiKeySid and apiKeySecret) in Secret {}/{}",
+                error_summary(&error), account.account_sid, namespace, spec.twilio.credentials_secret_ref.name));
+            return Err(error);
+        }
+        Err(source) => {
+            report.set(TWILIO_HEALTHY, false, source.reason(), &source.to_string());
+            return Err(twilio("looking up the from number")(source));
+        }
+    };
+    if from.is_none() && !is_verified_caller_id(client, &spec.twilio.from).await? {
+        return Err(Error::NumberNotOwned {
+            field: "spec.twilio.from",
+            number: spec.twilio.from.clone(),
+            account_sid: account.account_sid.clone(),
+            hint: " (neither an IncomingPhoneNumber nor a verified Outgoing Caller ID): buy or port the number, verify it as a caller ID in Twilio, or use another from",
+        });
+    }
+
+    let health = twilio_health(&policy_attempts(state, &namespace, &name).await?);
+    report.set(TWILIO_HEALTHY, health.ok, &health.reason, &health.message);
+
+    let room = documents::room_name(spec, &namespace, &name);
+    let docs = HostedDocuments::render(spec, &room);
+    let twiml = match publish(
+        &account,
+        state,
+        &namespace,
+        &name,
+        &docs,
+        report.status.twiml.as_ref(),
+    )
+    .await
+    {
+        Ok(twiml) => {
+            report.set(
+                TWIML_PUBLISHED,
+                true,
+                "Published",
+                &format!(
+                    "ack, bridge and no-ack documents published in build {}",
+                    twiml.build_sid
+                ),
+            );
+            report.status.twiml = Some(twiml.clone());
+            twiml
+        }
+        Err(error) => {
+            report.set(TWIML_PUBLISHED, false, error.reason(), &error.to_string());
+            return Err(error);
+        }
+    };
+
+    match configure_bridge(policy, state, client, &account.account_sid, &twiml).await {
+        Ok(Some(sid)) => {
+            report.set(
+                BRIDGE_CONFIGURED,
+                true,
+                "Configured",
+                &format!(
+                    "{} (GET) answers with the bridge document",
+                    spec.twilio.bridge_number.as_deref().unwrap_or_default()
+                ),
+            );
+            report.status.bridge_number_sid = Some(sid);
+        }
+        Ok(None) => {
+            report.set(
+                BRIDGE_CONFIGURED,
+                true,
+                "NotRequested",
+                "spec.twilio.bridgeNumber is not set",
+            );
+            report.status.bridge_number_sid = None;
+        }
+        Err(error) => {
+            report.set(BRIDGE_CONFIGURED, false, error.reason(), &error.to_string());
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+fn error_summary(error: &Error) -> String {
+    match error {
+        Error::Credentials { source, .. } => match (source.status(), source.code()) {
+            (Some(status), Some(code)) => format!("HTTP {status} (error {code})"),
+            (Some(status), None) => format!("HTTP {status}"),
+            _ => source.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+/// The account's IncomingPhoneNumber with exactly this number (Twilio matches partially).
+async fn find_number(
+    client: &TwilioClient,
+    number: &str,
+) -> Result<Option<IncomingPhoneNumber>, TwilioError> {
+    Ok(client
+        .list_incoming_phone_numbers(number)
+        .await?
+        .into_iter()
+        .find(|n| n.phone_number == number))
+}
+
+/// A verified Outgoing Caller ID is a legitimate `from` too (trial accounts often use one).
+async fn is_verified_caller_id(client: &TwilioClient, number: &str) -> Result<bool, Error> {
+    let ids = client
+        .list_outgoing_caller_ids(number)
+        .await
+        .map_err(twilio("looking up verified caller IDs"))?;
+    Ok(ids.iter().any(|id| id.phone_number == number))
+}
+
+/// The last attempts of this policy's AlertCalls.
+async fn policy_attempts(
+    state: &State,
+    namespace: &str,
+    name: &str,
+) -> Result<Vec<Attempt>, Error> {
+    let api: Api<AlertCall> = Api::namespaced(state.ctx.client.clone(), namespace);
+    let calls = api.list(&ListParams::default()).await?;
+    let mut attempts: Vec<(Option<jiff::Timestamp>, Attempt)> = calls
+        .items
+        .into_iter()
+        .filter(|call| call.spec.policy_ref.name == name)
+        .flat_map(|call| {
+            let created = call.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            call.status
+                .map(|s| s.attempts)
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |attempt| (created, attempt))
+        })
+        .collect();
+    // Oldest first, so the per-recipient fold below keeps the most recent attempt.
+    attempts.sort_by_key(|(created, attempt)| {
+        let at = attempt
+            .ended_at
+            .as_ref()
+            .or(attempt.started_at.as_ref())
+            .or(attempt.intent_at.as_ref())
+            .map(|t| t.0);
+        (at.or(*created), *created)
+    });
+    Ok(attempts.into_iter().map(|(_, attempt)| attempt).collect())
+}
+
+// ---- publishing -----------------------------------------------------------------------------
+
+async fn publish_event(state: &State, policy: &CallPolicy, event: Event) {
+    let reference = policy.object_ref(&());
+    if let Err(error) = state.ctx.recorder.publish(&event, &reference).await {
+        tracing::debug!(%error, "cannot publish event");
+    }
+}
+
+// ---- cleanup --------------------------------------------------------------------------------
+
+async fn cleanup(policy: &CallPolicy, state: &State) -> Result<Action, Error> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let previous = previous_webhook(policy);
+    if previous.is_none() && policy.status.as_ref().is_none_or(|s| s.twiml.is_none()) {
+        // Nothing was published or changed for this policy (it never got that far).
+        return Ok(Action::await_change());
+    }
+    let account = match state.ctx.accounts.for_policy(policy).await {
+        Ok(account) => account,
+        Err(error) if error.is_permanent() => return give_up(policy, state, &error.into()).await,
+        Err(error) => return Err(cleanup_failed(policy, state, error.into()).await),
+    };
+    let client = &account.client;
+    let mut result = Ok(());
+    if let Some(previous) = previous {
+        result = restore(client, &previous).await;
+    }
+    if result.is_ok() {
+        result = unpublish(client, state, &account.account_sid, &namespace, &name).await;
+    }
+    match result {
+        Ok(()) => Ok(Action::await_change()),
+        Err(error) if is_unauthorized(&error) => give_up(policy, state, &error).await,
+        Err(error) => Err(cleanup_failed(policy, state, error).await),
+    }
+}
+
+fn is_unauthorized(error: &Error) -> bool {
+    matches!(error, Error::Twilio { source, .. } if matches!(source.status(), Some(401 | 403)))
+}
+
+/// Without usable credentials nothing can be undone, and holding the object forever would also
+/// block deleting its namespace: say so loudly on the object's Events and let it go.
+async fn give_up(policy: &CallPolicy, state: &State, error: &Error) -> Result<Action, Error> {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "CleanupSkipped".into(),
+        note: Some(format!(
+            "{error}: the bridge number's webhook and the TwiML assets in Twilio were left as they are"
+        )),
+        action: "Cleanup".into(),
+        secondary: None,
+    };
+    publish_event(state, policy, event).await;
+    tracing::warn!(namespace = policy.namespace(), name = policy.name_any(), %error, "cleanup skipped");
+    Ok(Action::await_change())
+}
+
+/// Records why deletion waits, so it never waits silently.
+async fn cleanup_failed(policy: &CallPolicy, state: &State, error: Error) -> Error {
+    let mut report = Report::new(policy);
+    report.set(
+        READY,
+        false,
+        "CleanupPending",
+        &format!("deletion waits until Twilio changes are undone: {error}"),
+    );
+    if let Err(kube_error) = write_status(policy, state, report.status).await {
+        tracing::debug!(%kube_error, "cannot record the cleanup failure");
+    }
+    error
+}
+
+// ---- status ---------------------------------------------------------------------------------
+
+async fn write_status(
+    policy: &CallPolicy,
+    state: &State,
+    status: CallPolicyStatus,
+) -> Result<(), Error> {
+    if policy.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<CallPolicy> = Api::namespaced(
+        state.ctx.client.clone(),
+        &policy.namespace().unwrap_or_default(),
+    );
+    let mut body = serde_json::to_value(&status).unwrap_or_default();
+    // NB: merge patch keeps absent keys; cleared fields are sent as null to remove them.
+    if let Some(map) = body.as_object_mut() {
+        for key in ["twiml", "bridgeNumberSid"] {
+            map.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    let patch = serde_json::json!({ "status": body });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api
+        .patch_status(&policy.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile: nothing to report on.
+        Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_and_transient_errors() {
+        assert!(Error::InvalidSpec("x".into()).is_permanent());
+        let unreachable = Error::Twilio {
+            step: "x",
+            source: TwilioError::Api {
+                operation: crate::twilio::Operation::ListIncomingPhoneNumbers,
+                status: 503,
+                code: None,
+                message: String::new(),
+                more_info: None,
+                retry_after: None,
+            },
+        };
+        assert!(!unreachable.is_permanent());
+        assert_eq!(unreachable.reason(), "TwilioServerError");
+    }
+}

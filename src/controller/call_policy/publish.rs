@@ -1,0 +1,283 @@
+//! Publishing the TwiML documents as protected Serverless assets, and removing them.
+//!
+//! NB: a deployment replaces the whole environment, so each build carries the active build's
+//! versions of every other policy; the per-service lock keeps two reconciles from racing.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::decide::{asset_prefix, keep_versions};
+use super::{twilio, Error, State, ENVIRONMENT};
+use crate::api::{TwimlStatus, TwimlUrls};
+use crate::controller::Account;
+use crate::twilio::client::AssetUpload;
+use crate::twilio::documents::HostedDocuments;
+use crate::twilio::types::Environment;
+use crate::twilio::TwilioClient;
+
+const DOCUMENTS: [&str; 3] = ["ack.xml", "bridge.xml", "no-ack.xml"];
+
+async fn find_or_create_environment(
+    client: &TwilioClient,
+    service_sid: &str,
+) -> Result<Environment, Error> {
+    let environments = client
+        .list_environments(service_sid)
+        .await
+        .map_err(twilio("listing Serverless environments"))?;
+    if let Some(environment) = environments
+        .into_iter()
+        .find(|e| e.unique_name == ENVIRONMENT)
+    {
+        return Ok(environment);
+    }
+    client
+        .create_environment(service_sid, ENVIRONMENT, None)
+        .await
+        .map_err(twilio("creating the Serverless environment"))
+}
+
+/// Asset version SIDs of the environment's active build, except those of `exclude` assets
+/// and of assets that no longer exist.
+async fn other_versions(
+    client: &TwilioClient,
+    service_sid: &str,
+    environment: &Environment,
+    exclude: &HashSet<String>,
+    existing: &HashSet<String>,
+) -> Result<Vec<String>, Error> {
+    let Some(build_sid) = environment.build_sid.as_deref().filter(|s| !s.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let build = match client.fetch_build(service_sid, build_sid).await {
+        Ok(build) => build,
+        Err(error) if error.is_not_found() => return Ok(Vec::new()),
+        Err(error) => return Err(twilio("reading the active build")(error)),
+    };
+    Ok(keep_versions(
+        build.asset_versions.as_deref().unwrap_or_default(),
+        exclude,
+        existing,
+    ))
+}
+
+async fn build_and_deploy(
+    client: &TwilioClient,
+    service_sid: &str,
+    environment: &Environment,
+    versions: &[String],
+) -> Result<String, Error> {
+    if versions.is_empty() {
+        client
+            .clear_deployment(service_sid, &environment.sid)
+            .await
+            .map_err(twilio("emptying the Serverless environment"))?;
+        return Ok(String::new());
+    }
+    let build = client
+        .create_build(service_sid, versions)
+        .await
+        .map_err(twilio("creating the Serverless build"))?;
+    client
+        .wait_for_build(
+            service_sid,
+            &build.sid,
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        )
+        .await
+        .map_err(twilio("waiting for the Serverless build"))?;
+    client
+        .create_deployment(service_sid, &environment.sid, &build.sid)
+        .await
+        .map_err(twilio("deploying the Serverless build"))?;
+    Ok(build.sid)
+}
+
+/// The documents' hash, and where they live: moving the policy to another account (a new
+/// Secret) or install must publish again even though the documents did not change.
+fn publication_hash(docs: &HostedDocuments, account_sid: &str, instance: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!(
+        "{}\n{account_sid}\n{instance}",
+        docs.content_hash()
+    ));
+    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+pub(super) async fn publish(
+    account: &Account,
+    state: &State,
+    namespace: &str,
+    name: &str,
+    docs: &HostedDocuments,
+    current: Option<&TwimlStatus>,
+) -> Result<TwimlStatus, Error> {
+    let client = &account.client;
+    let account_sid = account.account_sid.as_str();
+    let auth_token = account.auth_token.as_deref();
+    let instance = &state.ctx.config.instance_name;
+    let hash = publication_hash(docs, account_sid, instance);
+    if let Some(current) = current {
+        if current.content_hash == hash
+            && !current.build_sid.is_empty()
+            && !current.urls.ack.is_empty()
+        {
+            if still_served(state, auth_token, &current.urls.ack, &docs.ack).await {
+                return Ok(current.clone());
+            }
+            tracing::info!(
+                namespace,
+                name,
+                "the hosted ack document is gone or changed; publishing again"
+            );
+        }
+    }
+    let lock = state.publish_lock(&format!("{account_sid}/{instance}"));
+    let _guard = lock.lock().await;
+
+    let service = match client
+        .find_service(instance)
+        .await
+        .map_err(twilio("looking up the Serverless service"))?
+    {
+        Some(service) => service,
+        None => client
+            .create_service(instance, &format!("alertcall {instance}"))
+            .await
+            .map_err(twilio("creating the Serverless service"))?,
+    };
+    let environment = find_or_create_environment(client, &service.sid).await?;
+    let mut assets = client
+        .list_assets(&service.sid)
+        .await
+        .map_err(twilio("listing Serverless assets"))?;
+    let prefix = asset_prefix(namespace, name);
+    let mut ours = HashSet::new();
+    let mut new_versions = Vec::new();
+    let mut urls = TwimlUrls::default();
+    for (file, content) in DOCUMENTS
+        .iter()
+        .zip([&docs.ack, &docs.bridge, &docs.no_ack])
+    {
+        let friendly = format!("{prefix}{file}");
+        let asset = match assets.iter().find(|a| a.friendly_name == friendly) {
+            Some(asset) => asset.clone(),
+            None => {
+                let asset = client
+                    .create_asset(&service.sid, &friendly)
+                    .await
+                    .map_err(twilio("creating a Serverless asset"))?;
+                assets.push(asset.clone());
+                asset
+            }
+        };
+        let path = format!("/{friendly}");
+        let version = client
+            .upload_asset_version(
+                &service.sid,
+                &asset.sid,
+                &AssetUpload {
+                    path: path.clone(),
+                    file_name: (*file).to_string(),
+                    content_type: "application/xml".into(),
+                    content: content.as_bytes().to_vec(),
+                },
+            )
+            .await
+            .map_err(twilio("uploading a TwiML document"))?;
+        ours.insert(asset.sid.clone());
+        new_versions.push(version.sid);
+        let url = client.asset_url(&environment, &path);
+        match *file {
+            "ack.xml" => urls.ack = url,
+            "bridge.xml" => urls.bridge = url,
+            _ => urls.no_ack = url,
+        }
+    }
+    let existing: HashSet<String> = assets.iter().map(|a| a.sid.clone()).collect();
+    let mut versions = other_versions(client, &service.sid, &environment, &ours, &existing).await?;
+    versions.extend(new_versions);
+    let build_sid = build_and_deploy(client, &service.sid, &environment, &versions).await?;
+    tracing::info!(namespace, name, build_sid, "TwiML documents published");
+    Ok(TwimlStatus {
+        service_sid: service.sid,
+        build_sid,
+        content_hash: hash,
+        urls,
+    })
+}
+
+/// The one GET a resync spends on the documents: the ack document fetched as Twilio would
+/// (signed). Only a 404 or different content counts as drift; anything else (no auth token with
+/// API-key credentials, a network error, a 5xx) is not a reason to upload again.
+async fn still_served(state: &State, auth_token: Option<&str>, url: &str, expected: &str) -> bool {
+    let Some(token) = auth_token else {
+        return true;
+    };
+    let signature = crate::twilio::signature::compute(token, url, &[]);
+    let response = match state
+        .http
+        .get(url)
+        .header("X-Twilio-Signature", signature)
+        .send()
+        .await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::debug!(%error, url, "cannot check the hosted document");
+            return true;
+        }
+    };
+    match response.status().as_u16() {
+        404 => false,
+        200 => response.text().await.map_or(true, |body| body == expected),
+        _ => true,
+    }
+}
+
+/// Removes the policy's assets from the environment (a new build without them) and deletes them.
+pub(super) async fn unpublish(
+    client: &TwilioClient,
+    state: &State,
+    account_sid: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let instance = &state.ctx.config.instance_name;
+    let lock = state.publish_lock(&format!("{account_sid}/{instance}"));
+    let _guard = lock.lock().await;
+    let Some(service) = client
+        .find_service(instance)
+        .await
+        .map_err(twilio("looking up the Serverless service"))?
+    else {
+        return Ok(());
+    };
+    let assets = client
+        .list_assets(&service.sid)
+        .await
+        .map_err(twilio("listing Serverless assets"))?;
+    let prefix = asset_prefix(namespace, name);
+    let ours: HashSet<String> = assets
+        .iter()
+        .filter(|a| a.friendly_name.starts_with(&prefix))
+        .map(|a| a.sid.clone())
+        .collect();
+    if ours.is_empty() {
+        return Ok(());
+    }
+    let existing: HashSet<String> = assets.iter().map(|a| a.sid.clone()).collect();
+    let environment = find_or_create_environment(client, &service.sid).await?;
+    let versions = other_versions(client, &service.sid, &environment, &ours, &existing).await?;
+    build_and_deploy(client, &service.sid, &environment, &versions).await?;
+    for sid in &ours {
+        match client.delete_asset(&service.sid, sid).await {
+            Ok(()) => {}
+            Err(error) if error.is_not_found() => {}
+            Err(error) => return Err(twilio("deleting a Serverless asset")(error)),
+        }
+    }
+    tracing::info!(namespace, name, "TwiML documents removed");
+    Ok(())
+}

@@ -1,0 +1,672 @@
+//! The CallPolicy controller on a real control plane against the in-process Twilio simulator:
+//! published documents, the bridge number, drift, deletion, and the conditions of broken input.
+
+mod support;
+
+use std::time::Duration;
+
+use alertcall::api::{AlertCall, CallPolicy};
+use alertcall::controller::{self, Config, Running, TwilioEndpoints};
+use alertcall::twilio::sim::{Event, Fault, FaultSpec, SimConfig, SimHandle, Simulator};
+use alertcall::twilio::types::VoiceWebhook;
+use alertcall::twilio::{signature, Credentials, TwilioClient, TwilioConfig};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+use url::Url;
+
+const ACCOUNT: &str = "AC00000000000000000000000000000001";
+const TOKEN: &str = "sim-auth-token";
+const FROM: &str = "+15005550006";
+const BRIDGE: &str = "+15005550077";
+const ORIGINAL_URL: &str = "https://example.com/original-voice";
+
+struct Env {
+    client: Client,
+    ns: support::TestNamespace,
+    sim: SimHandle,
+    twilio: TwilioClient,
+    operator: Running,
+    bridge_sid: String,
+}
+
+async fn setup(prefix: &str) -> Env {
+    alertcall::telemetry::init();
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, prefix).await;
+    let sim = Simulator::start(SimConfig::new(ACCOUNT, TOKEN))
+        .await
+        .unwrap_or_else(|e| panic!("simulator: {e}"));
+    let base = Url::parse(&sim.api_url()).unwrap_or_else(|e| panic!("sim url: {e}"));
+    let twilio = TwilioClient::new(
+        TwilioConfig::new(Credentials::AuthToken {
+            account_sid: ACCOUNT.into(),
+            auth_token: TOKEN.into(),
+        })
+        .with_single_base(base.clone()),
+    )
+    .unwrap_or_else(|e| panic!("client: {e}"));
+    sim.add_number(FROM);
+    let bridge_sid = sim.add_number(BRIDGE);
+    twilio
+        .set_voice_webhook(
+            &bridge_sid,
+            &VoiceWebhook {
+                voice_url: Some(ORIGINAL_URL.into()),
+                voice_method: Some("POST".into()),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("seeding the bridge number: {e}"));
+    create_secret(&client, &ns.name, "twilio", TOKEN).await;
+    let config = Config {
+        namespace: Some(ns.name.clone()),
+        twilio: TwilioEndpoints {
+            api_url: Some(base.clone()),
+            serverless_url: Some(base),
+            ..Default::default()
+        },
+        instance_name: format!("t-{}", ns.name),
+        policy_resync: Duration::from_secs(2),
+        call_policies: true,
+        ..Config::local(prefix)
+    };
+    let operator = controller::start(client.clone(), config)
+        .await
+        .unwrap_or_else(|e| panic!("operator: {e}"));
+    Env {
+        client,
+        ns,
+        sim,
+        twilio,
+        operator,
+        bridge_sid,
+    }
+}
+
+impl Env {
+    fn policies(&self) -> Api<CallPolicy> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    async fn teardown(self) {
+        self.operator.shutdown().await;
+        self.sim.shutdown().await;
+        self.ns.delete().await;
+    }
+
+    fn uploads(&self) -> usize {
+        self.sim
+            .ledger()
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(&e.event, Event::Request { method, path, status, .. }
+                    if method == "POST" && path.ends_with("/Versions") && *status == 201)
+            })
+            .count()
+    }
+
+    /// Fetches an asset as Twilio would (signed) or as anyone else (unsigned).
+    async fn fetch(&self, url: &str, signed: bool) -> (u16, String) {
+        let mut request = reqwest::Client::new().get(url);
+        if signed {
+            request = request.header("X-Twilio-Signature", signature::compute(TOKEN, url, &[]));
+        }
+        match request.send().await {
+            Ok(response) => (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            ),
+            Err(error) => panic!("fetching {url}: {error}"),
+        }
+    }
+}
+
+async fn create_secret(client: &Client, namespace: &str, name: &str, token: &str) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {"accountSid": ACCOUNT, "authToken": token},
+    }))
+    .unwrap_or_else(|e| panic!("secret: {e}"));
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    api.create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("creating Secret {name}: {e}"));
+}
+
+fn policy(
+    name: &str,
+    secret: &str,
+    from: &str,
+    bridge: Option<&str>,
+    template: &str,
+) -> CallPolicy {
+    let mut twilio = json!({"credentialsSecretRef": {"name": secret}, "from": from});
+    if let Some(bridge) = bridge {
+        twilio["bridgeNumber"] = json!(bridge);
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "alertcall.dev/v1alpha1",
+        "kind": "CallPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "twilio": twilio,
+            "recipients": [{"name": "alice", "phone": "+15005550101"}],
+            "message": {"template": template},
+        },
+    }))
+    .unwrap_or_else(|e| panic!("policy: {e}"))
+}
+
+async fn apply(env: &Env, policy: &CallPolicy) {
+    let name = policy.metadata.name.clone().unwrap_or_default();
+    env.policies()
+        .patch(
+            &name,
+            &PatchParams::apply(support::FIELD_MANAGER).force(),
+            &Patch::Apply(policy),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+}
+
+/// Polls the policy until `check` accepts it (bounded: about a minute).
+async fn wait_policy<F: Fn(&CallPolicy) -> bool>(
+    env: &Env,
+    name: &str,
+    what: &str,
+    check: F,
+) -> CallPolicy {
+    let mut last = None;
+    for _ in 0..300 {
+        if let Ok(Some(policy)) = env.policies().get_opt(name).await {
+            if check(&policy) {
+                return policy;
+            }
+            last = policy.status.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for {what} on {name}; last status: {last:#?}");
+}
+
+async fn wait_until<F: FnMut() -> bool>(what: &str, mut check: F) {
+    for _ in 0..300 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn condition<'a>(
+    policy: &'a CallPolicy,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    policy
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+}
+
+/// Reason and message of a condition (empty when absent).
+fn reason_message(policy: &CallPolicy, type_: &str) -> Reasoned {
+    condition(policy, type_)
+        .map(|c| Reasoned {
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
+        .unwrap_or(Reasoned {
+            reason: String::new(),
+            message: String::new(),
+        })
+}
+
+struct Reasoned {
+    reason: String,
+    message: String,
+}
+
+fn is(policy: &CallPolicy, type_: &str, status: &str) -> bool {
+    condition(policy, type_).is_some_and(|c| c.status == status)
+}
+
+fn ready(policy: &CallPolicy) -> bool {
+    is(policy, "Ready", "True")
+        && policy.status.as_ref().and_then(|s| s.observed_generation) == policy.metadata.generation
+}
+
+async fn voice_url(env: &Env) -> (Option<String>, Option<String>) {
+    let number = env
+        .twilio
+        .fetch_incoming_phone_number(&env.bridge_sid)
+        .await
+        .unwrap_or_else(|e| panic!("fetching the bridge number: {e}"));
+    (number.voice_url, number.voice_method)
+}
+
+async fn delete_and_wait(env: &Env, name: &str) {
+    let _ = env.policies().delete(name, &DeleteParams::default()).await;
+    for _ in 0..300 {
+        if matches!(env.policies().get_opt(name).await, Ok(None)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{name} was not deleted (finalizer still held)");
+}
+
+#[tokio::test]
+async fn policy_lifecycle_publishes_bridges_corrects_drift_and_cleans_up() {
+    let env = setup("cp-life").await;
+    let template = "Alert. {{ reason }} on {{ name }}.";
+    apply(
+        &env,
+        &policy("oncall", "twilio", FROM, Some(BRIDGE), template),
+    )
+    .await;
+    let ready_policy = wait_policy(&env, "oncall", "Ready", ready).await;
+    let status = ready_policy.status.clone().unwrap_or_default();
+    for type_ in [
+        "CredentialsValid",
+        "TwimlPublished",
+        "BridgeConfigured",
+        "TwilioHealthy",
+    ] {
+        assert!(is(&ready_policy, type_, "True"), "{type_}: {status:#?}");
+    }
+    let twiml = status.twiml.clone().unwrap_or_default();
+    assert!(
+        twiml.service_sid.starts_with("ZS") && twiml.build_sid.starts_with("ZB"),
+        "{twiml:?}"
+    );
+    assert_eq!(
+        status.bridge_number_sid.as_deref(),
+        Some(env.bridge_sid.as_str())
+    );
+    let room = format!("{}-oncall", env.ns.name);
+
+    // The three documents are served to Twilio only.
+    for url in [&twiml.urls.ack, &twiml.urls.bridge, &twiml.urls.no_ack] {
+        assert_eq!(env.fetch(url, false).await.0, 403, "{url} unsigned");
+        let (code, body) = env.fetch(url, true).await;
+        assert_eq!(code, 200, "{url} signed: {body}");
+        assert!(body.contains("<Response>"), "{body}");
+    }
+    assert!(env.fetch(&twiml.urls.bridge, true).await.1.contains(&room));
+    assert_eq!(
+        voice_url(&env).await,
+        (Some(twiml.urls.bridge.clone()), Some("GET".into()))
+    );
+    let remembered = ready_policy
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default()
+        .get("alertcall.dev/bridge-previous-webhook")
+        .cloned()
+        .unwrap_or_default();
+    assert!(remembered.contains(ORIGINAL_URL), "{remembered}");
+
+    // Re-applying the same spec uploads nothing, across several resyncs.
+    let uploads = env.uploads();
+    assert_eq!(uploads, 3);
+    let mut touched = policy("oncall", "twilio", FROM, Some(BRIDGE), template);
+    touched.metadata.labels = Some([("touched".to_string(), "yes".to_string())].into());
+    apply(&env, &touched).await;
+    let resyncs_before = env.sim.ledger().entries.len();
+    wait_until("a few resyncs", || {
+        env.sim
+            .ledger()
+            .entries
+            .iter()
+            .skip(resyncs_before)
+            .filter(|e| matches!(&e.event, Event::Request { path, .. } if path.contains("IncomingPhoneNumbers.json")))
+            .count()
+            >= 6
+    })
+    .await;
+    assert_eq!(env.uploads(), uploads, "an unchanged spec uploaded again");
+
+    // A dial-in call to the bridge number joins the room.
+    let call = env
+        .sim
+        .dial_in("+15005550999", BRIDGE)
+        .unwrap_or_else(|e| panic!("dial in: {e}"));
+    wait_until("the dial-in caller in the room", || {
+        env.sim.ledger().participants_of(&room).contains(&call)
+    })
+    .await;
+
+    // A new message language re-publishes (the spoken text itself is inline in each call).
+    let mut japanese = policy("oncall", "twilio", FROM, Some(BRIDGE), template);
+    japanese.spec.message.language = "ja-JP".into();
+    apply(&env, &japanese).await;
+    let republished = wait_policy(&env, "oncall", "a new content hash", |p| {
+        ready(p)
+            && p.status
+                .as_ref()
+                .and_then(|s| s.twiml.as_ref())
+                .map(|t| t.content_hash.clone())
+                != Some(twiml.content_hash.clone())
+    })
+    .await;
+    assert!(
+        env.uploads() > uploads,
+        "a changed spec was not re-published"
+    );
+    let new_twiml = republished.status.and_then(|s| s.twiml).unwrap_or_default();
+    let (_, ack) = env.fetch(&new_twiml.urls.ack, true).await;
+    assert!(ack.contains("ja-JP"), "{ack}");
+
+    // Drift made by hand is corrected on a resync.
+    env.twilio
+        .set_voice_webhook(
+            &env.bridge_sid,
+            &VoiceWebhook {
+                voice_url: Some("https://example.com/hand-edit".into()),
+                voice_method: Some("POST".into()),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("hand edit: {e}"));
+    for _ in 0..100 {
+        if voice_url(&env).await.0.as_deref() == Some(new_twiml.urls.bridge.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        voice_url(&env).await,
+        (Some(new_twiml.urls.bridge.clone()), Some("GET".into()))
+    );
+
+    // Documents that vanish from the environment (a deployment made by hand) come back.
+    let environments = env
+        .twilio
+        .list_environments(&new_twiml.service_sid)
+        .await
+        .unwrap_or_else(|e| panic!("environments: {e}"));
+    let environment = environments
+        .first()
+        .unwrap_or_else(|| panic!("no environment in {}", new_twiml.service_sid));
+    env.twilio
+        .clear_deployment(&new_twiml.service_sid, &environment.sid)
+        .await
+        .unwrap_or_else(|e| panic!("emptying the environment: {e}"));
+    assert_eq!(env.fetch(&new_twiml.urls.ack, true).await.0, 404);
+    let mut served = false;
+    for _ in 0..100 {
+        if env.fetch(&new_twiml.urls.ack, true).await.0 == 200 {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served, "the vanished documents were not published again");
+
+    // Removing bridgeNumber hands the number back; naming it again takes it over again.
+    let mut without_bridge = japanese.clone();
+    without_bridge.spec.twilio.bridge_number = None;
+    apply(&env, &without_bridge).await;
+    let released = wait_policy(&env, "oncall", "the bridge released", |p| {
+        ready(p)
+            && reason_message(p, "BridgeConfigured").reason == "NotRequested"
+            && p.status
+                .as_ref()
+                .is_some_and(|s| s.bridge_number_sid.is_none())
+    })
+    .await;
+    assert_eq!(
+        voice_url(&env).await,
+        (Some(ORIGINAL_URL.into()), Some("POST".into()))
+    );
+    assert!(!released
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .contains_key("alertcall.dev/bridge-previous-webhook"));
+    apply(&env, &japanese).await;
+    wait_policy(&env, "oncall", "the bridge configured again", |p| {
+        ready(p)
+            && p.status
+                .as_ref()
+                .is_some_and(|s| s.bridge_number_sid.is_some())
+    })
+    .await;
+    assert_eq!(voice_url(&env).await.0, Some(new_twiml.urls.bridge.clone()));
+
+    // Deleting restores the number and removes the documents.
+    delete_and_wait(&env, "oncall").await;
+    assert_eq!(
+        voice_url(&env).await,
+        (Some(ORIGINAL_URL.into()), Some("POST".into()))
+    );
+    let assets = env
+        .twilio
+        .list_assets(&new_twiml.service_sid)
+        .await
+        .unwrap_or_else(|e| panic!("assets: {e}"));
+    assert!(assets.is_empty(), "{assets:?}");
+    assert_eq!(env.fetch(&new_twiml.urls.ack, true).await.0, 404);
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn two_policies_in_one_install_keep_their_documents() {
+    let env = setup("cp-two").await;
+    let template = "Alert. {{ reason }}.";
+    let mut first = policy("first", "twilio", FROM, None, template);
+    first.spec.message.language = "en-GB".into();
+    let second = policy("second", "twilio", FROM, Some(BRIDGE), template);
+    apply(&env, &first).await;
+    apply(&env, &second).await;
+    let first = wait_policy(&env, "first", "Ready", ready).await;
+    let second = wait_policy(&env, "second", "Ready", ready).await;
+    let urls = |p: &CallPolicy| {
+        p.status
+            .clone()
+            .and_then(|s| s.twiml)
+            .unwrap_or_default()
+            .urls
+    };
+    for url in [
+        urls(&first).ack,
+        urls(&first).no_ack,
+        urls(&second).ack,
+        urls(&second).bridge,
+    ] {
+        assert_eq!(env.fetch(&url, true).await.0, 200, "{url}");
+    }
+    assert!(
+        is(&first, "BridgeConfigured", "True"),
+        "no bridge requested is fine"
+    );
+
+    // A second policy naming the same bridge number is refused instead of fighting over it.
+    apply(
+        &env,
+        &policy("rival", "twilio", FROM, Some(BRIDGE), template),
+    )
+    .await;
+    let rival = wait_policy(&env, "rival", "BridgeNumberInUse", |p| {
+        reason_message(p, "BridgeConfigured").reason == "BridgeNumberInUse"
+    })
+    .await;
+    assert!(is(&rival, "Ready", "False"));
+    assert!(
+        reason_message(&rival, "BridgeConfigured")
+            .message
+            .contains(BRIDGE),
+        "{}",
+        reason_message(&rival, "BridgeConfigured").message
+    );
+    assert_eq!(voice_url(&env).await.0, Some(urls(&second).bridge));
+    delete_and_wait(&env, "rival").await;
+    assert_eq!(voice_url(&env).await.0, Some(urls(&second).bridge));
+
+    // Removing one keeps the other's documents in the next build.
+    delete_and_wait(&env, "first").await;
+    assert_eq!(env.fetch(&urls(&first).ack, true).await.0, 404);
+    for url in [
+        urls(&second).ack,
+        urls(&second).bridge,
+        urls(&second).no_ack,
+    ] {
+        assert_eq!(env.fetch(&url, true).await.0, 200, "{url}");
+    }
+    // While Twilio fails, deletion waits and says why; it completes once Twilio answers.
+    env.sim
+        .inject_fault(FaultSpec::new(Fault::ServerError).on_path("/Assets"));
+    let _ = env
+        .policies()
+        .delete("second", &DeleteParams::default())
+        .await;
+    let waiting = wait_policy(&env, "second", "CleanupPending", |p| {
+        reason_message(p, "Ready").reason == "CleanupPending"
+    })
+    .await;
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    let message = reason_message(&waiting, "Ready").message;
+    assert!(message.contains("HTTP 500"), "{message}");
+    env.sim.clear_faults();
+    delete_and_wait(&env, "second").await;
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn broken_input_and_twilio_errors_surface_as_conditions() {
+    let env = setup("cp-bad").await;
+    let template = "Alert. {{ reason }}.";
+    create_secret(&env.client, &env.ns.name, "wrong", "not-the-token").await;
+    apply(&env, &policy("no-secret", "missing", FROM, None, template)).await;
+    apply(&env, &policy("bad-creds", "wrong", FROM, None, template)).await;
+    apply(
+        &env,
+        &policy("foreign-from", "twilio", "+15005550123", None, template),
+    )
+    .await;
+    apply(&env, &policy("healthy", "twilio", FROM, None, template)).await;
+    env.sim.add_caller_id("+15005550124");
+    apply(
+        &env,
+        &policy("verified-from", "twilio", "+15005550124", None, template),
+    )
+    .await;
+
+    let p = wait_policy(&env, "no-secret", "SecretNotFound", |p| {
+        is(p, "Ready", "False") && is(p, "CredentialsValid", "False")
+    })
+    .await;
+    let c = reason_message(&p, "CredentialsValid");
+    assert_eq!(c.reason, "SecretNotFound");
+    assert!(
+        c.message.contains("missing") && c.message.contains("not found"),
+        "{}",
+        c.message
+    );
+
+    let p = wait_policy(&env, "bad-creds", "InvalidCredentials", |p| {
+        is(p, "CredentialsValid", "False")
+    })
+    .await;
+    let c = reason_message(&p, "CredentialsValid");
+    assert_eq!(c.reason, "InvalidCredentials");
+    assert!(
+        c.message.contains("20003") && c.message.contains("wrong"),
+        "{}",
+        c.message
+    );
+    assert!(
+        !c.message.contains("not-the-token"),
+        "a secret value leaked: {}",
+        c.message
+    );
+
+    let p = wait_policy(&env, "foreign-from", "FromNumberNotOwned", |p| {
+        condition(p, "Ready").is_some_and(|c| c.reason == "FromNumberNotOwned")
+    })
+    .await;
+    let c = reason_message(&p, "Ready");
+    assert!(
+        c.message.contains("+15005550123")
+            && c.message.contains(ACCOUNT)
+            && c.message.contains("verified Outgoing Caller ID"),
+        "{}",
+        c.message
+    );
+    assert!(is(&p, "CredentialsValid", "True"));
+
+    // A verified caller ID is a legitimate from, though not a number of the account.
+    wait_policy(&env, "verified-from", "Ready", ready).await;
+
+    // Twilio errors seen while calling for a policy name the code and the recipient.
+    wait_policy(&env, "healthy", "Ready", ready).await;
+    let calls: Api<AlertCall> = Api::namespaced(env.client.clone(), &env.ns.name);
+    let call: AlertCall = serde_json::from_value(json!({
+        "apiVersion": "alertcall.dev/v1alpha1",
+        "kind": "AlertCall",
+        "metadata": {"name": "page-1"},
+        "spec": {"policyRef": {"name": "healthy"}, "summary": "disk full"},
+    }))
+    .unwrap_or_else(|e| panic!("alertcall: {e}"));
+    calls
+        .create(&PostParams::default(), &call)
+        .await
+        .unwrap_or_else(|e| panic!("creating AlertCall: {e}"));
+    let attempts = |error: bool| {
+        let mut attempt = json!({"id": "a1", "recipient": "alice", "round": 1, "status": "failed"});
+        if error {
+            attempt["twilioErrorCode"] = json!(21215);
+            attempt["message"] = json!("Account not authorized to call +15005550101");
+        } else {
+            attempt["id"] = json!("a2");
+            attempt["callSid"] = json!("CA00000000000000000000000000000002");
+            attempt["status"] = json!("completed");
+        }
+        attempt
+    };
+    let patch_attempts = |list: Vec<serde_json::Value>| {
+        let calls = calls.clone();
+        async move {
+            calls
+                .patch_status(
+                    "page-1",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"phase": "Calling", "attempts": list}})),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("writing attempts: {e}"));
+        }
+    };
+    patch_attempts(vec![attempts(true)]).await;
+    let p = wait_policy(&env, "healthy", "TwilioHealthy=False", |p| {
+        is(p, "TwilioHealthy", "False")
+    })
+    .await;
+    let c = reason_message(&p, "TwilioHealthy");
+    assert!(
+        c.message.contains("21215") && c.message.contains("alice"),
+        "{}",
+        c.message
+    );
+    patch_attempts(vec![attempts(true), attempts(false)]).await;
+    wait_policy(&env, "healthy", "TwilioHealthy=True", |p| {
+        is(p, "TwilioHealthy", "True")
+    })
+    .await;
+
+    for name in [
+        "no-secret",
+        "bad-creds",
+        "foreign-from",
+        "healthy",
+        "verified-from",
+    ] {
+        delete_and_wait(&env, name).await;
+    }
+    env.teardown().await;
+}
