@@ -543,6 +543,27 @@ async fn alertmanager_pages_once_per_group_with_the_right_token() {
         summaries.contains(&"KubePodCrashLooping fired on api-1"),
         "{summaries:#?}"
     );
+
+    // Resolved closes the repeat window: the same alert firing again pages again.
+    let mut resolved = body.clone();
+    resolved["status"] = json!("resolved");
+    resolved["alerts"][0]["status"] = json!("resolved");
+    resolved["alerts"][0]["endsAt"] = json!(Timestamp::now().to_string());
+    let url = format!("{base}/critical-alerts");
+    assert_eq!(
+        post(url.clone(), Some("s3cret-token"), resolved).await.0,
+        200
+    );
+    assert_eq!(post(url, Some("s3cret-token"), body).await.0, 200);
+    eventually("a second page after the resolve", || async {
+        let calls = alert_calls(&client, &ns.name).await;
+        let again = calls
+            .iter()
+            .filter(|c| c.spec.summary == "KubePodCrashLooping fired on api-1")
+            .count();
+        (again == 2).then_some(())
+    })
+    .await;
     running.shutdown().await;
     ns.delete().await;
 }
@@ -599,6 +620,66 @@ async fn invalid_matchers_and_templates_show_on_the_route() {
         calls[0].spec.summary,
         format!("Alert. OOMKilling. Pod {}/api. message of oom", ns.name)
     );
+    running.shutdown().await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn group_wait_delays_the_page_and_suspended_routes_stay_silent() {
+    let _serial = SERIAL.lock().await;
+    alertcall::telemetry::init();
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "wait").await;
+    let running = start(&client, Some(&ns.name)).await;
+    policy(&client, &ns.name).await;
+    let events = |reason: &str| json!({"types": ["Warning"], "reasons": [reason]});
+    route(
+        &client,
+        &ns.name,
+        "waiting",
+        json!({
+            "kubernetesEvents": events("Slow"),
+            "grouping": {"groupWaitSeconds": 2},
+            "message": {"template": TEMPLATE},
+        }),
+    )
+    .await;
+    let suspended = route(
+        &client,
+        &ns.name,
+        "suspended",
+        json!({"kubernetesEvents": events("Muted"), "suspend": true, "message": {"template": TEMPLATE}}),
+    )
+    .await;
+    assert_eq!(ready(&suspended).1, "Suspended");
+    route(
+        &client,
+        &ns.name,
+        "control",
+        json!({"kubernetesEvents": events("Control"), "message": {"template": TEMPLATE}}),
+    )
+    .await;
+
+    let mut muted = Ev::new("muted", "api");
+    muted.reason = "Muted";
+    event(&client, &ns.name, &muted).await;
+    let mut slow = Ev::new("slow", "api");
+    slow.reason = "Slow";
+    let sent = std::time::Instant::now();
+    event(&client, &ns.name, &slow).await;
+    until_paged(&client, &ns.name, "message of slow").await;
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "paged after {waited:?}"
+    );
+
+    let mut control = Ev::new("control", "web");
+    control.reason = "Control";
+    event(&client, &ns.name, &control).await;
+    let calls = until_paged(&client, &ns.name, "message of control").await;
+    let summaries: Vec<&str> = calls.iter().map(|c| c.spec.summary.as_str()).collect();
+    assert_eq!(calls.len(), 2, "{summaries:#?}");
     running.shutdown().await;
     ns.delete().await;
 }

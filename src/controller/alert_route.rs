@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{stream, StreamExt};
+use futures::{stream, FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -135,10 +135,6 @@ pub async fn maintain_index(ctx: Arc<Context>, publish: watch::Sender<Arc<RouteS
         ),
         None => (Api::all(client.clone()), Api::all(client)),
     };
-    enum Change {
-        Route(watcher::Result<watcher::Event<DeserializeGuard<AlertRoute>>>),
-        Policy(watcher::Result<watcher::Event<DeserializeGuard<CallPolicy>>>),
-    }
     let routes = watcher(routes_api, watcher::Config::default())
         .default_backoff()
         .map(Change::Route);
@@ -146,26 +142,54 @@ pub async fn maintain_index(ctx: Arc<Context>, publish: watch::Sender<Arc<RouteS
         .default_backoff()
         .map(Change::Policy);
     let mut changes = stream::select(routes.boxed(), policies.boxed());
-    let mut route_objects: HashMap<(String, String), Arc<AlertRoute>> = HashMap::new();
-    let mut route_buffer = HashMap::new();
-    let mut policy_objects: HashMap<(String, String), PolicyInfo> = HashMap::new();
-    let mut policy_buffer = HashMap::new();
-    let (mut routes_synced, mut policies_synced) = (false, false);
+    let mut state = IndexState::default();
     ctx.readiness.register("alertroutes");
     while let Some(change) = changes.next().await {
-        let changed = match change {
+        let mut changed = state.fold(change);
+        // NB: a burst (our own status writes, a kubectl apply of many routes) is folded into
+        // one rebuild.
+        while let Some(Some(change)) = changes.next().now_or_never() {
+            changed |= state.fold(change);
+        }
+        if changed && state.routes_synced && state.policies_synced {
+            publish.send_replace(Arc::new(state.snapshot()));
+            ctx.readiness.set_ready("alertroutes");
+        }
+    }
+}
+
+enum Change {
+    Route(watcher::Result<watcher::Event<DeserializeGuard<AlertRoute>>>),
+    Policy(watcher::Result<watcher::Event<DeserializeGuard<CallPolicy>>>),
+}
+
+type ObjectKey = (String, String);
+
+#[derive(Default)]
+struct IndexState {
+    routes: HashMap<ObjectKey, Arc<AlertRoute>>,
+    route_buffer: HashMap<ObjectKey, Arc<AlertRoute>>,
+    routes_synced: bool,
+    policies: HashMap<ObjectKey, PolicyInfo>,
+    policy_buffer: HashMap<ObjectKey, PolicyInfo>,
+    policies_synced: bool,
+}
+
+impl IndexState {
+    fn fold(&mut self, change: Change) -> bool {
+        match change {
             Change::Route(Ok(event)) => apply_event(
                 event,
-                &mut route_objects,
-                &mut route_buffer,
-                &mut routes_synced,
+                &mut self.routes,
+                &mut self.route_buffer,
+                &mut self.routes_synced,
                 |guard| guard.0.ok().map(Arc::new),
             ),
             Change::Policy(Ok(event)) => apply_event(
                 event,
-                &mut policy_objects,
-                &mut policy_buffer,
-                &mut policies_synced,
+                &mut self.policies,
+                &mut self.policy_buffer,
+                &mut self.policies_synced,
                 |guard| {
                     Some(PolicyInfo {
                         template: guard.0.ok().map(|p| p.spec.message.template),
@@ -176,15 +200,14 @@ pub async fn maintain_index(ctx: Arc<Context>, publish: watch::Sender<Arc<RouteS
                 tracing::warn!(%error, "watching AlertRoutes or CallPolicies");
                 false
             }
-        };
-        if changed && routes_synced && policies_synced {
-            let snapshot = RouteSnapshot {
-                index: RouteIndex::new(route_objects.values().cloned()),
-                policies: policy_objects.clone(),
-                synced: true,
-            };
-            publish.send_replace(Arc::new(snapshot));
-            ctx.readiness.set_ready("alertroutes");
+        }
+    }
+
+    fn snapshot(&self) -> RouteSnapshot {
+        RouteSnapshot {
+            index: RouteIndex::new(self.routes.values().cloned()),
+            policies: self.policies.clone(),
+            synced: true,
         }
     }
 }
@@ -353,6 +376,10 @@ pub async fn write_status(ctx: Arc<Context>, mut routes: Routes, stats: RouteSta
     // Counters last written, by route uid: the watch may lag behind our own writes, and a
     // stale base must not lose increments.
     let mut written: HashMap<String, (i64, i64)> = HashMap::new();
+    // Routes found up to date, by uid: their resourceVersion, effective template and whether
+    // their policy existed then. An
+    // idle route is not validated again (templates rendered) on every tick.
+    let mut clean: HashMap<String, (Option<String>, String, bool)> = HashMap::new();
     let mut tick = tokio::time::interval(STATUS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -377,9 +404,24 @@ pub async fn write_status(ctx: Arc<Context>, mut routes: Routes, stats: RouteSta
             let uid = route.route.uid().unwrap_or_default();
             let base = written.get(&uid).copied().unwrap_or_default();
             let pending = activity.remove(&route.key);
+            let busy = pending
+                .as_ref()
+                .is_some_and(|a| a.matched > 0 || a.suppressed > 0 || a.last_alert_call.is_some());
+            let marker = (
+                route.route.resource_version(),
+                snapshot.template_of(route),
+                snapshot
+                    .policy(&route.key.namespace, &route.route.spec.policy_ref.name)
+                    .is_some(),
+            );
+            if !busy && clean.get(&uid) == Some(&marker) {
+                continue;
+            }
             let Some(status) = desired_status(route, &snapshot, pending.as_ref(), base, now) else {
+                clean.insert(uid, marker);
                 continue;
             };
+            clean.remove(&uid);
             match apply_status(&ctx, &route.route, &status).await {
                 Ok(()) => {
                     written.insert(uid, (status.matched_total, status.suppressed_total));
