@@ -211,7 +211,7 @@ pub async fn run(ctx: Arc<Context>, routes: Routes, pager: Pager) {
             let cache = cache.clone();
             async move {
                 let namespace_labels = if interest.namespace_labels {
-                    cache.namespace_labels(&plain.namespace).await
+                    cache.namespace_labels(&plain.namespace, !replay).await
                 } else {
                     BTreeMap::new()
                 };
@@ -223,6 +223,7 @@ pub async fn run(ctx: Arc<Context>, routes: Routes, pager: Pager) {
                             &plain.involved.kind,
                             &plain.involved.namespace,
                             &plain.involved.name,
+                            !replay,
                         )
                         .await
                 } else {

@@ -21,9 +21,12 @@ use tokio::task::JoinSet;
 
 /// How long a lookup waits for a new watch's initial list.
 const READY_WAIT: Duration = Duration::from_secs(5);
-/// How long a lookup waits for an object the cache does not hold yet: an Event can arrive
-/// before the watch of the object it is about delivers the object.
-const MISSING_WAIT: Duration = Duration::from_secs(2);
+/// How long a lookup of a live Event waits for an object the cache does not hold yet: an Event
+/// can arrive before the watch of the object it is about delivers the object.
+const MISSING_WAIT: Duration = Duration::from_secs(1);
+/// Labels of deleted objects are kept this long: Events about an evicted or killed Pod often
+/// arrive after the Pod is gone, and must still match its labels.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(50);
 /// Discovery is run again for a kind it did not know at most this often.
 const REDISCOVER: Duration = Duration::from_secs(60);
@@ -32,24 +35,48 @@ type Labels = BTreeMap<String, String>;
 
 /// Labels of the objects of one kind, by (namespace, name).
 struct KindLabels {
-    objects: RwLock<HashMap<(String, String), Labels>>,
+    objects: RwLock<Objects>,
     ready: watch::Receiver<bool>,
+}
+
+#[derive(Default)]
+struct Objects {
+    live: HashMap<(String, String), Labels>,
+    deleted: HashMap<(String, String), (Instant, Labels)>,
+}
+
+impl Objects {
+    fn delete(&mut self, key: (String, String)) {
+        if let Some(labels) = self.live.remove(&key) {
+            self.deleted
+                .retain(|_, (at, _)| at.elapsed() < TOMBSTONE_TTL);
+            self.deleted.insert(key, (Instant::now(), labels));
+        }
+    }
 }
 
 impl KindLabels {
     fn get(&self, namespace: &str, name: &str) -> Option<Labels> {
-        self.objects
-            .read()
-            .ok()?
-            .get(&(namespace.to_string(), name.to_string()))
+        let objects = self.objects.read().ok()?;
+        let key = (namespace.to_string(), name.to_string());
+        objects
+            .live
+            .get(&key)
+            .or_else(|| objects.deleted.get(&key).map(|(_, labels)| labels))
             .cloned()
     }
 
-    /// Waits for the initial list, then for the object to show up, within the bounds above.
-    async fn lookup(&self, namespace: &str, name: &str) -> Option<Labels> {
+    /// Waits for the initial list, then (for live Events) for the object to show up, within
+    /// the bounds above.
+    async fn lookup(&self, namespace: &str, name: &str, wait_missing: bool) -> Option<Labels> {
         let mut ready = self.ready.clone();
         let _ = tokio::time::timeout(READY_WAIT, ready.wait_for(|r| *r)).await;
-        let deadline = Instant::now() + MISSING_WAIT;
+        let deadline = Instant::now()
+            + if wait_missing {
+                MISSING_WAIT
+            } else {
+                Duration::ZERO
+            };
         loop {
             if let Some(labels) = self.get(namespace, name) {
                 return Some(labels);
@@ -77,7 +104,7 @@ where
 {
     let (ready_tx, ready) = watch::channel(false);
     let labels = Arc::new(KindLabels {
-        objects: RwLock::new(HashMap::new()),
+        objects: RwLock::new(Objects::default()),
         ready,
     });
     let target = labels.clone();
@@ -99,17 +126,25 @@ where
             };
             match event {
                 watcher::Event::Apply(meta) => {
-                    objects.insert(key(&meta), meta.labels().clone());
+                    objects.live.insert(key(&meta), meta.labels().clone());
                 }
-                watcher::Event::Delete(meta) => {
-                    objects.remove(&key(&meta));
-                }
+                watcher::Event::Delete(meta) => objects.delete(key(&meta)),
                 watcher::Event::Init => buffer.clear(),
                 watcher::Event::InitApply(meta) => {
                     buffer.insert(key(&meta), meta.labels().clone());
                 }
                 watcher::Event::InitDone => {
-                    *objects = std::mem::take(&mut buffer);
+                    let fresh = std::mem::take(&mut buffer);
+                    let gone: Vec<_> = objects
+                        .live
+                        .keys()
+                        .filter(|key| !fresh.contains_key(*key))
+                        .cloned()
+                        .collect();
+                    for key in gone {
+                        objects.delete(key);
+                    }
+                    objects.live = fresh;
                     ready_tx.send_replace(true);
                 }
             }
@@ -149,18 +184,24 @@ impl LabelCache {
         }
     }
 
-    /// Labels of a Namespace (empty if it does not exist).
-    pub async fn namespace_labels(&self, name: &str) -> Labels {
-        self.namespaces.lookup("", name).await.unwrap_or_default()
+    /// Labels of a Namespace (empty if it does not exist). `live`: the Event just happened, so
+    /// the Namespace may not have reached the cache yet.
+    pub async fn namespace_labels(&self, name: &str, live: bool) -> Labels {
+        self.namespaces
+            .lookup("", name, live)
+            .await
+            .unwrap_or_default()
     }
 
-    /// Labels of the object an Event is about (empty if unknown).
+    /// Labels of the object an Event is about (empty if unknown), also shortly after it was
+    /// deleted.
     pub async fn object_labels(
         &self,
         api_version: &str,
         kind: &str,
         namespace: &str,
         name: &str,
+        live: bool,
     ) -> Labels {
         let group = api_version
             .rsplit_once('/')
@@ -170,7 +211,10 @@ impl LabelCache {
             Some(labels) => labels,
             None => return Labels::new(),
         };
-        labels.lookup(namespace, name).await.unwrap_or_default()
+        labels
+            .lookup(namespace, name, live)
+            .await
+            .unwrap_or_default()
     }
 
     /// Starts watching kinds named by routes (bare kind names such as `Pod`), so the first
@@ -278,7 +322,7 @@ impl LabelCache {
             None => {
                 let (_, ready) = watch::channel(true);
                 Arc::new(KindLabels {
-                    objects: RwLock::new(HashMap::new()),
+                    objects: RwLock::new(Objects::default()),
                     ready,
                 })
             }
@@ -297,4 +341,26 @@ fn resolve(discovery: &Discovery, kind: &str) -> Option<(String, String)> {
             .recommended_kind(kind)
             .map(|(resource, _)| (resource.group, resource.version))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn deleted_objects_keep_their_labels_for_late_events() {
+        let (_, ready) = watch::channel(true);
+        let cache = KindLabels {
+            objects: RwLock::new(Objects::default()),
+            ready,
+        };
+        let key = ("prod".to_string(), "api".to_string());
+        let labels = Labels::from([("tier".to_string(), "critical".to_string())]);
+        if let Ok(mut objects) = cache.objects.write() {
+            objects.live.insert(key.clone(), labels.clone());
+            objects.delete(key);
+        }
+        assert_eq!(cache.lookup("prod", "api", false).await, Some(labels));
+        assert_eq!(cache.lookup("prod", "web", false).await, None);
+    }
 }
