@@ -38,11 +38,22 @@ pub struct PolicyInfo {
     pub template: Option<String>,
 }
 
+/// An AlertRoute that does not parse: it matches nothing and says so in its status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvalidRoute {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub generation: Option<i64>,
+    pub error: String,
+}
+
 /// The routes and policies as last seen, published to every source on each change.
 #[derive(Debug, Default)]
 pub struct RouteSnapshot {
     pub index: RouteIndex,
     pub policies: HashMap<(String, String), PolicyInfo>,
+    pub invalid: Vec<InvalidRoute>,
     /// Both initial lists are in: matching against this snapshot is meaningful.
     pub synced: bool,
 }
@@ -173,18 +184,45 @@ struct IndexState {
     policies: HashMap<ObjectKey, PolicyInfo>,
     policy_buffer: HashMap<ObjectKey, PolicyInfo>,
     policies_synced: bool,
+    invalid: HashMap<ObjectKey, InvalidRoute>,
 }
 
 impl IndexState {
+    fn note_invalid(&mut self, event: &watcher::Event<DeserializeGuard<AlertRoute>>) -> bool {
+        let (guard, deleted) = match event {
+            watcher::Event::Apply(guard) | watcher::Event::InitApply(guard) => (guard, false),
+            watcher::Event::Delete(guard) => (guard, true),
+            _ => return false,
+        };
+        let key = (guard.namespace().unwrap_or_default(), guard.name_any());
+        match (&guard.0, deleted) {
+            (Err(invalid), false) => {
+                let route = InvalidRoute {
+                    namespace: key.0.clone(),
+                    name: key.1.clone(),
+                    uid: invalid.metadata.uid.clone().unwrap_or_default(),
+                    generation: invalid.metadata.generation,
+                    error: invalid.error.clone(),
+                };
+                self.invalid.insert(key, route);
+                true
+            }
+            _ => self.invalid.remove(&key).is_some(),
+        }
+    }
+
     fn fold(&mut self, change: Change) -> bool {
         match change {
-            Change::Route(Ok(event)) => apply_event(
-                event,
-                &mut self.routes,
-                &mut self.route_buffer,
-                &mut self.routes_synced,
-                |guard| guard.0.ok().map(Arc::new),
-            ),
+            Change::Route(Ok(event)) => {
+                let invalid = self.note_invalid(&event);
+                apply_event(
+                    event,
+                    &mut self.routes,
+                    &mut self.route_buffer,
+                    &mut self.routes_synced,
+                    |guard| guard.0.ok().map(Arc::new),
+                ) || invalid
+            }
             Change::Policy(Ok(event)) => apply_event(
                 event,
                 &mut self.policies,
@@ -207,6 +245,7 @@ impl IndexState {
         RouteSnapshot {
             index: RouteIndex::new(self.routes.values().cloned()),
             policies: self.policies.clone(),
+            invalid: self.invalid.values().cloned().collect(),
             synced: true,
         }
     }
@@ -380,6 +419,8 @@ pub async fn write_status(ctx: Arc<Context>, mut routes: Routes, stats: RouteSta
     // their policy existed then. An
     // idle route is not validated again (templates rendered) on every tick.
     let mut clean: HashMap<String, (Option<String>, String, bool)> = HashMap::new();
+    // Routes that do not parse, by uid: the generation and error last reported.
+    let mut reported: HashMap<String, (Option<i64>, String)> = HashMap::new();
     let mut tick = tokio::time::interval(STATUS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -438,7 +479,60 @@ pub async fn write_status(ctx: Arc<Context>, mut routes: Routes, stats: RouteSta
         }
         // Activity of routes deleted meanwhile has nowhere to go.
         drop(activity);
+        for invalid in &snapshot.invalid {
+            let marker = (invalid.generation, invalid.error.clone());
+            if reported.get(&invalid.uid) == Some(&marker) {
+                continue;
+            }
+            match report_invalid(&ctx, invalid, now).await {
+                Ok(()) => {
+                    reported.insert(invalid.uid.clone(), marker);
+                }
+                // NB: a route deleted during a relist lingers here; it needs no report.
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    reported.insert(invalid.uid.clone(), marker);
+                }
+                Err(error) => {
+                    tracing::warn!(namespace = %invalid.namespace, route = %invalid.name, %error, "writing AlertRoute status");
+                }
+            }
+        }
     }
+}
+
+/// `Ready=False InvalidSpec` on a route the operator cannot read (its current status cannot be
+/// read either, so the transition time is now).
+async fn report_invalid(
+    ctx: &Context,
+    invalid: &InvalidRoute,
+    now: Timestamp,
+) -> Result<(), kube::Error> {
+    let mut status = AlertRouteStatus {
+        observed_generation: invalid.generation,
+        ..Default::default()
+    };
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        false,
+        "InvalidSpec",
+        &format!("the route does not parse: {}", invalid.error),
+        invalid.generation,
+        Time(now),
+    );
+    let api: Api<AlertRoute> = Api::namespaced(ctx.client.clone(), &invalid.namespace);
+    let patch = json!({
+        "apiVersion": AlertRoute::api_version(&()),
+        "kind": AlertRoute::kind(&()),
+        "status": {"observedGeneration": status.observed_generation, "conditions": status.conditions},
+    });
+    api.patch_status(
+        &invalid.name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
 }
 
 async fn apply_status(
@@ -596,6 +690,38 @@ mod tests {
             next.conditions[0].last_transition_time,
             Time(fixtures::at(100))
         );
+    }
+
+    #[test]
+    fn routes_that_do_not_parse_are_listed_until_fixed_or_deleted() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let meta = ObjectMeta {
+            name: Some("r".into()),
+            namespace: Some("prod".into()),
+            uid: Some("u1".into()),
+            generation: Some(2),
+            ..Default::default()
+        };
+        let broken =
+            DeserializeGuard::<AlertRoute>(Err(kube::core::error_boundary::InvalidObject {
+                error: "unknown variant `Sometimes`".into(),
+                metadata: meta.clone(),
+            }));
+        let mut state = IndexState::default();
+        assert!(state.fold(Change::Route(Ok(watcher::Event::Apply(broken)))));
+        let invalid = state.snapshot().invalid;
+        assert_eq!(invalid.len(), 1);
+        assert_eq!(invalid[0].generation, Some(2));
+        let mut fixed = AlertRoute::new("r", fixtures::route_spec());
+        fixed.metadata = meta;
+        assert!(
+            state.fold(Change::Route(Ok(watcher::Event::Apply(DeserializeGuard(
+                Ok(fixed)
+            )))))
+        );
+        let snapshot = state.snapshot();
+        assert!(snapshot.invalid.is_empty());
+        assert_eq!(snapshot.index.len(), 1);
     }
 
     #[test]
