@@ -355,6 +355,10 @@ async fn a_storm_of_copies_pages_once_and_only_counts() {
     .await;
     pod(&client, &ns.name, "api", "critical").await;
     pod(&client, &ns.name, "web", "critical").await;
+    // Every write to the route and the AlertCalls during the storm, counted from their watches.
+    let routes: Api<AlertRoute> = Api::namespaced(client.clone(), &ns.name);
+    let route_writes = count_writes(routes.clone());
+    let call_writes = count_writes(Api::<AlertCall>::namespaced(client.clone(), &ns.name));
 
     let copies = 1000;
     let namespace = ns.name.clone();
@@ -392,7 +396,6 @@ async fn a_storm_of_copies_pages_once_and_only_counts() {
     })
     .await;
     assert!(counted.spec.source.last_seen >= storm.spec.source.last_seen);
-    let routes: Api<AlertRoute> = Api::namespaced(client.clone(), &ns.name);
     eventually("route counters", || {
         let routes = routes.clone();
         async move {
@@ -402,8 +405,59 @@ async fn a_storm_of_copies_pages_once_and_only_counts() {
     })
     .await;
     assert_eq!(alert_calls(&client, &ns.name).await.len(), 2);
+    // Counters are written in batches: a handful of writes, not one per event.
+    let (route_writes, call_writes) = (route_writes.abort_count(), call_writes.abort_count());
+    assert!(route_writes < 40, "{route_writes} AlertRoute writes");
+    assert!(call_writes < 40, "{call_writes} AlertCall writes");
+    let metrics = reqwest::get(format!("http://{}/metrics", running.addr))
+        .await
+        .unwrap_or_else(|e| panic!("metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    let labels = format!("{{namespace=\"{}\",route=\"storm\"}}", ns.name);
+    assert!(
+        metrics.contains(&format!("alertcall_pages_total{labels} 2")),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("alertcall_suppressed_total{labels} {copies}")),
+        "{metrics}"
+    );
     running.shutdown().await;
     ns.delete().await;
+}
+
+/// Counts the writes a watch sees (after its initial list) until asked.
+struct WriteCounter {
+    task: tokio::task::JoinHandle<()>,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl WriteCounter {
+    fn abort_count(self) -> usize {
+        self.task.abort();
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn count_writes<K>(api: Api<K>) -> WriteCounter
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    use kube::runtime::watcher;
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    let task = tokio::spawn(async move {
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+        while let Some(event) = events.next().await {
+            if let Ok(watcher::Event::Apply(_)) = event {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    WriteCounter { task, count }
 }
 
 #[tokio::test]
