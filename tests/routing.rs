@@ -47,6 +47,10 @@ async fn start(client: &Client, namespace: Option<&str>) -> Running {
         namespace: namespace.map(str::to_string),
         ..Config::local("routing-test")
     };
+    start_with(client, config).await
+}
+
+async fn start_with(client: &Client, config: Config) -> Running {
     let running = controller::start(client.clone(), config)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
@@ -735,5 +739,79 @@ async fn group_wait_delays_the_page_and_suspended_routes_stay_silent() {
     let summaries: Vec<&str> = calls.iter().map(|c| c.spec.summary.as_str()).collect();
     assert_eq!(calls.len(), 2, "{summaries:#?}");
     running.shutdown().await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn only_the_leader_pages_and_a_successor_takes_over() {
+    let _serial = SERIAL.lock().await;
+    alertcall::telemetry::init();
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "leader-pages").await;
+    let config = |identity: &str| Config {
+        namespace: Some(ns.name.clone()),
+        leader_election: Some(alertcall::leader::LeaseConfig {
+            namespace: ns.name.clone(),
+            name: "alertcall-leader".into(),
+            identity: identity.into(),
+            duration: Duration::from_secs(2),
+        }),
+        ..Config::local(identity)
+    };
+    let a = start_with(&client, config("replica-a")).await;
+    let b = start_with(&client, config("replica-b")).await;
+    eventually("a leader", || {
+        let (a, b) = (a.context.leader.is_leader(), b.context.leader.is_leader());
+        async move { (a || b).then_some(()) }
+    })
+    .await;
+    let (leader, follower) = if a.context.leader.is_leader() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    policy(&client, &ns.name).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    create(
+        &secrets,
+        json!({"metadata": {"name": "am-token"}, "stringData": {"token": "t0ken"}}),
+    )
+    .await;
+    route(
+        &client,
+        &ns.name,
+        "both",
+        json!({
+            "kubernetesEvents": {"types": ["Warning"], "reasons": ["BackOff"]},
+            "alertmanager": {"bearerTokenSecretRef": {"name": "am-token"}},
+            "message": {"template": TEMPLATE},
+        }),
+    )
+    .await;
+    event(&client, &ns.name, &Ev::new("first", "api")).await;
+    let calls = until_paged(&client, &ns.name, "message of first").await;
+    assert_eq!(calls.len(), 1, "both replicas saw the Event; one page");
+    // The follower does not take alerts it could not page for: Alertmanager retries elsewhere.
+    let url = format!("http://{}/alertmanager/{}/both", follower.addr, ns.name);
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth("t0ken")
+        .json(&payload("Anything", "critical", "api"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST: {e}"));
+    assert_eq!(response.status().as_u16(), 503);
+
+    leader.kill().await;
+    let state = follower.context.leader.clone();
+    eventually("the follower to lead", || {
+        let leading = state.is_leader();
+        async move { leading.then_some(()) }
+    })
+    .await;
+    event(&client, &ns.name, &Ev::new("second", "web")).await;
+    let calls = until_paged(&client, &ns.name, "message of second").await;
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    follower.shutdown().await;
     ns.delete().await;
 }
