@@ -358,6 +358,11 @@ impl PagerTask {
                 self.deferred.remove(&(route.key.clone(), key));
                 continue;
             }
+            if signal.replay && self.covered(&route.key, &key, &signal.candidate) {
+                // NB: relisted after a restart, and already part of the group's page: with a
+                // repeat interval shorter than the maximum event age it would page again.
+                continue;
+            }
             if leader {
                 self.stats.update(&route.key, |a| {
                     a.matched += 1;
@@ -366,6 +371,15 @@ impl PagerTask {
             }
             self.tracker.firing(&route.key, &key, now);
             self.decide_group(route, &snapshot, key, &signal.candidate, now, Some(&signal));
+        }
+    }
+
+    /// The group's newest page already saw this signal's last occurrence.
+    fn covered(&self, route: &RouteKey, key: &GroupKey, candidate: &Candidate) -> bool {
+        let id: GroupId = (route.namespace.clone(), group_hash(route, key));
+        match (candidate.last_seen(), self.pages.latest(&id)) {
+            (Some(seen), Some(page)) => page.last_seen.is_some_and(|covered| seen <= covered),
+            _ => false,
         }
     }
 
@@ -660,6 +674,160 @@ fn route_labels(key: &RouteKey) -> RouteLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::AlertRouteSpec;
+    use crate::controller::alert_route::RouteActivity;
+    use crate::controller::Config;
+    use crate::routing::{AlertCandidate, EventCandidate, InvolvedObject, RouteIndex};
+
+    /// A pager on a client that reaches nothing: decisions only (creates fail in the background).
+    fn pager(spec: AlertRouteSpec) -> (PagerTask, RouteStats) {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
+        let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
+        let (_, shutdown) = watch::channel(false);
+        let ctx = Arc::new(Context {
+            accounts: super::super::Accounts::new(client.clone(), Default::default()),
+            recorder: kube::runtime::events::Recorder::new(
+                client.clone(),
+                kube::runtime::events::Reporter {
+                    controller: "test".into(),
+                    instance: None,
+                },
+            ),
+            client,
+            config: Config::local("test"),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            leader: crate::leader::Leadership::always(),
+            readiness: Default::default(),
+            shutdown,
+        });
+        let mut route = crate::api::AlertRoute::new("r", spec);
+        route.metadata.namespace = Some("prod".into());
+        let snapshot = RouteSnapshot {
+            index: RouteIndex::new([route]),
+            synced: true,
+            ..Default::default()
+        };
+        let (_publish, routes) = watch::channel(Arc::new(snapshot));
+        let stats = RouteStats::default();
+        let task = PagerTask {
+            ctx,
+            routes,
+            stats: stats.clone(),
+            tracker: GroupTracker::default(),
+            pages: PageIndex::default(),
+            waiting: BTreeMap::new(),
+            held: HashMap::new(),
+            deferred: HashMap::new(),
+            counters: HashMap::new(),
+            jobs: JoinSet::new(),
+            was_leader: true,
+        };
+        (task, stats)
+    }
+
+    fn activity(stats: &RouteStats) -> RouteActivity {
+        let mut found = RouteActivity::default();
+        stats.update(&RouteKey::new("prod", "r"), |a| found = a.clone());
+        found
+    }
+
+    fn backoff(count: i64, last_seen: Timestamp, replay: bool) -> Signal {
+        Signal {
+            candidate: Candidate::Event(EventCandidate {
+                type_: "Warning".into(),
+                reason: "BackOff".into(),
+                involved: InvolvedObject {
+                    kind: "Pod".into(),
+                    name: "api".into(),
+                    namespace: "prod".into(),
+                },
+                namespace: "prod".into(),
+                count,
+                last_seen: Some(last_seen),
+                ..Default::default()
+            }),
+            occurrences: 1,
+            received: last_seen,
+            replay,
+        }
+    }
+
+    #[tokio::test]
+    async fn duplicates_page_once_and_later_signals_only_count() {
+        let (mut pager, stats) = pager(crate::fixtures::route_spec());
+        let now = Timestamp::now();
+        for _ in 0..3 {
+            pager.on_signal(backoff(1, now, false));
+        }
+        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 1);
+        let seen = activity(&stats);
+        assert_eq!((seen.matched, seen.suppressed), (3, 2));
+        let pending: Vec<&PendingCounter> = pager.counters.values().collect();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].add, pending[0].counted), (2, true));
+    }
+
+    #[tokio::test]
+    async fn a_relisted_signal_the_page_covers_is_ignored_even_after_the_window() {
+        let mut spec = crate::fixtures::route_spec();
+        spec.grouping.repeat_interval_seconds = 60;
+        let (mut pager, stats) = pager(spec);
+        let now = Timestamp::now();
+        let long_ago = now - SignedDuration::from_secs(120);
+        let signal = backoff(1, long_ago, true);
+        let key = GroupKey::of(
+            &crate::api::GroupingSpec::default().group_by,
+            &signal.candidate,
+        );
+        let id = (
+            "prod".to_string(),
+            group_hash(&RouteKey::new("prod", "r"), &key),
+        );
+        pager.pages.upsert(
+            id,
+            PageRecord {
+                name: "r-0123456789".into(),
+                created: long_ago,
+                last_seen: Some(long_ago),
+                count: Some(1),
+            },
+        );
+        pager.on_signal(signal);
+        assert_eq!(activity(&stats), RouteActivity::default());
+        // The same occurrence seen live (not from a relist) is news after the window.
+        pager.on_signal(backoff(2, now, false));
+        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 2);
+    }
+
+    #[tokio::test]
+    async fn resolved_alerts_close_the_window_and_page_again_on_refire() {
+        let mut spec = crate::fixtures::route_spec();
+        spec.alertmanager = Some(crate::api::AlertmanagerSpec {
+            matchers: vec!["severity=critical".into()],
+            bearer_token_secret_ref: crate::api::SecretKeyRef {
+                name: "t".into(),
+                key: "token".into(),
+            },
+        });
+        let (mut pager, _) = pager(spec);
+        let alert = |status| Signal {
+            candidate: Candidate::Alert(AlertCandidate {
+                labels: BTreeMap::from([("severity".to_string(), "critical".to_string())]),
+                status,
+                route: RouteKey::new("prod", "r"),
+                ..Default::default()
+            }),
+            occurrences: 1,
+            received: Timestamp::now(),
+            replay: false,
+        };
+        pager.on_signal(alert(crate::routing::AlertStatus::Firing));
+        pager.on_signal(alert(crate::routing::AlertStatus::Firing));
+        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 1);
+        pager.on_signal(alert(crate::routing::AlertStatus::Resolved));
+        pager.on_signal(alert(crate::routing::AlertStatus::Firing));
+        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 2);
+    }
 
     fn record(name: &str, created: i64, count: Option<i64>) -> PageRecord {
         PageRecord {
