@@ -154,7 +154,6 @@ pub async fn maintain_index(ctx: Arc<Context>, publish: watch::Sender<Arc<RouteS
         .map(Change::Policy);
     let mut changes = stream::select(routes.boxed(), policies.boxed());
     let mut state = IndexState::default();
-    ctx.readiness.register("alertroutes");
     while let Some(change) = changes.next().await {
         let mut changed = state.fold(change);
         // NB: a burst (our own status writes, a kubectl apply of many routes) is folded into

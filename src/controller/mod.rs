@@ -167,6 +167,11 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
         shutdown: shutdown.clone(),
     });
 
+    // NB: registered before anything is served, so `/readyz` never answers 200 before the
+    // route, AlertCall and Event caches are loaded.
+    for component in ["alertroutes", "alertcalls", "events"] {
+        context.readiness.register(component);
+    }
     let (publish, routes) = watch::channel(Arc::new(alert_route::RouteSnapshot::default()));
     let stats = alert_route::RouteStats::default();
     spawn_until(

@@ -301,7 +301,6 @@ impl PagerTask {
         let mut calls_synced = false;
         let mut tick = tokio::time::interval(COUNTER_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        self.ctx.readiness.register("alertcalls");
         loop {
             let is_ready = calls_synced && self.routes.borrow().synced;
             if is_ready && !*ready.borrow() {

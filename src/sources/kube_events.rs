@@ -152,7 +152,6 @@ enum Output {
 
 /// Watches Events and hands fresh, interesting ones to the pager until the task is dropped.
 pub async fn run(ctx: Arc<Context>, routes: Routes, pager: Pager) {
-    ctx.readiness.register("events");
     let cache = Arc::new(LabelCache::new(
         ctx.client.clone(),
         ctx.config.namespace.clone(),
