@@ -607,6 +607,11 @@ impl PagerTask {
             self.flush_counters();
         } else {
             self.counters.clear();
+            // A takeover only redecides what is younger than the maximum event age.
+            let max_age =
+                SignedDuration::try_from(self.ctx.config.max_event_age).unwrap_or_default();
+            self.deferred
+                .retain(|_, (_, at)| now.duration_since(*at) <= max_age);
         }
     }
 
