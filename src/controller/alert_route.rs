@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{stream, FutureExt, StreamExt};
 use jiff::Timestamp;
@@ -418,6 +418,7 @@ pub async fn write_status(ctx: Arc<Context>, mut routes: Routes, stats: RouteSta
     // their policy existed then. An
     // idle route is not validated again (templates rendered) on every tick.
     let mut clean: HashMap<String, (Option<String>, String, bool)> = HashMap::new();
+    let mut last_write: HashMap<String, Instant> = HashMap::new();
     // Routes that do not parse, by uid: the generation and error last reported.
     let mut reported: HashMap<String, (Option<i64>, String)> = HashMap::new();
     let mut tick = tokio::time::interval(STATUS_INTERVAL);
@@ -457,6 +458,22 @@ pub async fn write_status(ctx: Arc<Context>, mut routes: Routes, stats: RouteSta
             if !busy && clean.get(&uid) == Some(&marker) {
                 continue;
             }
+            let spec_seen = route
+                .route
+                .status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                == route.route.metadata.generation;
+            let recent = last_write
+                .get(&uid)
+                .is_some_and(|at: &Instant| at.elapsed() < STATUS_INTERVAL);
+            if busy && recent && spec_seen {
+                // NB: our own write woke us; counters wait for the interval to pass.
+                if let Some(pending) = pending {
+                    stats.restore(&route.key, pending);
+                }
+                continue;
+            }
             let Some(status) = desired_status(route, &snapshot, pending.as_ref(), base, now) else {
                 clean.insert(uid, marker);
                 continue;
@@ -464,6 +481,7 @@ pub async fn write_status(ctx: Arc<Context>, mut routes: Routes, stats: RouteSta
             clean.remove(&uid);
             match apply_status(&ctx, &route.route, &status).await {
                 Ok(()) => {
+                    last_write.insert(uid.clone(), Instant::now());
                     written.insert(uid, (status.matched_total, status.suppressed_total));
                 }
                 Err(error) => {
