@@ -185,10 +185,10 @@ fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
 
 fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let scheme = value.get(..7)?;
+    let (scheme, token) = value.split_at_checked(7)?;
     scheme
         .eq_ignore_ascii_case(b"bearer ")
-        .then(|| value[7..].trim_ascii())
+        .then(|| token.trim_ascii())
 }
 
 #[derive(Clone)]
