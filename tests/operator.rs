@@ -41,7 +41,16 @@ async fn health_readiness_and_metrics_are_served() {
         }
     };
     assert_eq!(get("/healthz").await.0, 200);
-    assert_eq!(get("/readyz").await.0, 200);
+    // Ready once the route, AlertCall and Event caches are loaded.
+    let mut ready = false;
+    for _ in 0..200 {
+        if get("/readyz").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "/readyz never answered 200");
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("alertcall_dial_queue_depth"), "{metrics}");

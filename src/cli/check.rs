@@ -1,18 +1,39 @@
-//! `alertcall check -f DIR`: offline validation of policies and routes.
+//! `alertcall check -f DIR [--event FILE | --alert FILE]`: offline validation of policies and
+//! routes, and, for a sample signal, which routes page, as what, and whom they call in order.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use serde::Deserialize;
 
-use crate::api::{self, AlertCall, AlertRoute, CallPolicy};
+use crate::api::{self, AlertCall, AlertRoute, CallPolicy, Mode, Order};
+use crate::routing::{
+    decide, Candidate, Decision, EventCandidate, GroupKey, GroupState, RouteIndex, RouteKey,
+};
+use crate::sources::alertmanager::Payload;
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
     /// A directory of YAML manifests (or one file).
     #[arg(short = 'f', long = "filename")]
     pub path: PathBuf,
+    /// A sample core/v1 Event (YAML or JSON). Further documents in the file may hold the
+    /// involved object and its Namespace, whose labels the selectors then see.
+    #[arg(long, conflicts_with = "alert")]
+    pub event: Option<PathBuf>,
+    /// A sample Alertmanager webhook payload (version 4, JSON or YAML), as if posted to every
+    /// route with an `alertmanager` section.
+    #[arg(long)]
+    pub alert: Option<PathBuf>,
+    /// Labels of the Event's involved object, `key=value` (repeatable or comma-separated).
+    #[arg(long = "object-labels", value_delimiter = ',', requires = "event")]
+    pub object_labels: Vec<String>,
+    /// Labels of the Event's Namespace, `key=value` (repeatable or comma-separated).
+    #[arg(long = "namespace-labels", value_delimiter = ',', requires = "event")]
+    pub namespace_labels: Vec<String>,
 }
 
 /// The alertcall resources found in a set of manifests.
@@ -139,6 +160,19 @@ pub fn run(args: &CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let sample = match sample(args) {
+        Ok(sample) => sample,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(candidates) = sample {
+        print!(
+            "{}",
+            explain(&manifests, &candidates, jiff::Timestamp::now())
+        );
+    }
     let problems = manifests.problems();
     for problem in &problems {
         eprintln!("error: {problem}");
@@ -159,6 +193,296 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn parse_labels(pairs: &[String], flag: &str) -> Result<BTreeMap<String, String>, String> {
+    pairs
+        .iter()
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_string(), value.trim().to_string()))
+            }
+            _ => Err(format!("{flag}: {pair:?} is not key=value")),
+        })
+        .collect()
+}
+
+fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))
+}
+
+/// The sample signal of `--event` or `--alert`, if any; errors name the file.
+fn sample(args: &CheckArgs) -> Result<Option<Vec<Candidate>>, String> {
+    if let Some(path) = &args.event {
+        let object = parse_labels(&args.object_labels, "--object-labels")?;
+        let namespace = parse_labels(&args.namespace_labels, "--namespace-labels")?;
+        let candidate = event_sample(&path.display().to_string(), &read(path)?, object, namespace)?;
+        return Ok(Some(vec![Candidate::Event(candidate)]));
+    }
+    if let Some(path) = &args.alert {
+        let payload = Payload::parse(read(path)?.as_bytes())
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        // Posted to no route yet: `explain` tries each route with an alertmanager section.
+        let alerts = payload
+            .candidates(&RouteKey::default())
+            .into_iter()
+            .map(Candidate::Alert)
+            .collect();
+        return Ok(Some(alerts));
+    }
+    Ok(None)
+}
+
+/// An Event from a file of YAML documents: the Event, and optionally its involved object and
+/// Namespace, whose labels are used unless the flags give them.
+pub fn event_sample(
+    source: &str,
+    text: &str,
+    object_labels: BTreeMap<String, String>,
+    namespace_labels: BTreeMap<String, String>,
+) -> Result<EventCandidate, String> {
+    let mut documents = Vec::new();
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        match serde_yaml::Value::deserialize(document) {
+            Ok(serde_yaml::Value::Null) => {}
+            Ok(value) => documents.push((index + 1, value)),
+            Err(error) => {
+                return Err(format!(
+                    "{source} (document {}): not YAML: {error}",
+                    index + 1
+                ))
+            }
+        }
+    }
+    let kind_of = |value: &serde_yaml::Value| {
+        let field = |name: &str| value.get(name).and_then(|v| v.as_str()).unwrap_or("");
+        (field("apiVersion").to_string(), field("kind").to_string())
+    };
+    let Some((index, value)) = documents
+        .iter()
+        .find(|(_, value)| kind_of(value) == ("v1".to_string(), "Event".to_string()))
+    else {
+        return Err(format!(
+            "{source}: no core/v1 Event (apiVersion: v1, kind: Event) in the file"
+        ));
+    };
+    let mut event: Event = serde_yaml::from_value(value.clone())
+        .map_err(|error| format!("{source} (document {index}): not a core/v1 Event: {error}"))?;
+    if event.metadata.namespace.is_none() {
+        event.metadata.namespace = Some("default".to_string());
+    }
+    let involved = &event.involved_object;
+    let labels_of = |kind: &str, name: &str, namespace: Option<&str>| {
+        documents.iter().find_map(|(_, value)| {
+            let meta = value.get("metadata")?;
+            let matches = kind_of(value).1 == kind
+                && meta.get("name").and_then(|v| v.as_str()) == Some(name)
+                && namespace.is_none_or(|ns| {
+                    meta.get("namespace").and_then(|v| v.as_str()).unwrap_or(ns) == ns
+                });
+            if !matches {
+                return None;
+            }
+            let labels = meta
+                .get("labels")
+                .cloned()
+                .unwrap_or(serde_yaml::Value::Null);
+            Some(serde_yaml::from_value::<BTreeMap<String, String>>(labels).unwrap_or_default())
+        })
+    };
+    let object_labels = if object_labels.is_empty() {
+        labels_of(
+            involved.kind.as_deref().unwrap_or(""),
+            involved.name.as_deref().unwrap_or(""),
+            involved.namespace.as_deref(),
+        )
+        .unwrap_or_default()
+    } else {
+        object_labels
+    };
+    let event_namespace = event.metadata.namespace.clone().unwrap_or_default();
+    let namespace_labels = if namespace_labels.is_empty() {
+        labels_of("Namespace", &event_namespace, None).unwrap_or_default()
+    } else {
+        namespace_labels
+    };
+    Ok(EventCandidate::from_event(
+        &event,
+        object_labels,
+        namespace_labels,
+    ))
+}
+
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "(none)".to_string();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Which routes page for each candidate, with group key, AlertCall name, spoken summary, the
+/// policy's call order and the call's TwiML. Pure: `now` names the repeat window.
+pub fn explain(manifests: &Manifests, candidates: &[Candidate], now: jiff::Timestamp) -> String {
+    let mut routes = manifests.routes.clone();
+    for route in &mut routes {
+        if route.metadata.namespace.is_none() {
+            route.metadata.namespace = Some("default".to_string());
+        }
+    }
+    let index = RouteIndex::new(routes);
+    let mut out = String::new();
+    for candidate in candidates {
+        let tries: Vec<Candidate> = match candidate {
+            Candidate::Event(event) => {
+                out.push_str(&format!(
+                    "Event {}: {} {} on {} {}/{} (count {}); object labels {}; namespace labels {}\n",
+                    event.namespace,
+                    event.type_,
+                    event.reason,
+                    event.involved.kind,
+                    event.involved.namespace,
+                    event.involved.name,
+                    event.count,
+                    labels_text(&event.object_labels),
+                    labels_text(&event.namespace_labels),
+                ));
+                vec![candidate.clone()]
+            }
+            Candidate::Alert(alert) => {
+                out.push_str(&format!(
+                    "Alert {} ({}): {}\n",
+                    alert
+                        .labels
+                        .get("alertname")
+                        .map(String::as_str)
+                        .unwrap_or("?"),
+                    if candidate.is_resolved() {
+                        "resolved"
+                    } else {
+                        "firing"
+                    },
+                    labels_text(&alert.labels),
+                ));
+                index
+                    .routes()
+                    .iter()
+                    .filter(|route| route.route.spec.alertmanager.is_some())
+                    .map(|route| {
+                        let mut alert = alert.clone();
+                        alert.route = route.key.clone();
+                        Candidate::Alert(alert)
+                    })
+                    .collect()
+            }
+        };
+        let matched: Vec<_> = tries
+            .iter()
+            .flat_map(|c| index.matching(c).into_iter().map(move |r| (c, r)))
+            .collect();
+        if matched.is_empty() {
+            out.push_str("  no route matches: nothing would page\n");
+        }
+        for (candidate, route) in matched {
+            out.push_str(&explain_route(manifests, route, candidate, now));
+        }
+    }
+    out
+}
+
+fn explain_route(
+    manifests: &Manifests,
+    route: &crate::routing::CompiledRoute,
+    candidate: &Candidate,
+    now: jiff::Timestamp,
+) -> String {
+    let policy_name = &route.route.spec.policy_ref.name;
+    let policy = manifests.policy(&route.key.namespace, policy_name);
+    let mut out = format!(
+        "  route AlertRoute {} -> CallPolicy {}/{}{}\n",
+        route.key,
+        route.key.namespace,
+        policy_name,
+        if policy.is_none() { " (not found)" } else { "" }
+    );
+    let key = GroupKey::of(&route.route.spec.grouping.group_by, candidate);
+    out.push_str(&format!("    group key  {:?}\n", key.as_str()));
+    if candidate.is_resolved() {
+        out.push_str("    resolved: closes the group's repeat window, pages nothing\n");
+        return out;
+    }
+    let grouping = &route.route.spec.grouping;
+    match decide(&route.key, &key, grouping, &GroupState::default(), now) {
+        Decision::Page { name, .. } => out.push_str(&format!(
+            "    AlertCall  {name} (then nothing more for this group for {}s)\n",
+            grouping.repeat_interval_seconds
+        )),
+        Decision::WaitUntil(_) => out.push_str(&format!(
+            "    AlertCall  after {}s of group wait\n",
+            grouping.group_wait_seconds
+        )),
+        Decision::Suppress { .. } => {}
+    }
+    let template = route
+        .route
+        .spec
+        .message
+        .as_ref()
+        .map(|m| m.template.clone())
+        .or_else(|| policy.map(|p| p.spec.message.template.clone()))
+        .unwrap_or_else(|| api::call_policy::DEFAULT_TEMPLATE.to_string());
+    let (summary, error) =
+        crate::message::render_or_fallback(&template, &candidate.message_context());
+    out.push_str(&format!("    summary    {summary:?}\n"));
+    if let Some(error) = error {
+        out.push_str(&format!(
+            "    (the template failed, the plain fallback text is spoken: {error})\n"
+        ));
+    }
+    let Some(policy) = policy else {
+        return out;
+    };
+    let spec = &policy.spec;
+    let strategy = &spec.strategy;
+    let order = match (strategy.mode, strategy.order) {
+        (Mode::Sequential, Order::Fixed) => "Sequential, one at a time in this order".to_string(),
+        (Mode::Sequential, Order::RoundRobin) => {
+            "Sequential, one at a time; each page starts one further down this list".to_string()
+        }
+        (Mode::Simultaneous, _) => format!(
+            "Simultaneous, everyone at once ({} call(s) a second), complete on {:?}",
+            spec.limits.calls_per_second.max(1),
+            strategy.completion
+        ),
+    };
+    out.push_str(&format!(
+        "    calls      {order}; {} round(s) {}s apart, ringing {}s each\n",
+        strategy.rounds, strategy.round_interval_seconds, strategy.ring_timeout_seconds
+    ));
+    for (position, recipient) in spec.recipients.iter().enumerate() {
+        out.push_str(&format!(
+            "      {}. {} {}\n",
+            position + 1,
+            recipient.name,
+            recipient.address.twilio_to()
+        ));
+    }
+    let ack_url = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.twiml.as_ref())
+        .map(|t| t.urls.ack.clone())
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "https://ack-document.invalid/ack".to_string());
+    match crate::twilio::documents::call_twiml(spec, &summary, &ack_url) {
+        Ok(twiml) => out.push_str(&format!("    twiml      {twiml}\n")),
+        Err(error) => out.push_str(&format!("    twiml      cannot be built: {error}\n")),
+    }
+    out
 }
 
 #[cfg(test)]
@@ -230,5 +554,123 @@ spec:
         assert_eq!(manifests.policies.len(), 2);
         assert_eq!(manifests.routes.len(), 2);
         assert_eq!(manifests.problems(), Vec::<String>::new());
+    }
+
+    const EVENT: &str = r#"
+apiVersion: v1
+kind: Event
+metadata: {name: api.1, namespace: prod}
+type: Warning
+reason: BackOff
+message: Back-off restarting failed container
+count: 3
+involvedObject: {apiVersion: v1, kind: Pod, name: api-7f9, namespace: prod}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: api-7f9, namespace: prod, labels: {tier: critical}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: prod, labels: {alerting: enabled}}
+"#;
+
+    fn examples() -> Manifests {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        Manifests::load(&dir).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_sample_event_shows_route_group_name_summary_and_call_order() {
+        let event = event_sample("event.yaml", EVENT, BTreeMap::new(), BTreeMap::new());
+        let Ok(event) = event else {
+            panic!("{event:?}");
+        };
+        assert_eq!(
+            event.object_labels.get("tier").map(String::as_str),
+            Some("critical")
+        );
+        let text = explain(
+            &examples(),
+            &[Candidate::Event(event)],
+            crate::fixtures::at(7200),
+        );
+        assert!(
+            text.contains(
+                "route AlertRoute default/critical-workloads -> CallPolicy default/sre-oncall"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("group key  \"prod/Pod/api-7f9/BackOff\""),
+            "{text}"
+        );
+        assert!(text.contains("AlertCall  critical-workloads-"), "{text}");
+        assert!(text.contains("1. "), "{text}");
+        assert!(text.contains("<Gather"), "{text}");
+    }
+
+    #[test]
+    fn flags_override_labels_and_unlabeled_objects_match_nothing() {
+        let event = event_sample(
+            "event.yaml",
+            EVENT,
+            BTreeMap::from([("tier".to_string(), "low".to_string())]),
+            BTreeMap::new(),
+        );
+        let Ok(event) = event else {
+            panic!("{event:?}");
+        };
+        let text = explain(
+            &examples(),
+            &[Candidate::Event(event)],
+            crate::fixtures::at(0),
+        );
+        assert!(text.contains("no route matches"), "{text}");
+    }
+
+    #[test]
+    fn bad_event_files_say_what_is_wrong() {
+        let missing = event_sample(
+            "x.yaml",
+            "apiVersion: v1\nkind: Pod\n",
+            BTreeMap::new(),
+            BTreeMap::new(),
+        );
+        assert!(missing.is_err_and(|e| e.contains("no core/v1 Event")));
+        let broken = event_sample(
+            "x.yaml",
+            "apiVersion: v1\nkind: Event\ncount: many\n",
+            BTreeMap::new(),
+            BTreeMap::new(),
+        );
+        assert!(broken.is_err_and(|e| e.starts_with("x.yaml (document 1): not a core/v1 Event")));
+        assert!(parse_labels(&["tier".to_string()], "--object-labels").is_err());
+    }
+
+    #[test]
+    fn a_sample_alert_is_tried_on_every_alertmanager_route() {
+        let payload = r#"{"version": "4", "alerts": [{"status": "firing",
+            "labels": {"alertname": "DiskFull", "severity": "critical", "team": "db", "service": "pg"},
+            "annotations": {"summary": "disk full"}}]}"#;
+        let Ok(payload) = Payload::parse(payload.as_bytes()) else {
+            panic!("payload");
+        };
+        let alerts: Vec<Candidate> = payload
+            .candidates(&RouteKey::default())
+            .into_iter()
+            .map(Candidate::Alert)
+            .collect();
+        let text = explain(&examples(), &alerts, crate::fixtures::at(0));
+        assert!(
+            text.contains(
+                "route AlertRoute default/critical-alerts -> CallPolicy default/db-owners"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("summary    \"DiskFull is firing. disk full\""),
+            "{text}"
+        );
     }
 }

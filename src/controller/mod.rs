@@ -4,7 +4,9 @@
 //! configuration, AlertCall creation), see [`crate::leader`].
 
 pub mod accounts;
+pub mod alert_route;
 pub mod call_policy;
+pub mod pages;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -175,7 +177,39 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
         shutdown: shutdown.clone(),
     });
 
-    let router = http::base_router(readiness, metrics);
+    // NB: registered before anything is served, so `/readyz` never answers 200 before the
+    // route, AlertCall and Event caches are loaded.
+    for component in ["alertroutes", "alertcalls", "events"] {
+        context.readiness.register(component);
+    }
+    let (publish, routes) = watch::channel(Arc::new(alert_route::RouteSnapshot::default()));
+    let stats = alert_route::RouteStats::default();
+    spawn_until(
+        &mut tasks,
+        &shutdown,
+        alert_route::maintain_index(context.clone(), publish),
+    );
+    spawn_until(
+        &mut tasks,
+        &shutdown,
+        alert_route::write_status(context.clone(), routes.clone(), stats.clone()),
+    );
+    let mut pager_tasks = JoinSet::new();
+    let pager = pages::spawn(context.clone(), routes.clone(), stats, &mut pager_tasks);
+    spawn_until(&mut tasks, &shutdown, async move {
+        while pager_tasks.join_next().await.is_some() {}
+    });
+    spawn_until(
+        &mut tasks,
+        &shutdown,
+        crate::sources::kube_events::run(context.clone(), routes.clone(), pager.clone()),
+    );
+
+    let router = http::base_router(readiness, metrics).merge(crate::sources::alertmanager::router(
+        context.clone(),
+        routes,
+        pager,
+    ));
     let mut http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let stopped = async move {
@@ -195,6 +229,21 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
         tasks,
         stop,
     })
+}
+
+/// Runs `task` until it ends or the operator stops; dropping it stops what it owns.
+fn spawn_until(
+    tasks: &mut JoinSet<()>,
+    shutdown: &watch::Receiver<bool>,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let mut stopping = shutdown.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = task => {}
+            _ = stopping.wait_for(|stop| *stop) => {}
+        }
+    });
 }
 
 /// `alertcall run`: the operator until SIGTERM or Ctrl-C.

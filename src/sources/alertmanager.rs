@@ -1,0 +1,373 @@
+//! Alertmanager source: `POST /alertmanager/{namespace}/{route}` with the webhook payload
+//! (version 4) and the route's bearer token.
+//!
+//! - Fail closed, and alike: an unknown route, a route without `alertmanager`, a missing Secret
+//!   or key and a wrong token all answer the same 401, so callers learn nothing about which.
+//! - The answer does not wait for AlertCalls: alerts are queued to the pager and acknowledged
+//!   (the token is cached briefly, so a request usually costs no API call at all).
+//! - A replica that does not lead answers 503: Alertmanager retries, and sooner or later
+//!   reaches the leader, instead of an alert being accepted and then dropped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::controller::alert_route::Routes;
+use crate::controller::pages::{Pager, Signal};
+use crate::controller::Context;
+use crate::routing::{AlertCandidate, AlertStatus, Candidate, RouteKey};
+
+/// A token read from its Secret is trusted this long; a rotated token takes effect after it.
+const TOKEN_TTL: Duration = Duration::from_secs(15);
+/// A missing Secret is remembered this long, so wrong requests do not hammer the API server.
+const MISSING_TTL: Duration = Duration::from_secs(2);
+
+/// The webhook payload, version 4 (fields alertcall does not use are ignored).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Payload {
+    pub version: String,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
+}
+
+/// One alert of a webhook payload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub starts_at: Option<String>,
+    #[serde(default)]
+    pub ends_at: Option<String>,
+    #[serde(default)]
+    pub fingerprint: String,
+}
+
+/// Why a payload is not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("not an Alertmanager webhook payload: {0}")]
+    Parse(String),
+    #[error("unsupported payload version {0:?}; alertcall accepts version \"4\"")]
+    Version(String),
+}
+
+/// Alertmanager writes `0001-01-01T00:00:00Z` for "not set".
+fn time(text: &Option<String>) -> Option<Timestamp> {
+    let parsed: Timestamp = text.as_deref()?.parse().ok()?;
+    (parsed.as_second() > 0).then_some(parsed)
+}
+
+impl Payload {
+    /// Parses JSON (or YAML, for `alertcall check`) and checks the version.
+    pub fn parse(bytes: &[u8]) -> Result<Self, PayloadError> {
+        let payload: Payload = match serde_json::from_slice(bytes) {
+            Ok(payload) => payload,
+            Err(json_error) => serde_yaml::from_slice(bytes)
+                .map_err(|_| PayloadError::Parse(json_error.to_string()))?,
+        };
+        if payload.version != "4" {
+            return Err(PayloadError::Version(payload.version));
+        }
+        Ok(payload)
+    }
+
+    /// The alerts as candidates of the route they were posted to.
+    pub fn candidates(&self, route: &RouteKey) -> Vec<AlertCandidate> {
+        self.alerts
+            .iter()
+            .map(|alert| AlertCandidate {
+                labels: alert.labels.clone(),
+                annotations: alert.annotations.clone(),
+                status: if alert.status == "resolved" {
+                    AlertStatus::Resolved
+                } else {
+                    AlertStatus::Firing
+                },
+                starts_at: time(&alert.starts_at),
+                ends_at: time(&alert.ends_at),
+                fingerprint: alert.fingerprint.clone(),
+                route: route.clone(),
+            })
+            .collect()
+    }
+}
+
+type SecretKey = (String, String);
+/// A Secret's data; `None` when it does not exist or cannot be read.
+type SecretData = Option<BTreeMap<String, Vec<u8>>>;
+
+/// Secrets' data by (namespace, name), briefly cached.
+#[derive(Default)]
+struct TokenCache {
+    entries: Mutex<HashMap<SecretKey, (Instant, SecretData)>>,
+}
+
+impl TokenCache {
+    fn cached(&self, key: &SecretKey) -> Option<SecretData> {
+        let entries = self.entries.lock().ok()?;
+        let (at, data) = entries.get(key)?;
+        let ttl = if data.is_some() {
+            TOKEN_TTL
+        } else {
+            MISSING_TTL
+        };
+        (at.elapsed() < ttl).then(|| data.clone())
+    }
+
+    async fn token(
+        &self,
+        ctx: &Context,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Option<Vec<u8>> {
+        let cache_key = (namespace.to_string(), name.to_string());
+        let data = match self.cached(&cache_key) {
+            Some(data) => data,
+            None => {
+                let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+                let data = match api.get_opt(name).await {
+                    Ok(secret) => secret.map(|s| {
+                        s.data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect()
+                    }),
+                    Err(error) => {
+                        // Fail closed: an unreadable Secret authenticates nobody.
+                        tracing::warn!(namespace = %namespace, secret = %name, %error, "cannot read the Alertmanager token Secret");
+                        None
+                    }
+                };
+                if let Ok(mut entries) = self.entries.lock() {
+                    entries.insert(cache_key, (Instant::now(), data.clone()));
+                }
+                data
+            }
+        };
+        let token = data?.remove(key)?;
+        // NB: Secrets written by hand often end their token with a newline.
+        let trimmed = token.trim_ascii().to_vec();
+        (!trimmed.is_empty()).then_some(trimmed)
+    }
+}
+
+/// Compares digests in constant time, so neither content nor length leaks through timing.
+fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
+    let a = Sha256::digest(presented);
+    let b = Sha256::digest(expected);
+    a.ct_eq(&b).into()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = value.split_at_checked(7)?;
+    scheme
+        .eq_ignore_ascii_case(b"bearer ")
+        .then(|| token.trim_ascii())
+}
+
+#[derive(Clone)]
+struct Webhook {
+    ctx: Arc<Context>,
+    routes: Routes,
+    pager: Pager,
+    tokens: Arc<TokenCache>,
+}
+
+/// The webhook endpoint, to merge into the operator's router.
+pub fn router(ctx: Arc<Context>, routes: Routes, pager: Pager) -> Router {
+    Router::new()
+        .route("/alertmanager/{namespace}/{route}", post(receive))
+        .with_state(Webhook {
+            ctx,
+            routes,
+            pager,
+            tokens: Arc::new(TokenCache::default()),
+        })
+}
+
+fn answer(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "status": "error", "error": message }))).into_response()
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({ "status": "error", "error": "unauthorized" })),
+    )
+        .into_response()
+}
+
+fn unavailable(message: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "5")],
+        Json(json!({ "status": "error", "error": message })),
+    )
+        .into_response()
+}
+
+async fn receive(
+    State(hook): State<Webhook>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let key = RouteKey::new(namespace, name);
+    let Some(presented) = bearer(&headers) else {
+        return unauthorized();
+    };
+    let secret_ref = {
+        let snapshot = hook.routes.borrow();
+        snapshot
+            .index
+            .get(&key)
+            .and_then(|route| route.route.spec.alertmanager.as_ref())
+            .map(|spec| spec.bearer_token_secret_ref.clone())
+    };
+    let Some(secret_ref) = secret_ref else {
+        return unauthorized();
+    };
+    let expected = hook
+        .tokens
+        .token(&hook.ctx, &key.namespace, &secret_ref.name, &secret_ref.key)
+        .await;
+    if !expected.is_some_and(|expected| token_matches(presented, &expected)) {
+        return unauthorized();
+    }
+    let payload = match Payload::parse(&body) {
+        Ok(payload) => payload,
+        Err(error) => return answer(StatusCode::BAD_REQUEST, &error.to_string()),
+    };
+    if !hook.ctx.leader.is_leader() {
+        return unavailable("this replica does not lead; retry");
+    }
+    let received = Timestamp::now();
+    let alerts = payload.candidates(&key);
+    let accepted = alerts.len();
+    for alert in alerts {
+        let signal = Signal {
+            candidate: Candidate::Alert(alert),
+            occurrences: 1,
+            received,
+            replay: false,
+        };
+        if hook.pager.try_send(signal).is_err() {
+            return unavailable("busy; retry");
+        }
+    }
+    tracing::debug!(route = %key, alerts = accepted, "alertmanager webhook accepted");
+    (
+        StatusCode::OK,
+        Json(json!({ "status": "success", "alerts": accepted })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PAYLOAD: &str = r#"{
+      "version": "4",
+      "groupKey": "{}:{alertname=\"KubePodCrashLooping\"}",
+      "truncatedAlerts": 0,
+      "status": "firing",
+      "receiver": "alertcall",
+      "groupLabels": {"alertname": "KubePodCrashLooping"},
+      "commonLabels": {},
+      "commonAnnotations": {},
+      "externalURL": "http://alertmanager:9093",
+      "alerts": [
+        {"status": "firing",
+         "labels": {"alertname": "KubePodCrashLooping", "severity": "critical", "pod": "api-1", "namespace": "prod"},
+         "annotations": {"summary": "api crash looping"},
+         "startsAt": "2026-01-02T03:04:05.123Z",
+         "endsAt": "0001-01-01T00:00:00Z",
+         "generatorURL": "http://prometheus/graph",
+         "fingerprint": "c0ffee"},
+        {"status": "resolved",
+         "labels": {"alertname": "KubePodCrashLooping", "severity": "critical", "pod": "api-2"},
+         "annotations": {},
+         "startsAt": "2026-01-02T03:00:00Z",
+         "endsAt": "2026-01-02T03:05:00Z",
+         "fingerprint": "beef"}
+      ]
+    }"#;
+
+    #[test]
+    fn version_4_payload_becomes_candidates() {
+        let payload = Payload::parse(PAYLOAD.as_bytes());
+        let Ok(payload) = payload else {
+            panic!("{payload:?}");
+        };
+        let route = RouteKey::new("prod", "am");
+        let alerts = payload.candidates(&route);
+        assert_eq!(alerts.len(), 2);
+        assert_eq!(alerts[0].status, AlertStatus::Firing);
+        assert_eq!(alerts[0].ends_at, None);
+        assert!(alerts[0].starts_at.is_some());
+        assert_eq!(alerts[0].fingerprint, "c0ffee");
+        assert_eq!(alerts[0].route, route);
+        assert_eq!(alerts[1].status, AlertStatus::Resolved);
+        assert!(alerts[1].ends_at.is_some());
+    }
+
+    #[test]
+    fn other_versions_and_garbage_are_refused() {
+        let v3 = PAYLOAD.replace(r#""version": "4""#, r#""version": "3""#);
+        assert!(matches!(
+            Payload::parse(v3.as_bytes()),
+            Err(PayloadError::Version(v)) if v == "3"
+        ));
+        assert!(matches!(
+            Payload::parse(b"{not json"),
+            Err(PayloadError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn bearer_tokens_are_parsed_and_compared() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(bearer(&headers), None);
+        headers.insert(
+            header::AUTHORIZATION,
+            "Basic abc".parse().unwrap_or_else(|_| panic!()),
+        );
+        assert_eq!(bearer(&headers), None);
+        headers.insert(
+            header::AUTHORIZATION,
+            "bearer s3cret ".parse().unwrap_or_else(|_| panic!()),
+        );
+        assert_eq!(bearer(&headers), Some(&b"s3cret"[..]));
+        assert!(token_matches(b"s3cret", b"s3cret"));
+        assert!(!token_matches(b"s3cre", b"s3cret"));
+        assert!(!token_matches(b"", b"s3cret"));
+    }
+}
