@@ -22,6 +22,7 @@ pub mod leader;
 pub mod message;
 pub mod metrics;
 pub mod routing;
+pub mod runner;
 pub mod telemetry;
 pub mod twilio;
 

@@ -82,6 +82,7 @@ impl RunArgs {
                 duration: Duration::from_secs(15),
             }),
             identity,
+            ..Config::local("")
         }
     }
 }

@@ -4,6 +4,10 @@
 //! configuration, AlertCall creation), see [`crate::leader`].
 
 pub mod accounts;
+pub mod alert_call;
+pub mod callbacks;
+#[doc(hidden)]
+pub mod hooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +23,9 @@ use url::Url;
 use crate::http::{self, Readiness};
 use crate::leader::{LeaderError, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::runner::Runner;
 pub use accounts::{Account, AccountError, Accounts, TwilioEndpoints};
+pub use hooks::{HookPoint, Hooks};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "alertcall";
@@ -42,6 +48,10 @@ pub struct Config {
     pub leader_election: Option<LeaseConfig>,
     /// Identity of this replica in the Lease and on Events.
     pub identity: String,
+    /// How often a page with live calls is reconciled (and its calls polled at Twilio).
+    pub poll_interval: Duration,
+    #[doc(hidden)]
+    pub hooks: Hooks,
 }
 
 impl Config {
@@ -56,6 +66,8 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             leader_election: None,
             identity: identity.to_string(),
+            poll_interval: Duration::from_secs(3),
+            hooks: Hooks::default(),
         }
     }
 }
@@ -71,6 +83,10 @@ pub struct Context {
     pub readiness: Readiness,
     /// Flips to true when the operator is asked to stop.
     pub shutdown: watch::Receiver<bool>,
+    /// Places the calls, paced per Twilio account.
+    pub runner: Arc<Runner>,
+    #[doc(hidden)]
+    pub hooks: Hooks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,12 +116,14 @@ impl Running {
     /// Asks every task to stop and waits for them.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.context.runner.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
 
     /// Stops every task at once, as a killed process would.
     pub async fn kill(mut self) {
         self.tasks.abort_all();
+        self.context.runner.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
 
@@ -118,6 +136,22 @@ impl Running {
 /// Starts the operator on `client`: leader election, the HTTP endpoints, the sources and the
 /// controllers.
 pub async fn start(client: Client, config: Config) -> Result<Running, RunError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    start_with_listener(client, config, listener).await
+}
+
+/// [`start`] on a listener bound by the caller, so a test can know the operator's address (its
+/// public URL) before it starts.
+pub async fn start_with_listener(
+    client: Client,
+    config: Config,
+    listener: TcpListener,
+) -> Result<Running, RunError> {
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let readiness = Readiness::default();
@@ -136,12 +170,6 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
         }
         None => Leadership::always(),
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: config.listen,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| RunError::Listen {
         addr: config.listen,
         source,
@@ -154,6 +182,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
             instance: Some(config.identity.clone()),
         },
     );
+    let config_hooks = config.hooks.clone();
     let context = Arc::new(Context {
         accounts: Accounts::new(client.clone(), config.twilio.clone()),
         client,
@@ -163,9 +192,12 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
         leader,
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),
+        runner: Arc::new(Runner::new(metrics.clone())),
+        hooks: config_hooks,
     });
 
-    let router = http::base_router(readiness, metrics);
+    let router = http::base_router(readiness, metrics).merge(callbacks::router(context.clone()));
+    tasks.spawn(alert_call::run(context.clone()));
     let mut http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let stopped = async move {
