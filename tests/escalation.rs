@@ -345,15 +345,14 @@ async fn simultaneous_first_ack_cancels_the_others_and_calls_nobody_again() {
 
     let status = h.wait_phase("page", Phase::Acknowledged).await;
     assert_eq!(status.acknowledged_by.as_deref(), Some("bob"));
-    let ledger = h
-        .wait_ledger("alice's and carol's calls canceled", |l| {
-            [ALICE, CAROL].iter().all(|to| {
-                sid_of(l, to)
-                    .first()
-                    .is_some_and(|sid| final_status(l, sid).as_deref() == Some("canceled"))
-            })
+    h.wait_ledger("alice's and carol's calls canceled", |l| {
+        [ALICE, CAROL].iter().all(|to| {
+            sid_of(l, to)
+                .first()
+                .is_some_and(|sid| final_status(l, sid).as_deref() == Some("canceled"))
         })
-        .await;
+    })
+    .await;
     h.wait_status("page", "canceled attempts recorded", |s| {
         s.attempts
             .iter()
