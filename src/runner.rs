@@ -233,6 +233,21 @@ impl Runner {
         self.pacer(account_sid).sync(namespace, name, live);
     }
 
+    /// Forgets the calls of a finished page: what is left of them (acknowledgers in the room)
+    /// no longer holds a slot the runner can track.
+    pub fn release_page(&self, namespace: &str, name: &str) {
+        let pacers: Vec<Arc<Pacer>> = self
+            .pacers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for pacer in pacers {
+            pacer.sync(namespace, name, &HashSet::new());
+        }
+    }
+
     /// Drops a queued dial; true if it was queued (it will report `NotPlaced`). A dial whose
     /// request is in flight cannot be recalled.
     pub fn cancel(&self, key: &JobKey) -> bool {

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use alertcall::api::{AlertCall, AlertCallStatus, AttemptStatus, CallPolicy, Phase};
 use alertcall::controller::{self, Config, HookPoint, Hooks, Running, TwilioEndpoints};
+use alertcall::twilio::signature;
 use alertcall::twilio::sim::{
-    Event, Ledger, Outcome, Recipient, Script, SimConfig, SimHandle, Simulator,
+    Event, Fault, FaultSpec, Ledger, Outcome, Recipient, Script, SimConfig, SimHandle, Simulator,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -322,7 +323,60 @@ async fn sequential_moves_past_no_answer_and_voicemail_to_the_one_who_presses() 
     assert_eq!((attempts[2].0, attempts[2].2), ("carol", true));
     assert_eq!(status.attempts[2].call_sid.as_deref(), Some(carol.as_str()));
     assert_eq!(status.conference_room.as_deref(), Some(h.room().as_str()));
+    callbacks_are_verified_and_late_ones_change_nothing(&h, &op, &carol).await;
     h.finish(vec![op]).await;
+}
+
+/// Unsigned or badly signed requests are refused; a signed late `ringing` for a finished call
+/// changes nothing.
+async fn callbacks_are_verified_and_late_ones_change_nothing(
+    h: &Harness,
+    op: &Running,
+    carol: &str,
+) {
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", op.addr);
+    let status_url = format!(
+        "{base}/twilio/status?call={}/page&attempt=r1-carol",
+        h.ns.name
+    );
+    let params = vec![
+        ("AccountSid".to_string(), AC.to_string()),
+        ("CallSid".to_string(), carol.to_string()),
+        ("CallStatus".to_string(), "ringing".to_string()),
+    ];
+    let post = |signature: Option<String>| {
+        let mut request = http.post(&status_url).form(&params);
+        if let Some(signature) = signature {
+            request = request.header("X-Twilio-Signature", signature);
+        }
+        request.send()
+    };
+    let code = |r: Result<reqwest::Response, reqwest::Error>| {
+        r.map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| panic!("request: {e}"))
+    };
+    assert_eq!(code(post(None).await), 403);
+    let wrong = signature::compute("not-the-token", &status_url, &params);
+    assert_eq!(code(post(Some(wrong)).await), 403);
+    let before = h.status("page").await;
+    let good = signature::compute(TOKEN, &status_url, &params);
+    assert_eq!(code(post(Some(good.clone())).await), 204);
+    assert_eq!(code(post(Some(good)).await), 204);
+    assert_eq!(h.status("page").await, before);
+
+    let ack_url = format!("{base}/twiml/ack/{}/oncall", h.ns.name);
+    assert_eq!(code(http.get(&ack_url).send().await), 403);
+    let signed = signature::compute(TOKEN, &ack_url, &[]);
+    let response = http
+        .get(&ack_url)
+        .header("X-Twilio-Signature", signed)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("ack: {e}"));
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.text().await.unwrap_or_default();
+    assert!(body.contains(&h.room()), "{body}");
 }
 
 #[tokio::test]
@@ -487,6 +541,39 @@ async fn a_crash_after_twilio_accepted_the_call_never_calls_twice() {
     );
     assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
     h.finish(Vec::new()).await;
+}
+
+#[tokio::test]
+async fn an_ambiguous_dial_is_looked_up_never_redialed() {
+    let script = Script::default()
+        .with(ALICE, Recipient::presses(1.0, "1"))
+        .with(BOB, Recipient::presses(1.0, "1").hangup_after(5.0));
+    let h = Harness::new("esc-ambiguous", script, 10.0).await;
+    // Twilio answers the first create with a 500: it may or may not have placed the call.
+    h.sim.inject_fault(
+        FaultSpec::new(Fault::ServerError)
+            .on_path("/Calls.json")
+            .on_method("POST")
+            .times(1),
+    );
+    let op = h
+        .operator("ambiguous", any_port(), true, Hooks::default())
+        .await;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 30, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB)],
+        10,
+    ))
+    .await;
+    h.page("page").await;
+    let status = h.wait_phase("page", Phase::Acknowledged).await;
+    let counts = calls_to(&h.sim.ledger());
+    // Alice's call was never placed, found missing at Twilio, and not dialed again.
+    assert_eq!(counts.get(ALICE), None, "{counts:?}");
+    assert_eq!(counts.get(BOB), Some(&1), "{counts:?}");
+    assert_eq!(status.attempts[0].status, AttemptStatus::Canceled);
+    assert_eq!(status.acknowledged_by.as_deref(), Some("bob"));
+    h.finish(vec![op]).await;
 }
 
 #[tokio::test]

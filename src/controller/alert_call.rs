@@ -161,6 +161,7 @@ async fn reconcile(call: Arc<AlertCall>, state: Arc<State>) -> Result<Requeue, E
         .iter()
         .all(|a| a.status.is_final() || a.acknowledged);
     if status.phase.is_terminal() && settled && dialing.is_empty() {
+        ctx.runner.release_page(&namespace, &name);
         return Ok(Requeue::await_change());
     }
 
@@ -644,6 +645,12 @@ fn dial(
     };
     let report_ctx = ctx.clone();
     let report_key = key.clone();
+    let lookup = LookUpArgs {
+        account: account.clone(),
+        from: policy.spec.twilio.from.clone(),
+        to: to.clone(),
+        intent_at: Timestamp::now(),
+    };
     let twiml = match documents::call_twiml(&policy.spec, &call.spec.summary, &ack_url) {
         Ok(twiml) => twiml,
         Err(error) => {
@@ -653,6 +660,7 @@ fn dial(
                 report(
                     &ctx,
                     &report_key,
+                    None,
                     DialOutcome::Refused {
                         code: None,
                         message,
@@ -681,13 +689,21 @@ fn dial(
         limits,
         request,
         report: Box::new(move |outcome| {
-            Box::pin(async move { report(&report_ctx, &report_key, outcome).await })
+            Box::pin(async move { report(&report_ctx, &report_key, Some(lookup), outcome).await })
         }),
     });
 }
 
+/// What an ambiguous dial needs to find its call.
+struct LookUpArgs {
+    account: Arc<Account>,
+    from: String,
+    to: String,
+    intent_at: Timestamp,
+}
+
 /// Records a dial's outcome in the AlertCall status.
-async fn report(ctx: &Context, key: &JobKey, outcome: DialOutcome) {
+async fn report(ctx: &Context, key: &JobKey, lookup: Option<LookUpArgs>, outcome: DialOutcome) {
     let attempt_id = key.attempt_id.clone();
     let observations = match outcome {
         DialOutcome::Accepted(placed) => {
@@ -710,9 +726,39 @@ async fn report(ctx: &Context, key: &JobKey, outcome: DialOutcome) {
             }]
         }
         DialOutcome::Ambiguous(message) => {
-            // The controller looks the call up once the intent is past its grace period.
-            tracing::warn!(attempt = %attempt_id, %message, "dial outcome unknown; will look the call up");
-            return;
+            tracing::warn!(attempt = %attempt_id, %message, "dial outcome unknown; looking the call up");
+            // Found now: recorded. Not found: the call may still appear, so the controller
+            // looks again once the intent is past its grace period. Never dialed again.
+            let Some(args) = lookup else { return };
+            let api: Api<AlertCall> = Api::namespaced(ctx.client.clone(), &key.namespace);
+            let claimed: BTreeSet<String> = match api.get_opt(&key.name).await {
+                Ok(Some(call)) => call
+                    .status
+                    .iter()
+                    .flat_map(|s| s.attempts.iter().filter_map(|a| a.call_sid.clone()))
+                    .collect(),
+                _ => return,
+            };
+            match look_up(
+                &args.account,
+                &args.from,
+                &args.to,
+                Some(args.intent_at),
+                &claimed,
+            )
+            .await
+            {
+                Ok(Some(found)) => vec![Observation::DialAccepted {
+                    attempt_id,
+                    call_sid: found.sid.clone(),
+                    at: None,
+                }],
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(attempt = %key.attempt_id, %error, "looking up an ambiguous dial");
+                    return;
+                }
+            }
         }
         DialOutcome::NotPlaced => vec![Observation::NotPlaced {
             attempt_id,
