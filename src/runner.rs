@@ -129,13 +129,16 @@ impl Pacer {
         }
     }
 
-    /// The live calls of one page are exactly `live`.
-    fn sync(&self, namespace: &str, name: &str, live: &HashSet<String>) {
+    /// The live calls of one page are `live`, plus those of `held` that hold a slot already.
+    fn sync(&self, namespace: &str, name: &str, live: &HashSet<String>, held: &HashSet<String>) {
         let mut state = self.lock();
         let before = state.live.len();
-        state
-            .live
-            .retain(|k| k.namespace != namespace || k.name != name || live.contains(&k.attempt_id));
+        state.live.retain(|k| {
+            k.namespace != namespace
+                || k.name != name
+                || live.contains(&k.attempt_id)
+                || held.contains(&k.attempt_id)
+        });
         let released = state.live.len() < before;
         for attempt_id in live {
             state.live.insert(JobKey {
@@ -221,16 +224,18 @@ impl Runner {
             .collect()
     }
 
-    /// Tells the pacer which calls of a page are still live (not final), so concurrency slots
-    /// follow the AlertCall status, including after a restart.
+    /// Tells the pacer which calls of a page are placed and not final yet (`placed`), so
+    /// concurrency slots follow the AlertCall status, including after a restart. Dials the
+    /// runner still holds keep their slots: it releases those itself.
     pub fn sync_live(
         &self,
         account_sid: &str,
         namespace: &str,
         name: &str,
-        live: &HashSet<String>,
+        placed: &HashSet<String>,
     ) {
-        self.pacer(account_sid).sync(namespace, name, live);
+        let held: HashSet<String> = self.dialing(namespace, name).into_iter().collect();
+        self.pacer(account_sid).sync(namespace, name, placed, &held);
     }
 
     /// Forgets the calls of a finished page: what is left of them (acknowledgers in the room)
@@ -244,7 +249,7 @@ impl Runner {
             .cloned()
             .collect();
         for pacer in pacers {
-            pacer.sync(namespace, name, &HashSet::new());
+            pacer.sync(namespace, name, &HashSet::new(), &HashSet::new());
         }
     }
 
@@ -388,7 +393,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!waiting.is_finished());
-        pacer.sync("ns", "page", &HashSet::new());
+        pacer.sync("ns", "page", &HashSet::new(), &HashSet::new());
         assert!(matches!(waiting.await, Ok(true)));
         assert_eq!(pacer.live(), 1);
     }

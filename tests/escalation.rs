@@ -745,3 +745,36 @@ async fn polling_alone_pages_without_a_public_url() {
     assert_eq!(ledger.participants_of(&h.room()), sid_of(&ledger, BOB));
     h.finish(vec![op]).await;
 }
+
+#[tokio::test]
+async fn concurrent_calls_stay_under_the_accounts_cap() {
+    let script = Script::default()
+        .with(ALICE, no_answer())
+        .with(BOB, Recipient::presses(1.0, "1").hangup_after(5.0));
+    let h = Harness::new("esc-cap", script, 20.0).await;
+    let op = h.operator("cap", any_port(), true, Hooks::default()).await;
+    let mut spec = policy_spec(
+        json!({"mode": "Simultaneous", "completion": "FirstAck", "ringTimeoutSeconds": 10, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB)],
+        10,
+    );
+    spec["limits"]["maxConcurrentCalls"] = json!(1);
+    h.policy(spec).await;
+    h.page("page").await;
+    let status = h.wait_phase("page", Phase::Acknowledged).await;
+    assert_eq!(status.acknowledged_by.as_deref(), Some("bob"));
+    let ledger = h.sim.ledger();
+    let alice = sid_of(&ledger, ALICE);
+    let bob = created(&ledger)
+        .into_iter()
+        .find(|(to, _, _)| to == BOB)
+        .map(|(_, _, at)| at);
+    let alice_ended = alice
+        .first()
+        .and_then(|sid| ledger.status_time(sid, "no-answer"));
+    assert!(
+        matches!((alice_ended, bob), (Some(ended), Some(started)) if started >= ended),
+        "bob dialed while alice's call was live: {alice_ended:?} {bob:?}"
+    );
+    h.finish(vec![op]).await;
+}

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, PostParams};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -72,18 +73,27 @@ impl Error {
 
 struct State {
     ctx: Arc<Context>,
-    calls: Store<AlertCall>,
+    calls: Store<Guarded>,
+}
+
+/// AlertCalls are watched through a guard, so one object that does not parse (written by an
+/// older or newer version, say) is reported instead of stalling the watch of every page.
+type Guarded = DeserializeGuard<AlertCall>;
+
+fn valid(guarded: &Guarded) -> Option<&AlertCall> {
+    guarded.0.as_ref().ok()
 }
 
 /// Runs the controller until shutdown.
 pub async fn run(ctx: Arc<Context>) {
-    let (calls, policies): (Api<AlertCall>, Api<CallPolicy>) = match &ctx.config.namespace {
-        Some(ns) => (
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
-        ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
+    let (calls, policies): (Api<Guarded>, Api<DeserializeGuard<CallPolicy>>) =
+        match &ctx.config.namespace {
+            Some(ns) => (
+                Api::namespaced(ctx.client.clone(), ns),
+                Api::namespaced(ctx.client.clone(), ns),
+            ),
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        };
     ctx.readiness.register(CONTROLLER);
     let controller = Controller::new(calls, watcher::Config::default().any_semantic());
     let store = controller.store();
@@ -105,13 +115,15 @@ pub async fn run(ctx: Arc<Context>) {
             let name = policy.name_any();
             mapper_store
                 .state()
-                .into_iter()
-                .filter(|call| {
-                    call.namespace().as_deref() == Some(namespace.as_str())
-                        && call.spec.policy_ref.name == name
-                        && !call.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                .iter()
+                .filter(|guarded| {
+                    valid(guarded).is_some_and(|call| {
+                        call.namespace().as_deref() == Some(namespace.as_str())
+                            && call.spec.policy_ref.name == name
+                            && !call.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                    })
                 })
-                .map(|call| ObjectRef::from_obj(&*call))
+                .map(|guarded| ObjectRef::from_obj(&**guarded))
                 .collect::<Vec<_>>()
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
@@ -128,8 +140,8 @@ pub async fn run(ctx: Arc<Context>) {
     }
 }
 
-fn error_policy(call: Arc<AlertCall>, error: &Error, state: Arc<State>) -> Requeue {
-    tracing::warn!(alertcall = %key_of(&call), %error, reason = error.reason(), "reconcile failed");
+fn error_policy(call: Arc<Guarded>, error: &Error, state: Arc<State>) -> Requeue {
+    tracing::warn!(alertcall = %key_of(&*call), %error, reason = error.reason(), "reconcile failed");
     state
         .ctx
         .metrics
@@ -137,7 +149,7 @@ fn error_policy(call: Arc<AlertCall>, error: &Error, state: Arc<State>) -> Reque
     Requeue::requeue(Duration::from_secs(5))
 }
 
-fn key_of(call: &AlertCall) -> String {
+fn key_of<K: Resource>(call: &K) -> String {
     format!(
         "{}/{}",
         call.namespace().unwrap_or_default(),
@@ -145,9 +157,28 @@ fn key_of(call: &AlertCall) -> String {
     )
 }
 
-#[tracing::instrument(skip(call, state), fields(alertcall = %key_of(&call)))]
-async fn reconcile(call: Arc<AlertCall>, state: Arc<State>) -> Result<Requeue, Error> {
+#[tracing::instrument(skip(guarded, state), fields(alertcall = %key_of(&*guarded)))]
+async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, Error> {
     let ctx = &state.ctx;
+    let call = match &guarded.0 {
+        Ok(call) => call,
+        Err(invalid) => {
+            tracing::warn!(error = %invalid.error, "AlertCall does not parse");
+            if ctx.leader.is_leader() {
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "InvalidAlertCall".into(),
+                    note: Some(invalid.error.chars().take(1000).collect()),
+                    action: "Parse".into(),
+                    secondary: None,
+                };
+                if let Err(error) = ctx.recorder.publish(&event, &guarded.object_ref(&())).await {
+                    tracing::debug!(%error, "publishing an event");
+                }
+            }
+            return Ok(Requeue::await_change());
+        }
+    };
     // NB: followers read but never write or dial; they look again in case they take over.
     if !ctx.leader.is_leader() {
         return Ok(Requeue::requeue(Duration::from_secs(5)));
@@ -171,7 +202,7 @@ async fn reconcile(call: Arc<AlertCall>, state: Arc<State>) -> Result<Requeue, E
         Ok(Some(policy)) => policy,
         Ok(None) => {
             let message = format!("CallPolicy {policy_name} not found in {namespace}");
-            return blocked(ctx, &call, "PolicyNotFound", &message, None).await;
+            return blocked(ctx, call, "PolicyNotFound", &message, None).await;
         }
         Err(error) => return Err(Error::Policy(policy_name.clone(), error)),
     };
@@ -182,7 +213,7 @@ async fn reconcile(call: Arc<AlertCall>, state: Arc<State>) -> Result<Requeue, E
         // The policy watch brings the page back when the policy is fixed.
         return blocked(
             ctx,
-            &call,
+            call,
             "PolicyInvalid",
             &message,
             Some(Requeue::await_change()),
@@ -192,13 +223,13 @@ async fn reconcile(call: Arc<AlertCall>, state: Arc<State>) -> Result<Requeue, E
     let account = match ctx.accounts.for_policy(&policy).await {
         Ok(account) => account,
         Err(error) if error.is_permanent() => {
-            return blocked(ctx, &call, error.reason(), &error.to_string(), None).await;
+            return blocked(ctx, call, error.reason(), &error.to_string(), None).await;
         }
         Err(error) => return Err(Error::Account(error)),
     };
     let Some(ack_base) = ack_base(ctx, &policy) else {
         let message = "no acknowledgement URL yet: the policy's TwiML is not published and --public-url is not set";
-        return blocked(ctx, &call, "TwimlNotPublished", message, None).await;
+        return blocked(ctx, call, "TwimlNotPublished", message, None).await;
     };
     ctx.runner
         .remember_policy(&namespace, policy_name, &account.account_sid);
@@ -219,9 +250,9 @@ async fn reconcile(call: Arc<AlertCall>, state: Arc<State>) -> Result<Requeue, E
         observe(&mut next, &observation, now);
     }
     let step_ctx = StepContext {
-        start_index: start_index(&state.calls, &call, &policy),
-        calls_last_hour: calls_last_hour(ctx, &state.calls, &call, &next, now),
-        withdrawn: withdrawn(ctx, &call, &namespace).await,
+        start_index: start_index(&state.calls, call, &policy),
+        calls_last_hour: calls_last_hour(ctx, &state.calls, call, &next, now),
+        withdrawn: withdrawn(ctx, call, &namespace).await,
         dialing: dialing.clone(),
         conference_room: Some(room.clone()),
     };
@@ -229,8 +260,8 @@ async fn reconcile(call: Arc<AlertCall>, state: Arc<State>) -> Result<Requeue, E
     let mut decided = decision.status.clone();
     decided.observed_generation = call.metadata.generation;
     if decided != status {
-        match write_status(ctx, &call, &decided).await {
-            Ok(_) => transitions(ctx, &call, &status, &decided).await,
+        match write_status(ctx, call, &decided).await {
+            Ok(_) => transitions(ctx, call, &status, &decided).await,
             Err(error) if is_conflict(&error) => {
                 // Someone else wrote first (a newer watch event, or another replica): their
                 // status wins and nothing decided here may be acted on.
@@ -244,9 +275,8 @@ async fn reconcile(call: Arc<AlertCall>, state: Arc<State>) -> Result<Requeue, E
     let live: HashSet<String> = decided
         .attempts
         .iter()
-        .filter(|a| !a.status.is_final() && (a.call_sid.is_some() || dialing.contains(&a.id)))
+        .filter(|a| !a.status.is_final() && a.call_sid.is_some())
         .map(|a| a.id.clone())
-        .chain(dialing.iter().cloned())
         .collect();
     ctx.runner
         .sync_live(&account.account_sid, &namespace, &name, &live);
@@ -257,7 +287,7 @@ async fn reconcile(call: Arc<AlertCall>, state: Arc<State>) -> Result<Requeue, E
         match action {
             Action::Dial { attempt, to } => {
                 ctx.hooks.point(HookPoint::AfterIntent).await;
-                dial(ctx, &call, &policy, &account, &ack_base, &attempt.id, to);
+                dial(ctx, call, &policy, &account, &ack_base, &attempt.id, to);
             }
             Action::Cancel {
                 attempt_id,
@@ -421,16 +451,17 @@ async fn withdrawn(ctx: &Context, call: &AlertCall, namespace: &str) -> Option<W
 }
 
 /// RoundRobin: where this page starts, after the previous page of the same policy.
-fn start_index(calls: &Store<AlertCall>, call: &AlertCall, policy: &CallPolicy) -> u32 {
+fn start_index(calls: &Store<Guarded>, call: &AlertCall, policy: &CallPolicy) -> u32 {
     if policy.spec.strategy.order != Order::RoundRobin {
         return 0;
     }
     let namespace = call.namespace();
     let created = |c: &AlertCall| (c.metadata.creation_timestamp.clone(), c.name_any());
     let this = created(call);
-    let previous = calls
-        .state()
-        .into_iter()
+    let all = calls.state();
+    let previous = all
+        .iter()
+        .filter_map(|guarded| valid(guarded))
         .filter(|c| {
             c.namespace() == namespace
                 && c.spec.policy_ref.name == call.spec.policy_ref.name
@@ -439,7 +470,7 @@ fn start_index(calls: &Store<AlertCall>, call: &AlertCall, policy: &CallPolicy) 
         })
         .filter_map(|c| {
             let start = c.status.as_ref().and_then(|s| s.start_index)?;
-            Some((created(&c), start))
+            Some((created(c), start))
         })
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, start)| start);
@@ -449,7 +480,7 @@ fn start_index(calls: &Store<AlertCall>, call: &AlertCall, policy: &CallPolicy) 
 /// Calls placed on the same Twilio account in the last hour, across all pages.
 fn calls_last_hour(
     ctx: &Context,
-    calls: &Store<AlertCall>,
+    calls: &Store<Guarded>,
     call: &AlertCall,
     status: &AlertCallStatus,
     now: Timestamp,
@@ -465,9 +496,10 @@ fn calls_last_hour(
     let account = ctx
         .runner
         .account_of(&namespace, &call.spec.policy_ref.name);
-    let others: usize = calls
-        .state()
-        .into_iter()
+    let all = calls.state();
+    let others: usize = all
+        .iter()
+        .filter_map(|guarded| valid(guarded))
         .filter(|c| {
             !(c.namespace().as_deref() == Some(namespace.as_str())
                 && c.name_any() == call.name_any())
