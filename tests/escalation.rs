@@ -324,7 +324,57 @@ async fn sequential_moves_past_no_answer_and_voicemail_to_the_one_who_presses() 
     assert_eq!(status.attempts[2].call_sid.as_deref(), Some(carol.as_str()));
     assert_eq!(status.conference_room.as_deref(), Some(h.room().as_str()));
     callbacks_are_verified_and_late_ones_change_nothing(&h, &op, &carol).await;
+    transitions_are_events_and_metrics(&h, &op).await;
     h.finish(vec![op]).await;
+}
+
+/// Every transition is a Kubernetes Event on the AlertCall; outcomes are counted.
+async fn transitions_are_events_and_metrics(h: &Harness, op: &Running) {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(h.client.clone(), &h.ns.name);
+    let wanted = [
+        "Calling",
+        "Dialed",
+        "Answered",
+        "KeyPressed",
+        "CallEnded",
+        "Acknowledged",
+    ];
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        reasons = match events.list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("page"))
+                .filter_map(|e| e.reason)
+                .collect(),
+            Err(error) => panic!("listing events: {error}"),
+        };
+        if wanted.iter().all(|w| reasons.iter().any(|r| r == w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for reason in wanted {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} event in {reasons:?}"
+        );
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", op.addr))
+        .await
+        .unwrap_or_else(|e| panic!("metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    for line in [
+        "alertcall_calls_total{outcome=\"no-answer\"} 1",
+        "alertcall_calls_total{outcome=\"completed\"} 1",
+        "alertcall_acknowledgement_latency_seconds_count 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
 }
 
 /// Unsigned or badly signed requests are refused; a signed late `ringing` for a finished call
