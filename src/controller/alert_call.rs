@@ -104,8 +104,17 @@ pub async fn run(ctx: Arc<Context>) {
     });
     let readiness = ctx.readiness.clone();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            readiness.set_ready(CONTROLLER);
+        // NB: kube's store readiness wakes only its latest waiter (a oneshot channel) and the
+        // controller itself waits on it too, so look again now and then instead of once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    readiness.set_ready(CONTROLLER);
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Err(_) => continue,
+            }
         }
     });
     let controller = controller
