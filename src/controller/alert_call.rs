@@ -679,7 +679,13 @@ fn dial(
         attempt_id: attempt_id.to_string(),
     };
     let page = format!("{namespace}/{name}");
-    let ack_url = if ctx.config.public_url.is_some() && !ack_base.contains('?') {
+    // Our own endpoint learns from the query which attempt pressed a key; a hosted document
+    // is static, and the keypress is seen in the call's Events instead.
+    let own = ctx.config.public_url.as_ref().is_some_and(|public| {
+        ack_base.starts_with(public.as_str().trim_end_matches('/'))
+            && ack_base.contains("/twiml/ack/")
+    });
+    let ack_url = if own {
         format!("{ack_base}?call={page}&attempt={attempt_id}")
     } else {
         ack_base.to_string()

@@ -210,3 +210,36 @@ async fn ack(
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_and_attempt_come_from_the_callback_query() {
+        let uri: Uri = "/twilio/status?call=prod/page-1&attempt=r2-alice"
+            .parse()
+            .unwrap_or_default();
+        assert_eq!(
+            page_of(&uri),
+            Some(("prod".into(), "page-1".into(), "r2-alice".into()))
+        );
+        let missing: Uri = "/twilio/status?call=prod".parse().unwrap_or_default();
+        assert_eq!(page_of(&missing), None);
+    }
+
+    #[test]
+    fn signatures_need_the_header_and_the_right_token() {
+        let url = "https://ops.example.com/twilio/status?call=a/b&attempt=r1-x".to_string();
+        let urls = vec![url.clone()];
+        let params = vec![("CallSid".to_string(), "CA1".to_string())];
+        let mut headers = HeaderMap::new();
+        assert!(!signature_ok("token", &urls, &params, &headers));
+        let good = signature::compute("token", &url, &params);
+        if let Ok(value) = good.parse() {
+            headers.insert("X-Twilio-Signature", value);
+        }
+        assert!(signature_ok("token", &urls, &params, &headers));
+        assert!(!signature_ok("other", &urls, &params, &headers));
+    }
+}
