@@ -23,6 +23,7 @@ pub mod message;
 pub mod metrics;
 pub mod routing;
 pub mod sources;
+pub mod runner;
 pub mod telemetry;
 pub mod twilio;
 

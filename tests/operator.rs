@@ -20,7 +20,14 @@ async fn eventually<F: FnMut() -> bool>(what: &str, mut condition: F) {
 #[tokio::test]
 async fn health_readiness_and_metrics_are_served() {
     let client = support::client().await;
-    let running = controller::start(client, Config::local("http-test"))
+    let ns = support::TestNamespace::new(&client, "http").await;
+    // NB: scoped to its own namespace: the API server is shared, and an operator watching all
+    // namespaces would page other tests' AlertCalls.
+    let config = Config {
+        namespace: Some(ns.name.clone()),
+        ..Config::local("http-test")
+    };
+    let running = controller::start(client, config)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     let base = format!("http://{}", running.addr);
@@ -41,20 +48,21 @@ async fn health_readiness_and_metrics_are_served() {
         }
     };
     assert_eq!(get("/healthz").await.0, 200);
-    // Ready once the route, AlertCall and Event caches are loaded.
-    let mut ready = false;
-    for _ in 0..200 {
-        if get("/readyz").await.0 == 200 {
-            ready = true;
+    // Ready once the controllers' caches are synced.
+    let mut ready = 0;
+    for _ in 0..100 {
+        ready = get("/readyz").await.0;
+        if ready == 200 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(ready, "/readyz never answered 200");
+    assert_eq!(ready, 200, "{}", get("/readyz").await.1);
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("alertcall_dial_queue_depth"), "{metrics}");
     running.shutdown().await;
+    ns.delete().await;
 }
 
 #[tokio::test]
@@ -69,6 +77,7 @@ async fn only_one_replica_leads_and_the_other_takes_over() {
             identity: identity.into(),
             duration: Duration::from_secs(2),
         }),
+        namespace: Some(ns.name.clone()),
         ..Config::local(identity)
     };
     let first = controller::start(client.clone(), config("replica-a"))

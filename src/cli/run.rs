@@ -87,6 +87,7 @@ impl RunArgs {
             identity,
             policy_resync: self.policy_resync,
             call_policies: true,
+            ..Config::local("")
         }
     }
 }

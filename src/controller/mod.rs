@@ -4,8 +4,12 @@
 //! configuration, AlertCall creation), see [`crate::leader`].
 
 pub mod accounts;
+pub mod alert_call;
 pub mod alert_route;
 pub mod call_policy;
+pub mod callbacks;
+#[doc(hidden)]
+pub mod hooks;
 pub mod pages;
 
 use std::net::SocketAddr;
@@ -22,7 +26,9 @@ use url::Url;
 use crate::http::{self, Readiness};
 use crate::leader::{LeaderError, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::runner::Runner;
 pub use accounts::{Account, AccountError, Accounts, TwilioEndpoints};
+pub use hooks::{HookPoint, Hooks};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "alertcall";
@@ -50,6 +56,10 @@ pub struct Config {
     pub policy_resync: Duration,
     /// Run the CallPolicy controller (publishes TwiML to Twilio, sets the bridge number).
     pub call_policies: bool,
+    /// How often a page with live calls is reconciled (and its calls polled at Twilio).
+    pub poll_interval: Duration,
+    #[doc(hidden)]
+    pub hooks: Hooks,
 }
 
 impl Config {
@@ -68,6 +78,8 @@ impl Config {
             // NB: off here: an in-process operator started without a simulator must not reach
             // for real Twilio over the policies other tests left on a shared control plane.
             call_policies: false,
+            poll_interval: Duration::from_secs(3),
+            hooks: Hooks::default(),
         }
     }
 }
@@ -83,6 +95,10 @@ pub struct Context {
     pub readiness: Readiness,
     /// Flips to true when the operator is asked to stop.
     pub shutdown: watch::Receiver<bool>,
+    /// Places the calls, paced per Twilio account.
+    pub runner: Arc<Runner>,
+    #[doc(hidden)]
+    pub hooks: Hooks,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,12 +128,14 @@ impl Running {
     /// Asks every task to stop and waits for them.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
+        self.context.runner.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
 
     /// Stops every task at once, as a killed process would.
     pub async fn kill(mut self) {
         self.tasks.abort_all();
+        self.context.runner.abort_all();
         while self.tasks.join_next().await.is_some() {}
     }
 
@@ -130,6 +148,22 @@ impl Running {
 /// Starts the operator on `client`: leader election, the HTTP endpoints, the sources and the
 /// controllers.
 pub async fn start(client: Client, config: Config) -> Result<Running, RunError> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    start_with_listener(client, config, listener).await
+}
+
+/// [`start`] on a listener bound by the caller, so a test can know the operator's address (its
+/// public URL) before it starts.
+pub async fn start_with_listener(
+    client: Client,
+    config: Config,
+    listener: TcpListener,
+) -> Result<Running, RunError> {
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let readiness = Readiness::default();
@@ -148,12 +182,6 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
         }
         None => Leadership::always(),
     };
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: config.listen,
-            source,
-        })?;
     let addr = listener.local_addr().map_err(|source| RunError::Listen {
         addr: config.listen,
         source,
@@ -166,6 +194,7 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
             instance: Some(config.identity.clone()),
         },
     );
+    let config_hooks = config.hooks.clone();
     let context = Arc::new(Context {
         accounts: Accounts::new(client.clone(), config.twilio.clone()),
         client,
@@ -175,11 +204,13 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
         leader,
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),
+        runner: Arc::new(Runner::new(metrics.clone())),
+        hooks: config_hooks,
     });
 
     // NB: registered before anything is served, so `/readyz` never answers 200 before the
-    // route, AlertCall and Event caches are loaded.
-    for component in ["alertroutes", "alertcalls", "events"] {
+    // route, AlertCall and Event caches and the escalation controller's store are loaded.
+    for component in ["alertroutes", "alertcalls", "events", alert_call::CONTROLLER] {
         context.readiness.register(component);
     }
     let (publish, routes) = watch::channel(Arc::new(alert_route::RouteSnapshot::default()));
@@ -205,11 +236,14 @@ pub async fn start(client: Client, config: Config) -> Result<Running, RunError> 
         crate::sources::kube_events::run(context.clone(), routes.clone(), pager.clone()),
     );
 
-    let router = http::base_router(readiness, metrics).merge(crate::sources::alertmanager::router(
-        context.clone(),
-        routes,
-        pager,
-    ));
+    let router = http::base_router(readiness, metrics)
+        .merge(crate::sources::alertmanager::router(
+            context.clone(),
+            routes,
+            pager,
+        ))
+        .merge(callbacks::router(context.clone()));
+    tasks.spawn(alert_call::run(context.clone()));
     let mut http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let stopped = async move {

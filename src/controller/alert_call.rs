@@ -1,0 +1,1070 @@
+//! The AlertCall controller: drives each page through [`crate::escalation`].
+//!
+//! Every reconcile: resolve the policy and its Twilio account, poll Twilio for the page's live
+//! calls, fold what was seen ([`observe`]), decide ([`step`]), persist the decided status with a
+//! resourceVersion-guarded replace (this write records dial intents), and only if that write won
+//! and this replica leads, act: dials go to the [`crate::runner`], cancels, polls and lookups
+//! go to Twilio directly. Their results are recorded by [`record`], again guarded.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, PostParams};
+use kube::core::DeserializeGuard;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::{Resource, ResourceExt};
+
+use super::hooks::HookPoint;
+use super::{Account, AccountError, Context, FIELD_MANAGER};
+use crate::api::{
+    conditions, validate, AlertCall, AlertCallStatus, AlertRoute, AttemptStatus, CallPolicy, Order,
+    Phase,
+};
+use crate::escalation::{
+    self, observe, step, Action, CallUpdate, Observation, StepContext, Withdrawn,
+};
+use crate::runner::{DialJob, DialOutcome, JobKey, Limits};
+use crate::twilio::client::{CallEnd, CallFilter, CreateCall, StartTimeFilter};
+use crate::twilio::types::{Call, CallStatus, ConferenceStatus};
+use crate::twilio::{documents, TwilioError};
+
+/// Name of this controller in metrics and readiness.
+pub const CONTROLLER: &str = "alertcall";
+
+/// Condition on the AlertCall saying whether its policy could be used.
+pub const POLICY_RESOLVED: &str = "PolicyResolved";
+
+/// How long after an answered call ended its Events are still read for a late acknowledgement.
+const ACK_CHECK_WINDOW: SignedDuration = SignedDuration::from_secs(120);
+
+/// Reconciles at once; pages are independent and mostly wait on Twilio.
+const CONCURRENCY: u16 = 16;
+
+/// How many times a guarded status write is retried on conflict by re-reading.
+const WRITE_RETRIES: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading CallPolicy {0}: {1}")]
+    Policy(String, #[source] kube::Error),
+    #[error("writing AlertCall status: {0}")]
+    Status(#[source] kube::Error),
+    #[error(transparent)]
+    Account(AccountError),
+}
+
+impl Error {
+    /// Stable short reason for metrics and events.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Policy(..) => "PolicyUnreadable",
+            Error::Status(_) => "StatusWriteFailed",
+            Error::Account(error) => error.reason(),
+        }
+    }
+}
+
+struct State {
+    ctx: Arc<Context>,
+    calls: Store<Guarded>,
+}
+
+/// AlertCalls are watched through a guard, so one object that does not parse (written by an
+/// older or newer version, say) is reported instead of stalling the watch of every page.
+type Guarded = DeserializeGuard<AlertCall>;
+
+fn valid(guarded: &Guarded) -> Option<&AlertCall> {
+    guarded.0.as_ref().ok()
+}
+
+/// Runs the controller until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let (calls, policies): (Api<Guarded>, Api<DeserializeGuard<CallPolicy>>) =
+        match &ctx.config.namespace {
+            Some(ns) => (
+                Api::namespaced(ctx.client.clone(), ns),
+                Api::namespaced(ctx.client.clone(), ns),
+            ),
+            None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+        };
+    ctx.readiness.register(CONTROLLER);
+    let controller = Controller::new(calls, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let mapper_store = store.clone();
+    let state = Arc::new(State {
+        ctx: ctx.clone(),
+        calls: store.clone(),
+    });
+    let readiness = ctx.readiness.clone();
+    tokio::spawn(async move {
+        // NB: kube's store readiness wakes only its latest waiter (a oneshot channel) and the
+        // controller itself waits on it too, so look again now and then instead of once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    readiness.set_ready(CONTROLLER);
+                    break;
+                }
+                Ok(Err(_)) => break,
+                Err(_) => continue,
+            }
+        }
+    });
+    let controller = controller
+        // A policy change (or its TwiML being published) re-reconciles its unfinished pages.
+        .watches(policies, watcher::Config::default(), move |policy| {
+            let namespace = policy.namespace().unwrap_or_default();
+            let name = policy.name_any();
+            mapper_store
+                .state()
+                .iter()
+                .filter(|guarded| {
+                    valid(guarded).is_some_and(|call| {
+                        call.namespace().as_deref() == Some(namespace.as_str())
+                            && call.spec.policy_ref.name == name
+                            && !call.status.as_ref().is_some_and(|s| s.phase.is_terminal())
+                    })
+                })
+                .map(|guarded| ObjectRef::from_obj(&**guarded))
+                .collect::<Vec<_>>()
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(CONCURRENCY))
+        .run(reconcile, error_policy, state)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "alertcall reconcile");
+            }
+        });
+    let mut stop = ctx.shutdown.clone();
+    tokio::select! {
+        _ = controller => {}
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+}
+
+fn error_policy(call: Arc<Guarded>, error: &Error, state: Arc<State>) -> Requeue {
+    tracing::warn!(alertcall = %key_of(&*call), %error, reason = error.reason(), "reconcile failed");
+    state
+        .ctx
+        .metrics
+        .reconcile_error(CONTROLLER, error.reason());
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+fn key_of<K: Resource>(call: &K) -> String {
+    format!(
+        "{}/{}",
+        call.namespace().unwrap_or_default(),
+        call.name_any()
+    )
+}
+
+#[tracing::instrument(skip(guarded, state), fields(alertcall = %key_of(&*guarded)))]
+async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, Error> {
+    let ctx = &state.ctx;
+    let call = match &guarded.0 {
+        Ok(call) => call,
+        Err(invalid) => {
+            tracing::warn!(error = %invalid.error, "AlertCall does not parse");
+            if ctx.leader.is_leader() {
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "InvalidAlertCall".into(),
+                    note: Some(invalid.error.chars().take(1000).collect()),
+                    action: "Parse".into(),
+                    secondary: None,
+                };
+                if let Err(error) = ctx.recorder.publish(&event, &guarded.object_ref(&())).await {
+                    tracing::debug!(%error, "publishing an event");
+                }
+            }
+            return Ok(Requeue::await_change());
+        }
+    };
+    // NB: followers read but never write or dial; they look again in case they take over.
+    if !ctx.leader.is_leader() {
+        return Ok(Requeue::requeue(Duration::from_secs(5)));
+    }
+    let namespace = call.namespace().unwrap_or_default();
+    let name = call.name_any();
+    let status = call.status.clone().unwrap_or_default();
+    let dialing = ctx.runner.dialing(&namespace, &name);
+    let settled = status
+        .attempts
+        .iter()
+        .all(|a| a.status.is_final() || a.acknowledged);
+    if status.phase.is_terminal() && settled && dialing.is_empty() {
+        ctx.runner.release_page(&namespace, &name);
+        return Ok(Requeue::await_change());
+    }
+
+    let policy_name = &call.spec.policy_ref.name;
+    let policies: Api<CallPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let policy = match policies.get_opt(policy_name).await {
+        Ok(Some(policy)) => policy,
+        Ok(None) => {
+            let message = format!("CallPolicy {policy_name} not found in {namespace}");
+            return blocked(ctx, call, "PolicyNotFound", &message, None).await;
+        }
+        Err(error) => return Err(Error::Policy(policy_name.clone(), error)),
+    };
+    let problems = validate::call_policy(&policy.spec);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let message = format!("CallPolicy {policy_name} is invalid: {}", list.join("; "));
+        // The policy watch brings the page back when the policy is fixed.
+        return blocked(
+            ctx,
+            call,
+            "PolicyInvalid",
+            &message,
+            Some(Requeue::await_change()),
+        )
+        .await;
+    }
+    let account = match ctx.accounts.for_policy(&policy).await {
+        Ok(account) => account,
+        Err(error) if error.is_permanent() => {
+            return blocked(ctx, call, error.reason(), &error.to_string(), None).await;
+        }
+        Err(error) => return Err(Error::Account(error)),
+    };
+    let Some(ack_base) = ack_base(ctx, &policy) else {
+        let message = "no acknowledgement URL yet: the policy's TwiML is not published and --public-url is not set";
+        return blocked(ctx, call, "TwimlNotPublished", message, None).await;
+    };
+    ctx.runner
+        .remember_policy(&namespace, policy_name, &account.account_sid);
+
+    let now = Timestamp::now();
+    let room = documents::room_name(&policy.spec, &namespace, policy_name);
+    let mut next = status.clone();
+    conditions::set_condition(
+        &mut next.conditions,
+        POLICY_RESOLVED,
+        true,
+        "Resolved",
+        &format!("calls follow CallPolicy {policy_name}"),
+        call.metadata.generation,
+        Time(now),
+    );
+    for observation in poll(&account, &next, &room, &ack_base, now).await {
+        observe(&mut next, &observation, now);
+    }
+    let step_ctx = StepContext {
+        start_index: start_index(&state.calls, call, &policy),
+        calls_last_hour: calls_last_hour(ctx, &state.calls, call, &next, now),
+        withdrawn: withdrawn(ctx, call, &namespace).await,
+        dialing: dialing.clone(),
+        conference_room: Some(room.clone()),
+    };
+    let decision = step(&policy.spec, &call.spec, &next, now, &step_ctx);
+    let mut decided = decision.status.clone();
+    decided.observed_generation = call.metadata.generation;
+    if decided != status {
+        match write_status(ctx, call, &decided).await {
+            Ok(_) => transitions(ctx, call, &status, &decided).await,
+            Err(error) if is_conflict(&error) => {
+                // Someone else wrote first (a newer watch event, or another replica): their
+                // status wins and nothing decided here may be acted on.
+                tracing::debug!("status write lost the race; not acting");
+                return Ok(Requeue::requeue(Duration::from_millis(500)));
+            }
+            Err(error) => return Err(Error::Status(error)),
+        }
+    }
+
+    let live: HashSet<String> = decided
+        .attempts
+        .iter()
+        .filter(|a| !a.status.is_final() && a.call_sid.is_some())
+        .map(|a| a.id.clone())
+        .collect();
+    ctx.runner
+        .sync_live(&account.account_sid, &namespace, &name, &live);
+
+    let mut found = Vec::new();
+    let mut wake = None;
+    for action in decision.actions {
+        match action {
+            Action::Dial { attempt, to } => {
+                ctx.hooks.point(HookPoint::AfterIntent).await;
+                dial(ctx, call, &policy, &account, &ack_base, &attempt.id, to);
+            }
+            Action::Cancel {
+                attempt_id,
+                call_sid,
+                hang_up,
+            } => {
+                cancel(
+                    ctx, &account, &namespace, &name, attempt_id, call_sid, hang_up,
+                )
+                .await
+            }
+            Action::LookUp {
+                attempt_id,
+                to,
+                intent_at,
+            } => {
+                let claimed: BTreeSet<String> = decided
+                    .attempts
+                    .iter()
+                    .filter_map(|a| a.call_sid.clone())
+                    .collect();
+                let from = &policy.spec.twilio.from;
+                match look_up(&account, from, &to, intent_at, &claimed).await {
+                    Ok(Some(found_call)) => {
+                        tracing::info!(attempt = %attempt_id, call_sid = %found_call.sid, "lost dial found at Twilio");
+                        found.push(Observation::DialAccepted {
+                            attempt_id: attempt_id.clone(),
+                            call_sid: found_call.sid.clone(),
+                            at: None,
+                        });
+                        found.extend(update_of(&found_call, Some(attempt_id)));
+                    }
+                    Ok(None) => found.push(Observation::NotPlaced {
+                        attempt_id,
+                        reason: format!("no call to {to} found at Twilio after the intent"),
+                    }),
+                    Err(error) => {
+                        tracing::warn!(attempt = %attempt_id, %error, "looking up a lost dial")
+                    }
+                }
+            }
+            Action::Poll {
+                attempt_id,
+                call_sid,
+            } => match account.client.fetch_call(&call_sid).await {
+                Ok(fetched) => found.extend(update_of(&fetched, Some(attempt_id))),
+                Err(error) => tracing::warn!(%call_sid, %error, "polling a call"),
+            },
+            Action::Acknowledged { by, .. } => {
+                tracing::info!(acknowledged_by = %by, "page acknowledged");
+            }
+            Action::Finish {
+                phase,
+                reason,
+                message,
+            } => tracing::info!(?phase, reason, %message, "page finished"),
+            Action::WakeAt(at) => wake = Some(at),
+        }
+    }
+    if !found.is_empty() {
+        if let Err(error) = record(ctx, &namespace, &name, &found).await {
+            tracing::warn!(%error, "recording lookups and polls");
+        }
+    }
+
+    let poll_every = ctx.config.poll_interval;
+    let mut requeue = match wake {
+        Some(at) => Duration::try_from(at.duration_since(Timestamp::now()))
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_millis(200)),
+        None if decided.phase.is_terminal() => Duration::from_secs(3600),
+        None => Duration::from_secs(300),
+    };
+    let watching = decided.attempts.iter().any(|a| {
+        (!a.status.is_final() && !a.acknowledged) || recently_answered(a, Timestamp::now())
+    });
+    if watching || !ctx.runner.dialing(&namespace, &name).is_empty() {
+        requeue = requeue.min(poll_every);
+    }
+    Ok(Requeue::requeue(requeue))
+}
+
+/// The acknowledgement URL without the per-call query: the policy's hosted document once the
+/// CallPolicy reconciler published it, else this operator's own endpoint.
+fn ack_base(ctx: &Context, policy: &CallPolicy) -> Option<String> {
+    let hosted = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.twiml.as_ref())
+        .map(|t| t.urls.ack.clone())
+        .filter(|url| !url.is_empty());
+    hosted.or_else(|| {
+        ctx.config.public_url.as_ref().map(|public| {
+            format!(
+                "{}/twiml/ack/{}/{}",
+                public.as_str().trim_end_matches('/'),
+                policy.namespace().unwrap_or_default(),
+                policy.name_any()
+            )
+        })
+    })
+}
+
+/// True when `url` (its query ignored) is the acknowledgement document.
+fn is_ack_url(url: &str, ack_base: &str) -> bool {
+    let strip = |u: &str| u.split('?').next().unwrap_or_default().to_string();
+    strip(url) == strip(ack_base)
+}
+
+fn recently_answered(attempt: &crate::api::Attempt, now: Timestamp) -> bool {
+    attempt.status == AttemptStatus::Completed
+        && !attempt.acknowledged
+        && attempt
+            .ended_at
+            .as_ref()
+            .is_some_and(|t| now.duration_since(t.0) < ACK_CHECK_WINDOW)
+}
+
+/// Records why the page cannot proceed, once, and waits.
+async fn blocked(
+    ctx: &Context,
+    call: &AlertCall,
+    reason: &str,
+    message: &str,
+    requeue: Option<Requeue>,
+) -> Result<Requeue, Error> {
+    let status = call.status.clone().unwrap_or_default();
+    let mut next = status.clone();
+    let changed = conditions::set_condition(
+        &mut next.conditions,
+        POLICY_RESOLVED,
+        false,
+        reason,
+        message,
+        call.metadata.generation,
+        Time(Timestamp::now()),
+    );
+    if changed {
+        tracing::warn!(reason, %message, "page blocked");
+        match write_status(ctx, call, &next).await {
+            Ok(_) => publish(ctx, call, EventType::Warning, reason, "Resolve", message).await,
+            Err(error) if is_conflict(&error) => {
+                return Ok(Requeue::requeue(Duration::from_millis(500)))
+            }
+            Err(error) => return Err(Error::Status(error)),
+        }
+    }
+    Ok(requeue.unwrap_or_else(|| Requeue::requeue(Duration::from_secs(60))))
+}
+
+async fn withdrawn(ctx: &Context, call: &AlertCall, namespace: &str) -> Option<Withdrawn> {
+    if call.metadata.deletion_timestamp.is_some() {
+        return Some(Withdrawn::Deleted);
+    }
+    let route = call.spec.route_ref.as_ref()?;
+    let routes: Api<AlertRoute> = Api::namespaced(ctx.client.clone(), namespace);
+    match routes.get_opt(&route.name).await {
+        Ok(Some(route)) if route.spec.suspend => Some(Withdrawn::Suspended),
+        _ => None,
+    }
+}
+
+/// RoundRobin: where this page starts, after the previous page of the same policy.
+fn start_index(calls: &Store<Guarded>, call: &AlertCall, policy: &CallPolicy) -> u32 {
+    if policy.spec.strategy.order != Order::RoundRobin {
+        return 0;
+    }
+    let namespace = call.namespace();
+    let created = |c: &AlertCall| (c.metadata.creation_timestamp.clone(), c.name_any());
+    let this = created(call);
+    let all = calls.state();
+    let previous = all
+        .iter()
+        .filter_map(|guarded| valid(guarded))
+        .filter(|c| {
+            c.namespace() == namespace
+                && c.spec.policy_ref.name == call.spec.policy_ref.name
+                && c.name_any() != call.name_any()
+                && created(c) < this
+        })
+        .filter_map(|c| {
+            let start = c.status.as_ref().and_then(|s| s.start_index)?;
+            Some((created(c), start))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, start)| start);
+    escalation::next_start_index(previous, policy.spec.recipients.len())
+}
+
+/// Calls placed on the same Twilio account in the last hour, across all pages.
+fn calls_last_hour(
+    ctx: &Context,
+    calls: &Store<Guarded>,
+    call: &AlertCall,
+    status: &AlertCallStatus,
+    now: Timestamp,
+) -> u32 {
+    let since = now - SignedDuration::from_hours(1);
+    let recent = |s: &AlertCallStatus| {
+        s.attempts
+            .iter()
+            .filter(|a| a.intent_at.as_ref().is_some_and(|t| t.0 >= since))
+            .count()
+    };
+    let namespace = call.namespace().unwrap_or_default();
+    let account = ctx
+        .runner
+        .account_of(&namespace, &call.spec.policy_ref.name);
+    let all = calls.state();
+    let others: usize = all
+        .iter()
+        .filter_map(|guarded| valid(guarded))
+        .filter(|c| {
+            !(c.namespace().as_deref() == Some(namespace.as_str())
+                && c.name_any() == call.name_any())
+        })
+        .filter(|c| {
+            let ns = c.namespace().unwrap_or_default();
+            account.is_some() && ctx.runner.account_of(&ns, &c.spec.policy_ref.name) == account
+        })
+        .filter_map(|c| c.status.as_ref().map(recent))
+        .sum();
+    u32::try_from(others + recent(status)).unwrap_or(u32::MAX)
+}
+
+/// What Twilio says about the page's calls: status of every live call, acknowledgement from a
+/// call's Events (the ack document fetched) and from the room's participants.
+async fn poll(
+    account: &Account,
+    status: &AlertCallStatus,
+    room: &str,
+    ack_base: &str,
+    now: Timestamp,
+) -> Vec<Observation> {
+    let mut observations = Vec::new();
+    let mut check_room = false;
+    for attempt in &status.attempts {
+        let Some(sid) = &attempt.call_sid else {
+            continue;
+        };
+        let mut answered = recently_answered(attempt, now);
+        if !attempt.status.is_final() {
+            match account.client.fetch_call(sid).await {
+                Ok(fetched) => {
+                    answered |= matches!(
+                        fetched.status,
+                        CallStatus::InProgress | CallStatus::Completed
+                    );
+                    observations.extend(update_of(&fetched, Some(attempt.id.clone())));
+                }
+                Err(error) => tracing::warn!(call_sid = %sid, %error, "polling a call"),
+            }
+        }
+        if answered && !attempt.acknowledged {
+            check_room = true;
+            match account.client.list_call_events(sid).await {
+                Ok(events) => {
+                    let fetched_ack = events.iter().any(|event| {
+                        event.request.as_ref().is_some_and(|request| {
+                            request
+                                .url
+                                .as_deref()
+                                .is_some_and(|u| is_ack_url(u, ack_base))
+                                || ["digits", "Digits"].iter().any(|k| {
+                                    request
+                                        .parameters
+                                        .get(*k)
+                                        .and_then(|v| v.as_str())
+                                        .is_some_and(|d| !d.is_empty())
+                                })
+                        })
+                    });
+                    if fetched_ack {
+                        observations.push(Observation::AckFetched {
+                            call_sid: sid.clone(),
+                        });
+                    }
+                }
+                Err(error) => tracing::warn!(call_sid = %sid, %error, "reading call events"),
+            }
+        }
+    }
+    if check_room {
+        observations.extend(participants(account, room).await);
+    }
+    observations
+}
+
+/// Calls in the room; a room with a lone acknowledger is still `init`, so every room not
+/// completed counts.
+async fn participants(account: &Account, room: &str) -> Vec<Observation> {
+    let rooms = match account.client.list_conferences(Some(room), None).await {
+        Ok(rooms) => rooms,
+        Err(error) => {
+            tracing::warn!(%room, %error, "listing conference rooms");
+            return Vec::new();
+        }
+    };
+    let mut observations = Vec::new();
+    for conference in rooms
+        .iter()
+        .filter(|c| c.status != ConferenceStatus::Completed)
+    {
+        match account.client.list_participants(&conference.sid).await {
+            Ok(list) => {
+                observations.extend(
+                    list.into_iter()
+                        .map(|p| Observation::ConferenceParticipant {
+                            call_sid: p.call_sid,
+                        }),
+                )
+            }
+            Err(error) => tracing::warn!(%room, %error, "listing participants"),
+        }
+    }
+    observations
+}
+
+/// A fetched call as an observation.
+fn update_of(call: &Call, attempt_id: Option<String>) -> Option<Observation> {
+    let status = attempt_status(call.status.as_str())?;
+    Some(Observation::CallStatus(CallUpdate {
+        attempt_id,
+        call_sid: Some(call.sid.clone()),
+        status,
+        answered_by: call.answered_by.clone().filter(|s| !s.is_empty()),
+        error_code: None,
+        // NB: the operator's clock, not Twilio's: round intervals and deadlines are measured
+        // against it, and the two clocks may disagree.
+        at: None,
+    }))
+}
+
+/// Twilio's `CallStatus` text as an attempt status.
+pub fn attempt_status(text: &str) -> Option<AttemptStatus> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
+}
+
+/// Finds the call a lost intent placed: same To and From, created after the intent, not
+/// already tied to another attempt of the page.
+async fn look_up(
+    account: &Account,
+    from: &str,
+    to: &str,
+    intent_at: Option<Timestamp>,
+    claimed: &BTreeSet<String>,
+) -> Result<Option<Call>, TwilioError> {
+    // NB: a minute of slack for the two clocks; the day filter is Twilio's granularity.
+    let since = intent_at.map(|t| t - SignedDuration::from_mins(1));
+    let filter = CallFilter {
+        to: Some(to.to_string()),
+        from: Some(from.to_string()),
+        status: None,
+        start_time: since
+            .map(|t| StartTimeFilter::OnOrAfter(t.to_zoned(jiff::tz::TimeZone::UTC).date())),
+    };
+    let mut calls = account.client.list_calls(&filter).await?;
+    calls.retain(|c| {
+        !claimed.contains(&c.sid)
+            && since.is_none_or(|since| c.date_created_parsed().is_none_or(|at| at >= since))
+    });
+    calls.sort_by_key(|c| c.date_created_parsed());
+    Ok(calls.into_iter().next())
+}
+
+fn dial(
+    ctx: &Arc<Context>,
+    call: &AlertCall,
+    policy: &CallPolicy,
+    account: &Arc<Account>,
+    ack_base: &str,
+    attempt_id: &str,
+    to: String,
+) {
+    let namespace = call.namespace().unwrap_or_default();
+    let name = call.name_any();
+    let key = JobKey {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        attempt_id: attempt_id.to_string(),
+    };
+    let page = format!("{namespace}/{name}");
+    // Our own endpoint learns from the query which attempt pressed a key; a hosted document
+    // is static, and the keypress is seen in the call's Events instead.
+    let own = ctx.config.public_url.as_ref().is_some_and(|public| {
+        ack_base.starts_with(public.as_str().trim_end_matches('/'))
+            && ack_base.contains("/twiml/ack/")
+    });
+    let ack_url = if own {
+        format!("{ack_base}?call={page}&attempt={attempt_id}")
+    } else {
+        ack_base.to_string()
+    };
+    let report_ctx = ctx.clone();
+    let report_key = key.clone();
+    let lookup = LookUpArgs {
+        account: account.clone(),
+        from: policy.spec.twilio.from.clone(),
+        to: to.clone(),
+        intent_at: Timestamp::now(),
+    };
+    let twiml = match documents::call_twiml(&policy.spec, &call.spec.summary, &ack_url) {
+        Ok(twiml) => twiml,
+        Err(error) => {
+            let ctx = ctx.clone();
+            let message = format!("the call's TwiML cannot be built: {error}");
+            tokio::spawn(async move {
+                report(
+                    &ctx,
+                    &report_key,
+                    None,
+                    DialOutcome::Refused {
+                        code: None,
+                        message,
+                    },
+                )
+                .await;
+            });
+            return;
+        }
+    };
+    let mut request = CreateCall::new(to, policy.spec.twilio.from.clone(), twiml);
+    request.timeout_secs = Some(policy.spec.strategy.ring_timeout_seconds);
+    if let Some(public) = &ctx.config.public_url {
+        request.status_callback = Some(format!(
+            "{}/twilio/status?call={page}&attempt={attempt_id}",
+            public.as_str().trim_end_matches('/')
+        ));
+    }
+    let limits = Limits {
+        calls_per_second: policy.spec.limits.calls_per_second,
+        max_concurrent_calls: policy.spec.limits.max_concurrent_calls,
+    };
+    ctx.runner.submit(DialJob {
+        key,
+        account: account.clone(),
+        limits,
+        request,
+        report: Box::new(move |outcome| {
+            Box::pin(async move { report(&report_ctx, &report_key, Some(lookup), outcome).await })
+        }),
+    });
+}
+
+/// What an ambiguous dial needs to find its call.
+struct LookUpArgs {
+    account: Arc<Account>,
+    from: String,
+    to: String,
+    intent_at: Timestamp,
+}
+
+/// Records a dial's outcome in the AlertCall status.
+async fn report(ctx: &Context, key: &JobKey, lookup: Option<LookUpArgs>, outcome: DialOutcome) {
+    let attempt_id = key.attempt_id.clone();
+    let observations = match outcome {
+        DialOutcome::Accepted(placed) => {
+            tracing::info!(alertcall = %format!("{}/{}", key.namespace, key.name), attempt = %attempt_id, call_sid = %placed.sid, "call placed");
+            ctx.hooks.point(HookPoint::AfterAccepted).await;
+            let mut list = vec![Observation::DialAccepted {
+                attempt_id: attempt_id.clone(),
+                call_sid: placed.sid.clone(),
+                at: None,
+            }];
+            list.extend(update_of(&placed, Some(attempt_id)));
+            list
+        }
+        DialOutcome::Refused { code, message } => {
+            tracing::warn!(attempt = %attempt_id, %message, "Twilio refused the call");
+            vec![Observation::DialRefused {
+                attempt_id,
+                error_code: code,
+                message,
+            }]
+        }
+        DialOutcome::Ambiguous(message) => {
+            tracing::warn!(attempt = %attempt_id, %message, "dial outcome unknown; looking the call up");
+            // Found now: recorded. Not found: the call may still appear, so the controller
+            // looks again once the intent is past its grace period. Never dialed again.
+            let Some(args) = lookup else { return };
+            let api: Api<AlertCall> = Api::namespaced(ctx.client.clone(), &key.namespace);
+            let claimed: BTreeSet<String> = match api.get_opt(&key.name).await {
+                Ok(Some(call)) => call
+                    .status
+                    .iter()
+                    .flat_map(|s| s.attempts.iter().filter_map(|a| a.call_sid.clone()))
+                    .collect(),
+                _ => return,
+            };
+            match look_up(
+                &args.account,
+                &args.from,
+                &args.to,
+                Some(args.intent_at),
+                &claimed,
+            )
+            .await
+            {
+                Ok(Some(found)) => vec![Observation::DialAccepted {
+                    attempt_id,
+                    call_sid: found.sid.clone(),
+                    at: None,
+                }],
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(attempt = %key.attempt_id, %error, "looking up an ambiguous dial");
+                    return;
+                }
+            }
+        }
+        DialOutcome::NotPlaced => vec![Observation::NotPlaced {
+            attempt_id,
+            reason: "dropped from the dial queue: the page no longer needs it".into(),
+        }],
+    };
+    if let Err(error) = record(ctx, &key.namespace, &key.name, &observations).await {
+        tracing::error!(attempt = %key.attempt_id, %error, "recording a dial outcome");
+    }
+}
+
+async fn cancel(
+    ctx: &Context,
+    account: &Account,
+    namespace: &str,
+    name: &str,
+    attempt_id: String,
+    call_sid: Option<String>,
+    hang_up: bool,
+) {
+    match call_sid {
+        Some(sid) => {
+            let how = if hang_up {
+                CallEnd::Completed
+            } else {
+                CallEnd::Canceled
+            };
+            if let Err(error) = account.client.end_call(&sid, how).await {
+                // Already ended (not cancelable) is fine: the next poll sees the final status.
+                tracing::debug!(call_sid = %sid, %error, "ending a call");
+            }
+        }
+        None => {
+            ctx.runner.cancel(&JobKey {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                attempt_id,
+            });
+        }
+    }
+}
+
+fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+/// Replaces the status, guarded by the resourceVersion `call` was read at.
+async fn write_status(
+    ctx: &Context,
+    call: &AlertCall,
+    status: &AlertCallStatus,
+) -> Result<AlertCall, kube::Error> {
+    let api: Api<AlertCall> =
+        Api::namespaced(ctx.client.clone(), &call.namespace().unwrap_or_default());
+    let mut object = call.clone();
+    object.metadata.managed_fields = None;
+    object.status = Some(status.clone());
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.to_string()),
+    };
+    api.replace_status(&call.name_any(), &params, &object).await
+}
+
+/// Folds observations into the current status of a page and writes it, re-reading on conflict.
+/// True when something changed. Followers record nothing.
+pub async fn record(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    observations: &[Observation],
+) -> Result<bool, kube::Error> {
+    if !ctx.leader.is_leader() {
+        return Ok(false);
+    }
+    let api: Api<AlertCall> = Api::namespaced(ctx.client.clone(), namespace);
+    for _ in 0..WRITE_RETRIES {
+        let Some(call) = api.get_opt(name).await? else {
+            return Ok(false);
+        };
+        let old = call.status.clone().unwrap_or_default();
+        let mut new = old.clone();
+        let now = Timestamp::now();
+        let mut changed = false;
+        for observation in observations {
+            changed |= observe(&mut new, observation, now);
+        }
+        if !changed {
+            return Ok(false);
+        }
+        match write_status(ctx, &call, &new).await {
+            Ok(_) => {
+                transitions(ctx, &call, &old, &new).await;
+                return Ok(true);
+            }
+            Err(error) if is_conflict(&error) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(false)
+}
+
+async fn publish(
+    ctx: &Context,
+    call: &AlertCall,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &call.object_ref(&())).await {
+        tracing::debug!(%error, reason, "publishing an event");
+    }
+}
+
+/// Events and metrics for what changed between two statuses of a page.
+async fn transitions(
+    ctx: &Context,
+    call: &AlertCall,
+    old: &AlertCallStatus,
+    new: &AlertCallStatus,
+) {
+    for attempt in &new.attempts {
+        let before = old.attempts.iter().find(|a| a.id == attempt.id);
+        let who = format!("{} ({})", attempt.recipient, attempt.id);
+        let sid = attempt.call_sid.as_deref().unwrap_or("-");
+        if attempt.call_sid.is_some() && before.and_then(|b| b.call_sid.as_ref()).is_none() {
+            tracing::info!(call_sid = %sid, attempt = %attempt.id, "dialed");
+            publish(
+                ctx,
+                call,
+                EventType::Normal,
+                "Dialed",
+                "Dial",
+                &format!("called {who}, call {sid}"),
+            )
+            .await;
+        }
+        let was = before.map(|b| b.status).unwrap_or_default();
+        if attempt.status == AttemptStatus::InProgress && was != AttemptStatus::InProgress {
+            publish(
+                ctx,
+                call,
+                EventType::Normal,
+                "Answered",
+                "Observe",
+                &format!("{who} answered, call {sid}"),
+            )
+            .await;
+        }
+        if attempt.acknowledged && !before.is_some_and(|b| b.acknowledged) {
+            tracing::info!(call_sid = %sid, attempt = %attempt.id, "key pressed");
+            publish(
+                ctx,
+                call,
+                EventType::Normal,
+                "KeyPressed",
+                "Observe",
+                &format!("{who} pressed a key, call {sid}"),
+            )
+            .await;
+        }
+        if attempt.status.is_final() && !was.is_final() {
+            let outcome = serde_json::to_value(attempt.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let label = if attempt.acknowledged {
+                "acknowledged".to_string()
+            } else {
+                outcome.clone()
+            };
+            ctx.metrics
+                .calls
+                .get_or_create(&crate::metrics::OutcomeLabels { outcome: label })
+                .inc();
+            let (type_, reason) = match attempt.status {
+                AttemptStatus::Canceled => (EventType::Normal, "Canceled"),
+                AttemptStatus::Failed if attempt.call_sid.is_none() => {
+                    (EventType::Warning, "DialRefused")
+                }
+                _ => (EventType::Normal, "CallEnded"),
+            };
+            let detail = attempt
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
+            publish(
+                ctx,
+                call,
+                type_,
+                reason,
+                "Observe",
+                &format!("call to {who} ended {outcome}, call {sid}{detail}"),
+            )
+            .await;
+        }
+    }
+    if new.phase != old.phase {
+        if new.phase == Phase::Acknowledged {
+            if let (Some(start), Some(acked)) = (&new.started_at, &new.acknowledged_at) {
+                let seconds = acked.0.duration_since(start.0).as_secs_f64().max(0.0);
+                ctx.metrics.ack_latency.observe(seconds);
+            }
+        }
+        let reason = format!("{:?}", new.phase);
+        let type_ = match new.phase {
+            Phase::Failed | Phase::Exhausted => EventType::Warning,
+            _ => EventType::Normal,
+        };
+        let note = match new.phase {
+            Phase::Acknowledged => format!(
+                "acknowledged by {}",
+                new.acknowledged_by.as_deref().unwrap_or("-")
+            ),
+            Phase::Calling => "calling".to_string(),
+            other => format!(
+                "page finished: {other:?} after {} call(s)",
+                new.attempts.len()
+            ),
+        };
+        publish(ctx, call, type_, &reason, "Escalate", &note).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twilio_statuses_map_to_attempt_statuses() {
+        assert_eq!(
+            attempt_status("in-progress"),
+            Some(AttemptStatus::InProgress)
+        );
+        assert_eq!(attempt_status("no-answer"), Some(AttemptStatus::NoAnswer));
+        assert_eq!(attempt_status("queued"), Some(AttemptStatus::Queued));
+        assert_eq!(attempt_status("initiated"), Some(AttemptStatus::Initiated));
+        assert_eq!(attempt_status("bogus"), None);
+    }
+
+    #[test]
+    fn ack_url_matching_ignores_the_query() {
+        let base = "http://127.0.0.1:1/twiml/ack/ns/p";
+        assert!(is_ack_url(
+            "http://127.0.0.1:1/twiml/ack/ns/p?call=ns/x&attempt=r1-a",
+            base
+        ));
+        assert!(!is_ack_url(
+            "http://127.0.0.1:1/twilio/status?call=ns/x",
+            base
+        ));
+    }
+}

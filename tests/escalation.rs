@@ -1,0 +1,830 @@
+//! Escalation end to end: the operator in process on the real control plane, calling through the
+//! in-process Twilio simulator. Assertions come from the simulator's ledger and AlertCall status.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use alertcall::api::{AlertCall, AlertCallStatus, AttemptStatus, CallPolicy, Phase};
+use alertcall::controller::{self, Config, HookPoint, Hooks, Running, TwilioEndpoints};
+use alertcall::twilio::signature;
+use alertcall::twilio::sim::{
+    Event, Fault, FaultSpec, Ledger, Outcome, Recipient, Script, SimConfig, SimHandle, Simulator,
+};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+const AC: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "escalation-test-token";
+const FROM: &str = "+15005550006";
+const ALICE: &str = "+15005550101";
+const BOB: &str = "+15005550102";
+const CAROL: &str = "+15005550103";
+const DAVE: &str = "+15005550104";
+
+struct Harness {
+    client: Client,
+    ns: support::TestNamespace,
+    sim: SimHandle,
+}
+
+impl Harness {
+    async fn new(prefix: &str, script: Script, time_scale: f64) -> Harness {
+        alertcall::telemetry::init();
+        let client = support::client().await;
+        let ns = support::TestNamespace::new(&client, prefix).await;
+        let sim = Simulator::start(SimConfig {
+            script,
+            time_scale,
+            // The operator paces; the simulator must not hide what it does.
+            calls_per_second: 100.0,
+            ..SimConfig::new(AC, TOKEN)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("simulator: {e}"));
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "twilio"},
+            "stringData": {"accountSid": AC, "authToken": TOKEN},
+        }))
+        .unwrap_or_else(|e| panic!("secret: {e}"));
+        Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap_or_else(|e| panic!("creating the secret: {e}"));
+        Harness { client, ns, sim }
+    }
+
+    fn config(&self, identity: &str, addr: SocketAddr, public: bool, hooks: Hooks) -> Config {
+        let sim_url = url::Url::parse(&self.sim.api_url()).ok();
+        Config {
+            namespace: Some(self.ns.name.clone()),
+            public_url: public
+                .then(|| url::Url::parse(&format!("http://{addr}")).ok())
+                .flatten(),
+            twilio: TwilioEndpoints {
+                api_url: sim_url.clone(),
+                serverless_url: sim_url,
+                ..TwilioEndpoints::default()
+            },
+            poll_interval: Duration::from_millis(500),
+            hooks,
+            ..Config::local(identity)
+        }
+    }
+
+    /// Starts an operator on `addr` (port 0: any), with its own address as public URL or not.
+    async fn operator(
+        &self,
+        identity: &str,
+        addr: SocketAddr,
+        public: bool,
+        hooks: Hooks,
+    ) -> Running {
+        let listener = bind(addr).await;
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("local addr: {e}"));
+        let config = self.config(identity, addr, public, hooks);
+        controller::start_with_listener(self.client.clone(), config, listener)
+            .await
+            .unwrap_or_else(|e| panic!("starting the operator: {e}"))
+    }
+
+    async fn policy(&self, spec: serde_json::Value) {
+        let policy: CallPolicy = serde_json::from_value(json!({
+            "apiVersion": "alertcall.dev/v1alpha1",
+            "kind": "CallPolicy",
+            "metadata": {"name": "oncall"},
+            "spec": spec,
+        }))
+        .unwrap_or_else(|e| panic!("policy: {e}"));
+        Api::<CallPolicy>::namespaced(self.client.clone(), &self.ns.name)
+            .create(&PostParams::default(), &policy)
+            .await
+            .unwrap_or_else(|e| panic!("creating the policy: {e}"));
+    }
+
+    /// Publishes an ack document URL in the policy status, as the CallPolicy reconciler does.
+    async fn publish_ack_url(&self, url: &str) {
+        Api::<CallPolicy>::namespaced(self.client.clone(), &self.ns.name)
+            .patch_status(
+                "oncall",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"twiml": {"urls": {"ack": url}}}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("publishing the ack URL: {e}"));
+    }
+
+    async fn page(&self, name: &str) {
+        let call: AlertCall = serde_json::from_value(json!({
+            "apiVersion": "alertcall.dev/v1alpha1",
+            "kind": "AlertCall",
+            "metadata": {"name": name},
+            "spec": {
+                "policyRef": {"name": "oncall"},
+                "summary": "Disk full on node one",
+                "source": {"kind": "Manual"},
+            },
+        }))
+        .unwrap_or_else(|e| panic!("alertcall: {e}"));
+        self.calls()
+            .create(&PostParams::default(), &call)
+            .await
+            .unwrap_or_else(|e| panic!("creating the AlertCall: {e}"));
+    }
+
+    fn calls(&self) -> Api<AlertCall> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    async fn status(&self, name: &str) -> AlertCallStatus {
+        match self.calls().get_opt(name).await {
+            Ok(Some(call)) => call.status.unwrap_or_default(),
+            _ => AlertCallStatus::default(),
+        }
+    }
+
+    /// Waits (bounded) until the page's status satisfies `done`.
+    async fn wait_status(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&AlertCallStatus) -> bool,
+    ) -> AlertCallStatus {
+        for _ in 0..600 {
+            let status = self.status(name).await;
+            if done(&status) {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let status = self.status(name).await;
+        panic!("timed out waiting for {what}; status: {status:#?}");
+    }
+
+    async fn wait_phase(&self, name: &str, phase: Phase) -> AlertCallStatus {
+        self.wait_status(name, &format!("phase {phase:?}"), |s| s.phase == phase)
+            .await
+    }
+
+    async fn wait_ledger(&self, what: &str, done: impl Fn(&Ledger) -> bool) -> Ledger {
+        for _ in 0..600 {
+            let ledger = self.sim.ledger();
+            if done(&ledger) {
+                return ledger;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!(
+            "timed out waiting for {what}; ledger: {:#?}",
+            self.sim.ledger()
+        );
+    }
+
+    fn room(&self) -> String {
+        format!("{}-oncall", self.ns.name)
+    }
+
+    async fn finish(self, operators: Vec<Running>) {
+        for running in operators {
+            running.shutdown().await;
+        }
+        self.sim.shutdown().await;
+        self.ns.delete().await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> TcpListener {
+    // NB: a restarted operator binds the port its predecessor released a moment ago.
+    for _ in 0..50 {
+        if let Ok(listener) = TcpListener::bind(addr).await {
+            return listener;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// Outbound calls in creation order: (to, call SID, simulated time).
+fn created(ledger: &Ledger) -> Vec<(String, String, jiff::Timestamp)> {
+    ledger
+        .entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::CallCreated {
+                call_sid,
+                to,
+                direction,
+                ..
+            } if direction.starts_with("outbound") => Some((to.clone(), call_sid.clone(), e.at)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn calls_to(ledger: &Ledger) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for (to, _, _) in created(ledger) {
+        *counts.entry(to).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn sid_of(ledger: &Ledger, to: &str) -> Vec<String> {
+    created(ledger)
+        .into_iter()
+        .filter(|(t, _, _)| t == to)
+        .map(|(_, sid, _)| sid)
+        .collect()
+}
+
+fn final_status(ledger: &Ledger, sid: &str) -> Option<String> {
+    ledger.call_statuses(sid).last().cloned()
+}
+
+fn recipients(list: &[(&str, &str)]) -> serde_json::Value {
+    json!(list
+        .iter()
+        .map(|(name, phone)| json!({"name": name, "phone": phone}))
+        .collect::<Vec<_>>())
+}
+
+fn policy_spec(
+    strategy: serde_json::Value,
+    people: &[(&str, &str)],
+    cps: u32,
+) -> serde_json::Value {
+    json!({
+        "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": FROM},
+        "recipients": recipients(people),
+        "strategy": strategy,
+        "acknowledgement": {"digits": "1", "gatherTimeoutSeconds": 3},
+        "message": {"repeat": 1, "language": "en-US"},
+        "limits": {"callsPerSecond": cps, "maxCallsPerHour": 0},
+    })
+}
+
+fn no_answer() -> Recipient {
+    Recipient::with_outcome(Outcome::NoAnswer)
+}
+
+#[tokio::test]
+async fn sequential_moves_past_no_answer_and_voicemail_to_the_one_who_presses() {
+    let script = Script::default()
+        .with(ALICE, no_answer())
+        .with(BOB, Recipient::voicemail(2.0))
+        .with(CAROL, Recipient::presses(2.0, "1"));
+    let h = Harness::new("esc-seq", script, 20.0).await;
+    let op = h.operator("seq", any_port(), true, Hooks::default()).await;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 10, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB), ("carol", CAROL)],
+        10,
+    ))
+    .await;
+    h.page("page").await;
+
+    let status = h.wait_phase("page", Phase::Acknowledged).await;
+    assert_eq!(status.acknowledged_by.as_deref(), Some("carol"));
+    let ledger = h
+        .wait_ledger("carol in the room", |l| {
+            !l.participants_of(&h.room()).is_empty()
+        })
+        .await;
+    let order: Vec<String> = created(&ledger).into_iter().map(|(to, _, _)| to).collect();
+    assert_eq!(order, vec![ALICE, BOB, CAROL]);
+    assert_eq!(
+        final_status(&ledger, &sid_of(&ledger, ALICE)[0]).as_deref(),
+        Some("no-answer")
+    );
+    assert_eq!(
+        final_status(&ledger, &sid_of(&ledger, BOB)[0]).as_deref(),
+        Some("completed")
+    );
+    let carol = sid_of(&ledger, CAROL)[0].clone();
+    assert_eq!(ledger.participants_of(&h.room()), vec![carol.clone()]);
+    let attempts: Vec<(&str, AttemptStatus, bool)> = status
+        .attempts
+        .iter()
+        .map(|a| (a.recipient.as_str(), a.status, a.acknowledged))
+        .collect();
+    assert_eq!(attempts[0], ("alice", AttemptStatus::NoAnswer, false));
+    assert_eq!(attempts[1], ("bob", AttemptStatus::Completed, false));
+    assert_eq!((attempts[2].0, attempts[2].2), ("carol", true));
+    assert_eq!(status.attempts[2].call_sid.as_deref(), Some(carol.as_str()));
+    assert_eq!(status.conference_room.as_deref(), Some(h.room().as_str()));
+    callbacks_are_verified_and_late_ones_change_nothing(&h, &op, &carol).await;
+    transitions_are_events_and_metrics(&h, &op).await;
+    h.finish(vec![op]).await;
+}
+
+/// Every transition is a Kubernetes Event on the AlertCall; outcomes are counted.
+async fn transitions_are_events_and_metrics(h: &Harness, op: &Running) {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(h.client.clone(), &h.ns.name);
+    let wanted = [
+        "Calling",
+        "Dialed",
+        "Answered",
+        "KeyPressed",
+        "CallEnded",
+        "Acknowledged",
+    ];
+    let mut reasons = Vec::new();
+    for _ in 0..100 {
+        reasons = match events.list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("page"))
+                .filter_map(|e| e.reason)
+                .collect(),
+            Err(error) => panic!("listing events: {error}"),
+        };
+        if wanted.iter().all(|w| reasons.iter().any(|r| r == w)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for reason in wanted {
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} event in {reasons:?}"
+        );
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", op.addr))
+        .await
+        .unwrap_or_else(|e| panic!("metrics: {e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    for line in [
+        "alertcall_calls_total{outcome=\"no-answer\"} 1",
+        "alertcall_calls_total{outcome=\"completed\"} 1",
+        "alertcall_acknowledgement_latency_seconds_count 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
+}
+
+/// Unsigned or badly signed requests are refused; a signed late `ringing` for a finished call
+/// changes nothing.
+async fn callbacks_are_verified_and_late_ones_change_nothing(
+    h: &Harness,
+    op: &Running,
+    carol: &str,
+) {
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", op.addr);
+    let status_url = format!(
+        "{base}/twilio/status?call={}/page&attempt=r1-carol",
+        h.ns.name
+    );
+    let params = vec![
+        ("AccountSid".to_string(), AC.to_string()),
+        ("CallSid".to_string(), carol.to_string()),
+        ("CallStatus".to_string(), "ringing".to_string()),
+    ];
+    let post = |signature: Option<String>| {
+        let mut request = http.post(&status_url).form(&params);
+        if let Some(signature) = signature {
+            request = request.header("X-Twilio-Signature", signature);
+        }
+        request.send()
+    };
+    let code = |r: Result<reqwest::Response, reqwest::Error>| {
+        r.map(|r| r.status().as_u16())
+            .unwrap_or_else(|e| panic!("request: {e}"))
+    };
+    assert_eq!(code(post(None).await), 403);
+    let wrong = signature::compute("not-the-token", &status_url, &params);
+    assert_eq!(code(post(Some(wrong)).await), 403);
+    let before = h.status("page").await;
+    let good = signature::compute(TOKEN, &status_url, &params);
+    assert_eq!(code(post(Some(good.clone())).await), 204);
+    assert_eq!(code(post(Some(good)).await), 204);
+    assert_eq!(h.status("page").await, before);
+
+    let ack_url = format!("{base}/twiml/ack/{}/oncall", h.ns.name);
+    assert_eq!(code(http.get(&ack_url).send().await), 403);
+    let signed = signature::compute(TOKEN, &ack_url, &[]);
+    let response = http
+        .get(&ack_url)
+        .header("X-Twilio-Signature", signed)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("ack: {e}"));
+    assert_eq!(response.status().as_u16(), 200);
+    let body = response.text().await.unwrap_or_default();
+    assert!(body.contains(&h.room()), "{body}");
+}
+
+#[tokio::test]
+async fn simultaneous_first_ack_cancels_the_others_and_calls_nobody_again() {
+    let script = Script::default()
+        .with(ALICE, Recipient::answers_after(200.0))
+        .with(BOB, Recipient::presses(1.0, "1").hangup_after(5.0))
+        .with(CAROL, no_answer());
+    let h = Harness::new("esc-first", script, 10.0).await;
+    let op = h
+        .operator("first", any_port(), true, Hooks::default())
+        .await;
+    h.policy(policy_spec(
+        json!({"mode": "Simultaneous", "completion": "FirstAck", "ringTimeoutSeconds": 300, "rounds": 3, "roundIntervalSeconds": 0}),
+        &[("alice", ALICE), ("bob", BOB), ("carol", CAROL)],
+        10,
+    ))
+    .await;
+    h.page("page").await;
+
+    let status = h.wait_phase("page", Phase::Acknowledged).await;
+    assert_eq!(status.acknowledged_by.as_deref(), Some("bob"));
+    h.wait_ledger("alice's and carol's calls canceled", |l| {
+        [ALICE, CAROL].iter().all(|to| {
+            sid_of(l, to)
+                .first()
+                .is_some_and(|sid| final_status(l, sid).as_deref() == Some("canceled"))
+        })
+    })
+    .await;
+    h.wait_status("page", "canceled attempts recorded", |s| {
+        s.attempts
+            .iter()
+            .filter(|a| a.status == AttemptStatus::Canceled)
+            .count()
+            == 2
+    })
+    .await;
+    // Nobody is called again, however long we look.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let counts = calls_to(&h.sim.ledger());
+    assert_eq!(
+        counts.values().copied().collect::<Vec<_>>(),
+        vec![1, 1, 1],
+        "{counts:?}"
+    );
+    let ledger = h
+        .wait_ledger("bob in the room", |l| {
+            !l.participants_of(&h.room()).is_empty()
+        })
+        .await;
+    assert_eq!(ledger.participants_of(&h.room()), sid_of(&ledger, BOB));
+    h.finish(vec![op]).await;
+}
+
+#[tokio::test]
+async fn all_acked_recalls_only_the_one_who_never_presses() {
+    let script = Script::default()
+        .with(ALICE, Recipient::presses(1.0, "1").hangup_after(3.0))
+        .with(BOB, Recipient::presses(2.0, "1").hangup_after(3.0))
+        .with(CAROL, Recipient::answers_after(1.0));
+    let h = Harness::new("esc-allack", script, 20.0).await;
+    let op = h
+        .operator("allack", any_port(), true, Hooks::default())
+        .await;
+    h.policy(policy_spec(
+        json!({"mode": "Simultaneous", "completion": "AllAcked", "ringTimeoutSeconds": 20, "rounds": 3, "roundIntervalSeconds": 0}),
+        &[("alice", ALICE), ("bob", BOB), ("carol", CAROL)],
+        10,
+    ))
+    .await;
+    h.page("page").await;
+
+    let status = h.wait_phase("page", Phase::Exhausted).await;
+    let counts = calls_to(&h.sim.ledger());
+    assert_eq!(counts.get(ALICE), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(BOB), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(CAROL), Some(&3), "{counts:?}");
+    let acked: Vec<&str> = status
+        .attempts
+        .iter()
+        .filter(|a| a.acknowledged)
+        .map(|a| a.recipient.as_str())
+        .collect();
+    assert_eq!(acked, vec!["alice", "bob"]);
+    assert_eq!(status.round, 3);
+    h.finish(vec![op]).await;
+}
+
+/// Crashes the operator at `point` during the first dial, restarts it on the same address, and
+/// lets the page finish. Without a public URL no status callback can repair the lost SID: only
+/// the lookup at Twilio can.
+async fn crash_and_restart(
+    point: HookPoint,
+    prefix: &str,
+    public: bool,
+) -> (Harness, AlertCallStatus) {
+    let script = Script::default()
+        .with(ALICE, Recipient::presses(20.0, "1").hangup_after(5.0))
+        .with(BOB, Recipient::presses(1.0, "1").hangup_after(5.0));
+    let h = Harness::new(prefix, script, 10.0).await;
+    let hooks = Hooks::pause_at(point);
+    let first = h
+        .operator("crashy", any_port(), public, hooks.clone())
+        .await;
+    let addr = first.addr;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 60, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB)],
+        10,
+    ))
+    .await;
+    if !public {
+        h.publish_ack_url(&format!("http://{addr}/twiml/ack/{}/oncall", h.ns.name))
+            .await;
+    }
+    h.page("page").await;
+    tokio::time::timeout(Duration::from_secs(60), hooks.reached())
+        .await
+        .unwrap_or_else(|_| panic!("the operator never reached {point:?}"));
+    first.kill().await;
+    let intent = h.status("page").await;
+    assert_eq!(intent.attempts.len(), 1, "{intent:#?}");
+    assert_eq!(intent.attempts[0].call_sid, None);
+    let second = h
+        .operator("restarted", addr, public, Hooks::default())
+        .await;
+    let status = h
+        .wait_status("page", "the page to be acknowledged", |s| {
+            s.phase == Phase::Acknowledged
+        })
+        .await;
+    second.shutdown().await;
+    (h, status)
+}
+
+#[tokio::test]
+async fn a_crash_after_recording_intent_never_calls_twice() {
+    let (h, status) = crash_and_restart(HookPoint::AfterIntent, "esc-crash-intent", true).await;
+    let counts = calls_to(&h.sim.ledger());
+    // The intent was never dialed: it is found missing at Twilio and the page moves on.
+    assert_eq!(counts.get(ALICE), None, "{counts:?}");
+    assert_eq!(counts.get(BOB), Some(&1), "{counts:?}");
+    assert_eq!(status.attempts[0].status, AttemptStatus::Canceled);
+    assert_eq!(status.acknowledged_by.as_deref(), Some("bob"));
+    h.finish(Vec::new()).await;
+}
+
+#[tokio::test]
+async fn a_crash_after_twilio_accepted_the_call_never_calls_twice() {
+    let (h, status) =
+        crash_and_restart(HookPoint::AfterAccepted, "esc-crash-accepted", false).await;
+    let ledger = h.sim.ledger();
+    let counts = calls_to(&ledger);
+    assert_eq!(counts.get(ALICE), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(BOB), None, "{counts:?}");
+    // The call placed before the crash was found again and acknowledged.
+    assert_eq!(status.attempts.len(), 1);
+    assert_eq!(
+        status.attempts[0].call_sid.as_deref(),
+        sid_of(&ledger, ALICE).first().map(String::as_str)
+    );
+    assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
+    h.finish(Vec::new()).await;
+}
+
+#[tokio::test]
+async fn an_ambiguous_dial_is_looked_up_never_redialed() {
+    let script = Script::default()
+        .with(ALICE, Recipient::presses(1.0, "1"))
+        .with(BOB, Recipient::presses(1.0, "1").hangup_after(5.0));
+    let h = Harness::new("esc-ambiguous", script, 10.0).await;
+    // Twilio answers the first create with a 500: it may or may not have placed the call.
+    h.sim.inject_fault(
+        FaultSpec::new(Fault::ServerError)
+            .on_path("/Calls.json")
+            .on_method("POST")
+            .times(1),
+    );
+    let op = h
+        .operator("ambiguous", any_port(), true, Hooks::default())
+        .await;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 30, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB)],
+        10,
+    ))
+    .await;
+    h.page("page").await;
+    let status = h.wait_phase("page", Phase::Acknowledged).await;
+    let counts = calls_to(&h.sim.ledger());
+    // Alice's call was never placed, found missing at Twilio, and not dialed again.
+    assert_eq!(counts.get(ALICE), None, "{counts:?}");
+    assert_eq!(counts.get(BOB), Some(&1), "{counts:?}");
+    assert_eq!(status.attempts[0].status, AttemptStatus::Canceled);
+    assert_eq!(status.acknowledged_by.as_deref(), Some("bob"));
+    h.finish(vec![op]).await;
+}
+
+#[tokio::test]
+async fn two_controllers_at_once_dial_each_attempt_once() {
+    let script = Script::default()
+        .with(ALICE, no_answer())
+        .with(BOB, Recipient::with_outcome(Outcome::Busy))
+        .with(CAROL, Recipient::presses(2.0, "1").hangup_after(5.0));
+    let h = Harness::new("esc-two", script, 20.0).await;
+    // Both lead (no election): only the resourceVersion guard keeps them from double dialing.
+    let a = h
+        .operator("twin-a", any_port(), true, Hooks::default())
+        .await;
+    let b = h
+        .operator("twin-b", any_port(), true, Hooks::default())
+        .await;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 10, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB), ("carol", CAROL)],
+        10,
+    ))
+    .await;
+    h.page("page").await;
+    let status = h.wait_phase("page", Phase::Acknowledged).await;
+    assert_eq!(status.acknowledged_by.as_deref(), Some("carol"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let counts = calls_to(&h.sim.ledger());
+    assert_eq!(counts.get(ALICE), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(BOB), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(CAROL), Some(&1), "{counts:?}");
+    assert_eq!(status.attempts.len(), 3);
+    h.finish(vec![a, b]).await;
+}
+
+#[tokio::test]
+async fn calls_are_paced_to_the_accounts_calls_per_second() {
+    let scale = 2.0;
+    let script = Script {
+        default: no_answer(),
+        ..Script::default()
+    };
+    let h = Harness::new("esc-pace", script, scale).await;
+    let op = h.operator("pace", any_port(), true, Hooks::default()).await;
+    h.policy(policy_spec(
+        json!({"mode": "Simultaneous", "completion": "FirstAck", "ringTimeoutSeconds": 60, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB), ("carol", CAROL), ("dave", DAVE)],
+        1,
+    ))
+    .await;
+    h.page("page").await;
+    let ledger = h.wait_ledger("four calls", |l| created(l).len() == 4).await;
+    let times: Vec<jiff::Timestamp> = created(&ledger).into_iter().map(|(_, _, at)| at).collect();
+    let seconds: Vec<i64> = times.iter().map(|t| t.as_second()).collect();
+    for pair in times.windows(2) {
+        let gap = pair[1].duration_since(pair[0]).as_secs_f64();
+        // At 1 call per second, simulated gaps are at least `scale` seconds (less jitter).
+        assert!(
+            gap >= 0.9 * scale,
+            "calls {gap}s apart in simulated time: {times:?}"
+        );
+    }
+    let mut distinct = seconds.clone();
+    distinct.dedup();
+    assert_eq!(
+        distinct, seconds,
+        "two calls started within the same second"
+    );
+    // Stop ringing: acknowledge from kubectl.
+    h.calls()
+        .patch(
+            "page",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"acknowledged": true}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("acknowledging: {e}"));
+    h.wait_phase("page", Phase::Acknowledged).await;
+    h.finish(vec![op]).await;
+}
+
+#[tokio::test]
+async fn kubectl_acknowledgement_cancels_ringing_calls() {
+    let script = Script {
+        default: no_answer(),
+        ..Script::default()
+    };
+    let h = Harness::new("esc-kubectl", script, 10.0).await;
+    let op = h
+        .operator("kubectl", any_port(), true, Hooks::default())
+        .await;
+    h.policy(policy_spec(
+        json!({"mode": "Simultaneous", "completion": "FirstAck", "ringTimeoutSeconds": 600, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB)],
+        10,
+    ))
+    .await;
+    h.page("page").await;
+    h.wait_status("page", "both calls ringing", |s| {
+        s.attempts.len() == 2
+            && s.attempts
+                .iter()
+                .all(|a| a.status == AttemptStatus::Ringing)
+    })
+    .await;
+    h.calls()
+        .patch(
+            "page",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"acknowledged": true}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("acknowledging: {e}"));
+    let status = h.wait_phase("page", Phase::Acknowledged).await;
+    assert_eq!(status.acknowledged_by.as_deref(), Some("kubectl"));
+    let ledger = h
+        .wait_ledger("both calls canceled", |l| {
+            created(l)
+                .iter()
+                .all(|(_, sid, _)| final_status(l, sid).as_deref() == Some("canceled"))
+        })
+        .await;
+    assert_eq!(created(&ledger).len(), 2);
+    h.finish(vec![op]).await;
+}
+
+#[tokio::test]
+async fn polling_alone_pages_without_a_public_url() {
+    let script = Script::default()
+        .with(ALICE, no_answer())
+        .with(BOB, Recipient::presses(2.0, "1"));
+    let h = Harness::new("esc-poll", script, 20.0).await;
+    let op = h
+        .operator("poll", any_port(), false, Hooks::default())
+        .await;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 10, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB)],
+        10,
+    ))
+    .await;
+    // Stands in for the Twilio-hosted ack document the CallPolicy reconciler publishes: no
+    // callback reaches the operator, it learns everything by polling.
+    h.publish_ack_url(&format!(
+        "http://{}/twiml/ack/{}/oncall",
+        op.addr, h.ns.name
+    ))
+    .await;
+    h.page("page").await;
+    let status = h.wait_phase("page", Phase::Acknowledged).await;
+    assert_eq!(status.acknowledged_by.as_deref(), Some("bob"));
+    let ledger = h.sim.ledger();
+    let callbacks = ledger
+        .entries
+        .iter()
+        .filter(
+            |e| matches!(&e.event, Event::Webhook { purpose, .. } if purpose == "status-callback"),
+        )
+        .count();
+    assert_eq!(callbacks, 0, "no status callbacks without a public URL");
+    assert_eq!(
+        calls_to(&ledger).values().copied().collect::<Vec<_>>(),
+        vec![1, 1]
+    );
+    let ledger = h
+        .wait_ledger("bob in the room", |l| {
+            !l.participants_of(&h.room()).is_empty()
+        })
+        .await;
+    assert_eq!(ledger.participants_of(&h.room()), sid_of(&ledger, BOB));
+    h.finish(vec![op]).await;
+}
+
+#[tokio::test]
+async fn concurrent_calls_stay_under_the_accounts_cap() {
+    let script = Script::default()
+        .with(ALICE, no_answer())
+        .with(BOB, Recipient::presses(1.0, "1").hangup_after(5.0));
+    let h = Harness::new("esc-cap", script, 20.0).await;
+    let op = h.operator("cap", any_port(), true, Hooks::default()).await;
+    let mut spec = policy_spec(
+        json!({"mode": "Simultaneous", "completion": "FirstAck", "ringTimeoutSeconds": 10, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB)],
+        10,
+    );
+    spec["limits"]["maxConcurrentCalls"] = json!(1);
+    h.policy(spec).await;
+    h.page("page").await;
+    let status = h.wait_phase("page", Phase::Acknowledged).await;
+    assert_eq!(status.acknowledged_by.as_deref(), Some("bob"));
+    let ledger = h.sim.ledger();
+    let alice = sid_of(&ledger, ALICE);
+    let bob = created(&ledger)
+        .into_iter()
+        .find(|(to, _, _)| to == BOB)
+        .map(|(_, _, at)| at);
+    let alice_ended = alice
+        .first()
+        .and_then(|sid| ledger.status_time(sid, "no-answer"));
+    assert!(
+        matches!((alice_ended, bob), (Some(ended), Some(started)) if started >= ended),
+        "bob dialed while alice's call was live: {alice_ended:?} {bob:?}"
+    );
+    h.finish(vec![op]).await;
+}
