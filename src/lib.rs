@@ -22,8 +22,8 @@ pub mod leader;
 pub mod message;
 pub mod metrics;
 pub mod routing;
-pub mod sources;
 pub mod runner;
+pub mod sources;
 pub mod telemetry;
 pub mod twilio;
 

@@ -603,57 +603,42 @@ async fn broken_input_and_twilio_errors_surface_as_conditions() {
     // A verified caller ID is a legitimate from, though not a number of the account.
     wait_policy(&env, "verified-from", "Ready", ready).await;
 
-    // Twilio errors seen while calling for a policy name the code and the recipient.
+    // Twilio errors seen while calling for a policy name the code and the recipient: the real
+    // escalation controller dials alice, whose number the simulator refuses as invalid.
     wait_policy(&env, "healthy", "Ready", ready).await;
+    env.sim
+        .set_invalid_number("+15005550101", 21211)
+        .unwrap_or_else(|e| panic!("simulator: {e}"));
     let calls: Api<AlertCall> = Api::namespaced(env.client.clone(), &env.ns.name);
-    let call: AlertCall = serde_json::from_value(json!({
-        "apiVersion": "alertcall.dev/v1alpha1",
-        "kind": "AlertCall",
-        "metadata": {"name": "page-1"},
-        "spec": {"policyRef": {"name": "healthy"}, "summary": "disk full"},
-    }))
-    .unwrap_or_else(|e| panic!("alertcall: {e}"));
+    let page = |name: &str| -> AlertCall {
+        serde_json::from_value(json!({
+            "apiVersion": "alertcall.dev/v1alpha1",
+            "kind": "AlertCall",
+            "metadata": {"name": name},
+            "spec": {"policyRef": {"name": "healthy"}, "summary": "disk full"},
+        }))
+        .unwrap_or_else(|e| panic!("alertcall: {e}"))
+    };
     calls
-        .create(&PostParams::default(), &call)
+        .create(&PostParams::default(), &page("page-1"))
         .await
         .unwrap_or_else(|e| panic!("creating AlertCall: {e}"));
-    let attempts = |error: bool| {
-        let mut attempt = json!({"id": "a1", "recipient": "alice", "round": 1, "status": "failed"});
-        if error {
-            attempt["twilioErrorCode"] = json!(21215);
-            attempt["message"] = json!("Account not authorized to call +15005550101");
-        } else {
-            attempt["id"] = json!("a2");
-            attempt["callSid"] = json!("CA00000000000000000000000000000002");
-            attempt["status"] = json!("completed");
-        }
-        attempt
-    };
-    let patch_attempts = |list: Vec<serde_json::Value>| {
-        let calls = calls.clone();
-        async move {
-            calls
-                .patch_status(
-                    "page-1",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"status": {"phase": "Calling", "attempts": list}})),
-                )
-                .await
-                .unwrap_or_else(|e| panic!("writing attempts: {e}"));
-        }
-    };
-    patch_attempts(vec![attempts(true)]).await;
     let p = wait_policy(&env, "healthy", "TwilioHealthy=False", |p| {
         is(p, "TwilioHealthy", "False")
     })
     .await;
     let c = reason_message(&p, "TwilioHealthy");
     assert!(
-        c.message.contains("21215") && c.message.contains("alice"),
+        c.message.contains("21211") && c.message.contains("alice"),
         "{}",
         c.message
     );
-    patch_attempts(vec![attempts(true), attempts(false)]).await;
+    // Once the number works again, a later page's successful call clears the condition.
+    env.sim.clear_invalid_number("+15005550101");
+    calls
+        .create(&PostParams::default(), &page("page-2"))
+        .await
+        .unwrap_or_else(|e| panic!("creating AlertCall: {e}"));
     wait_policy(&env, "healthy", "TwilioHealthy=True", |p| {
         is(p, "TwilioHealthy", "True")
     })

@@ -24,6 +24,17 @@ pub struct TwilioEndpoints {
 }
 
 impl TwilioEndpoints {
+    /// Endpoints that refuse every connection, for operators that must never reach Twilio.
+    pub fn unreachable() -> Self {
+        let discard = Url::parse("http://127.0.0.1:9/").ok();
+        Self {
+            api_url: discard.clone(),
+            serverless_url: discard.clone(),
+            upload_url: discard,
+            asset_scheme: None,
+        }
+    }
+
     pub fn config(&self, credentials: Credentials) -> TwilioConfig {
         let mut config = TwilioConfig::new(credentials);
         if let Some(url) = &self.api_url {

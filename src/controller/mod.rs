@@ -68,7 +68,9 @@ impl Config {
         Self {
             namespace: None,
             public_url: None,
-            twilio: TwilioEndpoints::default(),
+            // NB: a local operator reaches no real Twilio unless pointed somewhere: the discard
+            // port on loopback refuses every connection.
+            twilio: TwilioEndpoints::unreachable(),
             instance_name: "alertcall".to_string(),
             max_event_age: Duration::from_secs(300),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -99,6 +101,38 @@ pub struct Context {
     pub runner: Arc<Runner>,
     #[doc(hidden)]
     pub hooks: Hooks,
+}
+
+impl Context {
+    /// The context of one operator process; `start` builds it, and unit tests of the
+    /// controllers build one on a client that reaches nothing.
+    pub fn new(
+        client: Client,
+        config: Config,
+        leader: Leadership,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "alertcall".into(),
+                instance: Some(config.identity.clone()),
+            },
+        );
+        Self {
+            accounts: Accounts::new(client.clone(), config.twilio.clone()),
+            runner: Arc::new(Runner::new(metrics.clone())),
+            hooks: config.hooks.clone(),
+            client,
+            config,
+            metrics,
+            recorder,
+            leader,
+            readiness: Readiness::default(),
+            shutdown,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,7 +200,6 @@ pub async fn start_with_listener(
 ) -> Result<Running, RunError> {
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let readiness = Readiness::default();
     let leader = match &config.leader_election {
         Some(lease) => {
             let (leader, task) = Leadership::elect(client.clone(), lease).await?;
@@ -186,31 +219,17 @@ pub async fn start_with_listener(
         addr: config.listen,
         source,
     })?;
-    let metrics = Arc::new(Metrics::new());
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "alertcall".into(),
-            instance: Some(config.identity.clone()),
-        },
-    );
-    let config_hooks = config.hooks.clone();
-    let context = Arc::new(Context {
-        accounts: Accounts::new(client.clone(), config.twilio.clone()),
-        client,
-        config,
-        metrics: metrics.clone(),
-        recorder,
-        leader,
-        readiness: readiness.clone(),
-        shutdown: shutdown.clone(),
-        runner: Arc::new(Runner::new(metrics.clone())),
-        hooks: config_hooks,
-    });
+    let context = Arc::new(Context::new(client, config, leader, shutdown.clone()));
+    let (readiness, metrics) = (context.readiness.clone(), context.metrics.clone());
 
     // NB: registered before anything is served, so `/readyz` never answers 200 before the
     // route, AlertCall and Event caches and the escalation controller's store are loaded.
-    for component in ["alertroutes", "alertcalls", "events", alert_call::CONTROLLER] {
+    for component in [
+        "alertroutes",
+        "alertcalls",
+        "events",
+        alert_call::CONTROLLER,
+    ] {
         context.readiness.register(component);
     }
     let (publish, routes) = watch::channel(Arc::new(alert_route::RouteSnapshot::default()));

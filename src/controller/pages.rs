@@ -688,22 +688,12 @@ mod tests {
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
         let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
         let (_, shutdown) = watch::channel(false);
-        let ctx = Arc::new(Context {
-            accounts: super::super::Accounts::new(client.clone(), Default::default()),
-            recorder: kube::runtime::events::Recorder::new(
-                client.clone(),
-                kube::runtime::events::Reporter {
-                    controller: "test".into(),
-                    instance: None,
-                },
-            ),
+        let ctx = Arc::new(Context::new(
             client,
-            config: Config::local("test"),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
-            leader: crate::leader::Leadership::always(),
-            readiness: Default::default(),
+            Config::local("test"),
+            crate::leader::Leadership::always(),
             shutdown,
-        });
+        ));
         let mut route = crate::api::AlertRoute::new("r", spec);
         route.metadata.namespace = Some("prod".into());
         let snapshot = RouteSnapshot {

@@ -306,6 +306,10 @@ impl SimHandle {
             .insert(number.to_string(), code);
         Ok(())
     }
+    /// Makes a number configured with [`Self::set_invalid_number`] valid again.
+    pub fn clear_invalid_number(&self, number: &str) {
+        self.inner.lock().invalid_numbers.remove(number);
+    }
     /// Seeds an IncomingPhoneNumber the account owns; returns its `PN...` SID. Same as
     /// `POST .../IncomingPhoneNumbers.json` with `PhoneNumber` (and optional `VoiceUrl`...).
     pub fn add_number(&self, phone_number: &str) -> String {
