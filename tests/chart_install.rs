@@ -6,10 +6,13 @@ mod support;
 
 use std::time::Duration;
 
+use alertcall::api::{AlertCall, CallPolicy, Phase};
+use alertcall::twilio::sim::{Outcome, Recipient as SimRecipient, Script, SimConfig, Simulator};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use serde_json::json;
 
 /// A client that authenticates as the ServiceAccount, with the token the controller-manager
 /// minted for it.
@@ -56,6 +59,74 @@ pub async fn service_account_client(admin: &Client, namespace: &str, name: &str)
     Client::try_from(config).unwrap_or_else(|e| panic!("service account client: {e}"))
 }
 
+const ACCOUNT: &str = "AC00000000000000000000000000000c4a";
+const TOKEN: &str = "chart-test-token";
+const FROM: &str = "+15005550006";
+
+async fn create<K>(client: &Client, namespace: &str, object: serde_json::Value)
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + serde::Serialize,
+    K::DynamicType: Default,
+{
+    let object: K = serde_json::from_value(object).unwrap_or_else(|e| panic!("object: {e}"));
+    Api::<K>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("creating {object:?}: {e}"));
+}
+
+async fn apply_app_objects(admin: &Client, namespace: &str) {
+    create::<Secret>(
+        admin,
+        namespace,
+        json!({
+            "metadata": {"name": "twilio"},
+            "stringData": {"accountSid": ACCOUNT, "authToken": TOKEN},
+        }),
+    )
+    .await;
+    create::<CallPolicy>(
+        admin,
+        namespace,
+        json!({
+            "apiVersion": "alertcall.dev/v1alpha1", "kind": "CallPolicy",
+            "metadata": {"name": "oncall"},
+            "spec": {
+                "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": FROM},
+                "recipients": [{"name": "alice", "phone": "+15005550101"}],
+                "strategy": {"ringTimeoutSeconds": 20, "rounds": 1},
+            },
+        }),
+    )
+    .await;
+    create::<alertcall::api::AlertRoute>(admin, namespace, json!({
+        "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertRoute",
+        "metadata": {"name": "pods"},
+        "spec": {
+            "policyRef": {"name": "oncall"},
+            "kubernetesEvents": {"types": ["Warning"], "reasons": ["ChartTestBackOff"], "involvedKinds": ["Pod"]},
+        },
+    }))
+    .await;
+}
+
+async fn create_event(admin: &Client, namespace: &str) {
+    let now = jiff::Timestamp::now().to_string();
+    create::<k8s_openapi::api::core::v1::Event>(admin, namespace, json!({
+        "metadata": {"name": "api-backoff"},
+        "type": "Warning",
+        "reason": "ChartTestBackOff",
+        "message": "Back-off restarting failed container",
+        "involvedObject": {"kind": "Pod", "name": "api-0", "namespace": namespace, "apiVersion": "v1"},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }))
+    .await;
+}
+
 #[tokio::test]
 async fn chart_installs_and_its_service_account_runs_the_operator() {
     let admin = support::client().await;
@@ -90,15 +161,44 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
         .await
         .is_err());
 
-    // Sufficient: the operator starts with leader election on the chart's Lease Role and
-    // becomes ready.
+    // Sufficient: with only the chart's RBAC, the operator elects itself, publishes a policy's
+    // TwiML, turns a labeled Event into a page, calls through the simulator until the recipient
+    // presses 1, and records all of it.
+    let app =
+        support::TestNamespace::with_labels(&admin, "chart-app", &[("alerting", "enabled")]).await;
+    let sim = Simulator::start(SimConfig {
+        time_scale: 20.0,
+        script: Script {
+            default: SimRecipient {
+                outcome: Outcome::Answer,
+                answer_after: 2.0,
+                press: Some("1".into()),
+                hangup_after: None,
+            },
+            ..Script::default()
+        },
+        ..SimConfig::new(ACCOUNT, TOKEN)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("simulator: {e}"));
+    sim.add_number(FROM);
+    apply_app_objects(&admin, &app.name).await;
+    let sim_url = url::Url::parse(&sim.api_url()).ok();
     let config = alertcall::controller::Config {
+        namespace: Some(app.name.clone()),
         leader_election: Some(alertcall::leader::LeaseConfig {
             namespace: release_ns.name.clone(),
             name: "alertcall-leader".into(),
             identity: "chart-test".into(),
             duration: Duration::from_secs(15),
         }),
+        twilio: alertcall::controller::TwilioEndpoints {
+            api_url: sim_url.clone(),
+            serverless_url: sim_url,
+            ..Default::default()
+        },
+        call_policies: true,
+        poll_interval: Duration::from_millis(500),
         ..alertcall::controller::Config::local("chart-test")
     };
     let running = alertcall::controller::start(client, config)
@@ -121,6 +221,67 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200, "operator not ready with the chart's RBAC");
+
+    let policies: Api<CallPolicy> = Api::namespaced(admin.clone(), &app.name);
+    let mut published = false;
+    for _ in 0..300 {
+        let policy = policies
+            .get("oncall")
+            .await
+            .unwrap_or_else(|e| panic!("policy: {e}"));
+        let conditions = policy.status.map(|s| s.conditions).unwrap_or_default();
+        if alertcall::api::conditions::is_true(&conditions, "Ready") {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(published, "CallPolicy never Ready with the chart's RBAC");
+
+    create_event(&admin, &app.name).await;
+    let calls: Api<AlertCall> = Api::namespaced(admin.clone(), &app.name);
+    let mut acknowledged = None;
+    for _ in 0..600 {
+        let list = calls
+            .list(&ListParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("alertcalls: {e}"));
+        acknowledged = list.items.into_iter().find(|c| {
+            c.status
+                .as_ref()
+                .is_some_and(|s| s.phase == Phase::Acknowledged)
+        });
+        if acknowledged.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(page) = acknowledged else {
+        panic!(
+            "no page was acknowledged with the chart's RBAC; ledger: {:?}",
+            sim.ledger().entries.len()
+        );
+    };
+    let status = page.status.unwrap_or_default();
+    assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
+    assert_eq!(status.attempt_count, 1);
+    // The recorder's Events reached the API server.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(admin.clone(), &app.name);
+    let recorded = events
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("events: {e}"));
+    assert!(
+        recorded
+            .items
+            .iter()
+            .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                == Some(page.metadata.name.as_deref().unwrap_or_default())),
+        "no Event recorded on the page"
+    );
+    sim.shutdown().await;
+    app.delete().await;
     running.shutdown().await;
     let _ = support::helm(&[
         "uninstall",
