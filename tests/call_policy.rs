@@ -192,16 +192,6 @@ async fn wait_policy<F: Fn(&CallPolicy) -> bool>(
     panic!("timed out waiting for {what} on {name}; last status: {last:#?}");
 }
 
-async fn wait_until<F: FnMut() -> bool>(what: &str, mut check: F) {
-    for _ in 0..300 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn condition<'a>(
     policy: &'a CallPolicy,
     type_: &str,
@@ -318,7 +308,7 @@ async fn policy_lifecycle_publishes_bridges_corrects_drift_and_cleans_up() {
     touched.metadata.labels = Some([("touched".to_string(), "yes".to_string())].into());
     apply(&env, &touched).await;
     let resyncs_before = env.sim.ledger().entries.len();
-    wait_until("a few resyncs", || {
+    support::until("a few resyncs", || {
         env.sim
             .ledger()
             .entries
@@ -336,7 +326,7 @@ async fn policy_lifecycle_publishes_bridges_corrects_drift_and_cleans_up() {
         .sim
         .dial_in("+15005550999", BRIDGE)
         .unwrap_or_else(|e| panic!("dial in: {e}"));
-    wait_until("the dial-in caller in the room", || {
+    support::until("the dial-in caller in the room", || {
         env.sim.ledger().participants_of(&room).contains(&call)
     })
     .await;

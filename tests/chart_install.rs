@@ -209,59 +209,34 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
         .await
         .unwrap_or_else(|_| panic!("never became leader with the chart's RBAC"));
     let ready = format!("http://{}/readyz", running.addr);
-    let mut status = 0;
-    for _ in 0..100 {
-        status = reqwest::get(&ready)
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0);
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, 200, "operator not ready with the chart's RBAC");
+    support::eventually("the operator to be ready with the chart's RBAC", || async {
+        let status = reqwest::get(&ready).await.map(|r| r.status().as_u16()).ok();
+        (status == Some(200)).then_some(())
+    })
+    .await;
 
     let policies: Api<CallPolicy> = Api::namespaced(admin.clone(), &app.name);
-    let mut published = false;
-    for _ in 0..300 {
-        let policy = policies
-            .get("oncall")
-            .await
-            .unwrap_or_else(|e| panic!("policy: {e}"));
-        let conditions = policy.status.map(|s| s.conditions).unwrap_or_default();
-        if alertcall::api::conditions::is_true(&conditions, "Ready") {
-            published = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(published, "CallPolicy never Ready with the chart's RBAC");
+    support::eventually(
+        "the CallPolicy to be Ready with the chart's RBAC",
+        || async {
+            let policy = policies.get("oncall").await.ok()?;
+            let conditions = policy.status.map(|s| s.conditions).unwrap_or_default();
+            alertcall::api::conditions::is_true(&conditions, "Ready").then_some(())
+        },
+    )
+    .await;
 
     create_event(&admin, &app.name).await;
     let calls: Api<AlertCall> = Api::namespaced(admin.clone(), &app.name);
-    let mut acknowledged = None;
-    for _ in 0..600 {
-        let list = calls
-            .list(&ListParams::default())
-            .await
-            .unwrap_or_else(|e| panic!("alertcalls: {e}"));
-        acknowledged = list.items.into_iter().find(|c| {
+    let page = support::eventually("a page acknowledged with the chart's RBAC", || async {
+        let list = calls.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|c| {
             c.status
                 .as_ref()
                 .is_some_and(|s| s.phase == Phase::Acknowledged)
-        });
-        if acknowledged.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let Some(page) = acknowledged else {
-        panic!(
-            "no page was acknowledged with the chart's RBAC; ledger: {:?}",
-            sim.ledger().entries.len()
-        );
-    };
+        })
+    })
+    .await;
     let status = page.status.unwrap_or_default();
     assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
     assert_eq!(status.attempt_count, 1);

@@ -7,16 +7,6 @@ use std::time::Duration;
 use alertcall::controller::{self, Config};
 use alertcall::leader::LeaseConfig;
 
-async fn eventually<F: FnMut() -> bool>(what: &str, mut condition: F) {
-    for _ in 0..200 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test]
 async fn health_readiness_and_metrics_are_served() {
     let client = support::client().await;
@@ -87,7 +77,7 @@ async fn only_one_replica_leads_and_the_other_takes_over() {
         .await
         .unwrap_or_else(|e| panic!("start b: {e}"));
     let (a, b) = (first.context.leader.clone(), second.context.leader.clone());
-    eventually("a leader", || a.is_leader() || b.is_leader()).await;
+    support::until("a leader", || a.is_leader() || b.is_leader()).await;
     // Both are checked many times: never both at once.
     for _ in 0..20 {
         assert!(!(a.is_leader() && b.is_leader()), "two leaders at once");
@@ -100,7 +90,7 @@ async fn only_one_replica_leads_and_the_other_takes_over() {
     };
     // A killed leader does not release the Lease: the follower takes over when it expires.
     leader.kill().await;
-    eventually("the follower to take over", || follower_state.is_leader()).await;
+    support::until("the follower to take over", || follower_state.is_leader()).await;
     follower.shutdown().await;
     ns.delete().await;
 }

@@ -193,3 +193,30 @@ pub fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// How long a test waits for the operator to do something before it fails.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Polls `probe` until it yields a value, or fails the test after [`WAIT`]. Bounded polling on
+/// observable state, never a sleep standing in for an assertion.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// [`eventually`] for a condition that needs no I/O.
+pub async fn until<F: FnMut() -> bool>(what: &str, mut check: F) {
+    eventually(what, || std::future::ready(check().then_some(()))).await
+}
