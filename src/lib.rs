@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod calls;
 pub mod cli;
 pub mod controller;
 pub mod escalation;
