@@ -9,11 +9,14 @@
 //! ```
 //!
 //! Deciding is pure (`api::validate`, `message`, `routing`, `escalation`, `twilio::twiml`);
-//! I/O happens at the edges (`controller`, `sources`, `runner`, `twilio::client`).
+//! I/O happens at the edges (`controller`, `sources`, `runner`, `calls`, `twilio::client`). `calls`
+//! is the Twilio side of a page (polls, dial requests, cancels, lookups) without Kubernetes, shared
+//! by the AlertCall controller and `alertcall demo`.
 
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod calls;
 pub mod cli;
 pub mod controller;
 pub mod escalation;

@@ -1,12 +1,40 @@
 //! `alertcall demo`: the paging pipeline on the embedded examples, no cluster, no Twilio account.
+//!
+//! ```text
+//!  sample Event / alert ─> routing (RouteIndex, GroupKey, decide, build_alert_call) ─> AlertCall
+//!  CallPolicy ─> publish_documents ─> simulator's Serverless assets (the hosted ack document)
+//!  loop: calls::poll ─> escalation::observe ─> escalation::step ─> runner (paced dials), cancels
+//!  the simulator's ledger + the status transitions ─> the printed timeline
+//! ```
+//!
+//! Everything but Kubernetes is the operator's own code: the AlertCall status lives in memory
+//! instead of the API server, and the simulator stands in for Twilio.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Event as KubeEvent;
 use kube::ResourceExt;
+use tokio::sync::mpsc;
 
-use super::check::{qualified, Manifests};
-use crate::api::{CallPolicy, Mode};
-use crate::message::{render_or_fallback, MessageContext};
+use super::check::{namespace_of, qualified, Manifests};
+use crate::api::{AlertCall, AlertCallStatus, CallPolicy, Mode, Phase};
+use crate::calls;
+use crate::controller::Account;
+use crate::escalation::{observe, step, Action, Observation, StepContext};
+use crate::metrics::Metrics;
+use crate::routing::{
+    build_alert_call, decide, Candidate, Decision, EventCandidate, GroupKey, GroupState,
+    PageRequest, RouteIndex, RouteKey,
+};
+use crate::runner::{DialJob, JobKey, Runner};
+use crate::sources::alertmanager::Payload;
+use crate::twilio::documents::{room_name, HostedDocuments};
+use crate::twilio::sim::{self, Event, Outcome, Recipient, SimConfig, SimHandle, Simulator};
+use crate::twilio::{Credentials, TwilioClient, TwilioConfig};
 
 /// The examples compiled into the binary, so the demo runs from anywhere.
 pub const EXAMPLES: &[(&str, &str)] = &[
@@ -28,6 +56,38 @@ pub const EXAMPLES: &[(&str, &str)] = &[
     ),
 ];
 
+/// Simulated seconds per real second: a page of a few simulated minutes takes a few seconds.
+pub const TIME_SCALE: f64 = 50.0;
+
+/// How often the page's calls are polled, in simulated seconds (the operator's poll interval).
+const POLL_SECONDS: f64 = 2.0;
+
+/// The longest the demo waits, in real time, for acknowledgers to reach the room (they are
+/// seconds away; a loaded machine must not turn that into a missing line).
+const ROOM_WAIT: Duration = Duration::from_secs(10);
+
+/// A page that has not finished after this much real time is reported as stuck.
+const REAL_TIME_LIMIT: Duration = Duration::from_secs(90);
+
+const ACCOUNT_SID: &str = "ACdemo0000000000000000000000000000";
+const AUTH_TOKEN: &str = "demo-auth-token";
+const INSTANCE: &str = "alertcall-demo";
+
+/// The Alertmanager webhook the `db-owners` example receives on its `critical-alerts` route.
+const SAMPLE_ALERT: &str = r#"{
+  "version": "4",
+  "status": "firing",
+  "receiver": "alertcall",
+  "alerts": [{
+    "status": "firing",
+    "labels": {"alertname": "PostgresReplicationLag", "severity": "critical", "team": "db",
+               "cluster": "prod", "service": "orders-db"},
+    "annotations": {"summary": "The orders database replica is 6 minutes behind."},
+    "startsAt": "2026-01-01T00:00:00Z",
+    "fingerprint": "5f3a9c1d2e4b6a70"
+  }]
+}"#;
+
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
     /// Which example policy to page (`sre-oncall` or `db-owners`).
@@ -35,112 +95,867 @@ pub struct DemoArgs {
     pub example: String,
 }
 
-pub fn run(args: &DemoArgs) -> ExitCode {
+/// Why the demo could not run. `reason()` is stable for scripts.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("no example {name:?}; choose one of: {choices}")]
+    UnknownExample { name: String, choices: String },
+    #[error("embedded examples: {0}")]
+    Examples(String),
+    #[error("the sample signal of {0} matches no example route")]
+    NoRoute(String),
+    #[error("cannot start the Twilio simulator: {0}")]
+    Simulator(#[from] sim::SimError),
+    #[error("Twilio (simulated): {0}")]
+    Twilio(#[from] crate::twilio::TwilioError),
+    #[error("publishing the TwiML documents: {0}")]
+    Publish(#[from] crate::controller::call_policy::Error),
+    #[error("the page did not finish within {0:?} of real time")]
+    Stuck(Duration),
+}
+
+impl DemoError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DemoError::UnknownExample { .. } => "UnknownExample",
+            DemoError::Examples(_) => "InvalidExamples",
+            DemoError::NoRoute(_) => "NoRoute",
+            DemoError::Simulator(_) => "SimulatorFailed",
+            DemoError::Twilio(_) => "TwilioError",
+            DemoError::Publish(_) => "PublishFailed",
+            DemoError::Stuck(_) => "Stuck",
+        }
+    }
+}
+
+/// One line of the timeline, at a simulated time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Moment {
+    pub at: Timestamp,
+    pub text: String,
+}
+
+/// What a demo run did.
+#[derive(Debug)]
+pub struct DemoRun {
+    /// What was routed and published, before any call.
+    pub header: Vec<String>,
+    /// Calls, answers, keypresses and the room, in simulated time order.
+    pub timeline: Vec<Moment>,
+    /// The page's status at the end, as the operator would have written it.
+    pub status: AlertCallStatus,
+    /// The one-line outcome.
+    pub summary: String,
+    pub time_scale: f64,
+}
+
+impl DemoRun {
+    /// The whole report as printed.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for line in &self.header {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push('\n');
+        let start = self
+            .status
+            .started_at
+            .as_ref()
+            .map(|t| t.0)
+            .or_else(|| self.timeline.first().map(|m| m.at));
+        for moment in &self.timeline {
+            let offset = start.map_or(0.0, |t0| moment.at.duration_since(t0).as_secs_f64());
+            out.push_str(&format!(
+                "{:>8}  {}\n",
+                format!("+{offset:.1}s"),
+                moment.text
+            ));
+        }
+        out.push('\n');
+        out.push_str(&self.summary);
+        out.push('\n');
+        out.push_str(&format!(
+            "\nThis was a simulation: simulated time ran {}x faster, the calls went to the Twilio simulator\n\
+             in this process, and the AlertCall status was kept in memory instead of a cluster.\n\
+             Next: edit the numbers and the Secret in examples/, then `kubectl apply -f crds/ -f examples/`\n\
+             with the operator running, or rehearse your own policies with `alertcall twilio-sim` (dry runs)\n\
+             and `alertcall check -f DIR --event FILE`.\n",
+            self.time_scale
+        ));
+        out
+    }
+}
+
+/// How one person behaves on each of their calls (the last entry repeats).
+struct Role {
+    name: &'static str,
+    calls: Vec<(Recipient, &'static str)>,
+}
+
+fn cast(example: &str) -> Vec<Role> {
+    match example {
+        "db-owners" => vec![
+            Role {
+                name: "dana",
+                calls: vec![(Recipient::presses(4.0, "1"), "answers and presses 1")],
+            },
+            Role {
+                name: "erik",
+                calls: vec![
+                    (
+                        Recipient::with_outcome(Outcome::NoAnswer),
+                        "does not answer",
+                    ),
+                    (Recipient::presses(5.0, "1"), "answers and presses 1"),
+                ],
+            },
+            Role {
+                name: "fumi",
+                calls: vec![(Recipient::presses(7.0, "1"), "answers and presses 1")],
+            },
+        ],
+        _ => vec![
+            Role {
+                name: "alice",
+                calls: vec![(Recipient::with_outcome(Outcome::NoAnswer), "never answers")],
+            },
+            Role {
+                name: "bob",
+                calls: vec![(Recipient::voicemail(4.0), "voicemail answers")],
+            },
+            Role {
+                name: "carol",
+                calls: vec![(Recipient::presses(3.0, "1"), "answers and presses 1")],
+            },
+        ],
+    }
+}
+
+fn role_call<'a>(
+    roles: &'a [Role],
+    name: &str,
+    nth: usize,
+) -> Option<&'a (Recipient, &'static str)> {
+    let role = roles.iter().find(|r| r.name == name)?;
+    role.calls.get(nth).or_else(|| role.calls.last())
+}
+
+fn describe_cast(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|role| {
+            let parts: Vec<&str> = role.calls.iter().map(|(_, what)| *what).collect();
+            format!("{}: {}", role.name, parts.join(", then on the next call "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn manifests() -> Result<Manifests, DemoError> {
     let sources: Vec<(String, String)> = EXAMPLES
         .iter()
         .map(|(name, text)| (name.to_string(), text.to_string()))
         .collect();
-    let manifests = match Manifests::parse(&sources) {
-        Ok(manifests) => manifests,
-        Err(errors) => {
-            for error in errors {
-                eprintln!("error: embedded example: {error}");
-            }
-            return ExitCode::FAILURE;
-        }
+    Manifests::parse(&sources).map_err(|errors| DemoError::Examples(errors.join("; ")))
+}
+
+/// The example's sample signal: a Warning BackOff Event about a critical Pod, or a critical
+/// Alertmanager alert posted to `critical-alerts`.
+fn sample_signal(example: &str) -> Result<(Candidate, String), DemoError> {
+    if example == "db-owners" {
+        let payload = Payload::parse(SAMPLE_ALERT.as_bytes())
+            .map_err(|error| DemoError::Examples(error.to_string()))?;
+        let route = RouteKey::new("default", "critical-alerts");
+        let alert = payload
+            .candidates(&route)
+            .into_iter()
+            .next()
+            .ok_or_else(|| DemoError::NoRoute(example.to_string()))?;
+        let text = format!(
+            "Alertmanager alert PostgresReplicationLag (severity=critical, team=db) posted to {route}"
+        );
+        return Ok((Candidate::Alert(alert), text));
+    }
+    let now = Timestamp::now().to_string();
+    let event: KubeEvent = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "api-7f9c6d5b8-x2x9q.17a2b3c4d5e6f708", "namespace": "payments"},
+        "type": "Warning",
+        "reason": "BackOff",
+        "message": "Back-off restarting failed container api",
+        "count": 3,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "involvedObject": {"kind": "Pod", "name": "api-7f9c6d5b8-x2x9q", "namespace": "payments"},
+    }))
+    .map_err(|error| DemoError::Examples(format!("the sample Event: {error}")))?;
+    let candidate = EventCandidate::from_event(
+        &event,
+        BTreeMap::from([("tier".to_string(), "critical".to_string())]),
+        BTreeMap::from([("alerting".to_string(), "enabled".to_string())]),
+    );
+    let text = "Kubernetes Event: Warning BackOff on Pod payments/api-7f9c6d5b8-x2x9q \
+                (Pod labeled tier=critical, namespace labeled alerting=enabled)"
+        .to_string();
+    Ok((Candidate::Event(candidate), text))
+}
+
+/// Routes the sample signal like the pager: the route index, the group key, the window
+/// decision and the AlertCall build.
+fn route_signal(
+    manifests: &Manifests,
+    policy: &CallPolicy,
+    candidate: &Candidate,
+    now: Timestamp,
+) -> Result<(AlertCall, String), DemoError> {
+    let index = RouteIndex::new(manifests.routes.clone());
+    let policy_name = policy.name_any();
+    let route = index
+        .matching(candidate)
+        .into_iter()
+        .find(|route| route.route.spec.policy_ref.name == policy_name)
+        .ok_or_else(|| DemoError::NoRoute(policy_name.clone()))?;
+    let grouping = &route.route.spec.grouping;
+    let key = GroupKey::of(&grouping.group_by, candidate);
+    let Decision::Page { name, .. } =
+        decide(&route.key, &key, grouping, &GroupState::default(), now)
+    else {
+        // The examples page at once (groupWaitSeconds 0) and the demo has no earlier page.
+        return Err(DemoError::NoRoute(policy_name));
     };
+    let built = build_alert_call(
+        PageRequest {
+            route: &route.route,
+            policy_template: &policy.spec.message.template,
+            group_key: &key,
+            name: &name,
+            now,
+        },
+        candidate,
+    );
+    Ok((built.call, format!("AlertRoute {}", route.key)))
+}
+
+/// Runs the example's page against an in-process simulator and returns what happened.
+pub async fn simulate(example: &str, time_scale: f64) -> Result<DemoRun, DemoError> {
+    let manifests = manifests()?;
     let Some(policy) = manifests
         .policies
         .iter()
-        .find(|p| p.name_any() == args.example)
+        .find(|p| p.name_any() == example)
+        .cloned()
     else {
-        let names: Vec<String> = manifests.policies.iter().map(|p| p.name_any()).collect();
-        eprintln!(
-            "error: no example policy {:?}; choose one of: {}",
-            args.example,
-            names.join(", ")
-        );
-        return ExitCode::FAILURE;
+        let choices: Vec<String> = manifests.policies.iter().map(|p| p.name_any()).collect();
+        return Err(DemoError::UnknownExample {
+            name: example.to_string(),
+            choices: choices.join(", "),
+        });
     };
-    print!("{}", plan(policy, &MessageContext::sample()));
-    ExitCode::SUCCESS
+    let roles = cast(example);
+    let (candidate, signal_text) = sample_signal(example)?;
+
+    let sim = Simulator::start(SimConfig {
+        time_scale,
+        calls_per_second: f64::from(policy.spec.limits.calls_per_second.max(1)),
+        // Anyone the cast forgets lets it ring out: nobody acknowledges by accident.
+        script: sim::Script {
+            default: Recipient::with_outcome(Outcome::NoAnswer),
+            ..sim::Script::default()
+        },
+        ..SimConfig::new(ACCOUNT_SID, AUTH_TOKEN)
+    })
+    .await?;
+    let result = drive(
+        &sim,
+        &manifests,
+        &policy,
+        &roles,
+        &candidate,
+        signal_text,
+        time_scale,
+    )
+    .await;
+    sim.shutdown().await;
+    result
 }
 
-/// The call plan of a page for `policy`, as a person reads it.
-pub fn plan(policy: &CallPolicy, context: &MessageContext) -> String {
+async fn drive(
+    sim: &SimHandle,
+    manifests: &Manifests,
+    policy: &CallPolicy,
+    roles: &[Role],
+    candidate: &Candidate,
+    signal_text: String,
+    time_scale: f64,
+) -> Result<DemoRun, DemoError> {
     let spec = &policy.spec;
+    let namespace = namespace_of(policy);
+    let policy_name = policy.name_any();
+    let (call, route_text) = route_signal(manifests, policy, candidate, sim.now())?;
+    let page = call.name_any();
+
+    sim.add_number(&spec.twilio.from);
+    if let Some(bridge) = &spec.twilio.bridge_number {
+        sim.add_number(bridge);
+    }
+    let base = url::Url::parse(&sim.api_url())
+        .map_err(|error| DemoError::Examples(format!("simulator URL: {error}")))?;
+    let client = TwilioClient::new(
+        TwilioConfig::new(Credentials::AuthToken {
+            account_sid: ACCOUNT_SID.to_string(),
+            auth_token: AUTH_TOKEN.to_string(),
+        })
+        .with_single_base(base),
+    )?;
+    let room = room_name(spec, &namespace, &policy_name);
+    let docs = HostedDocuments::render(spec, &room);
+    let twiml = crate::controller::call_policy::publish_documents(
+        &client,
+        ACCOUNT_SID,
+        INSTANCE,
+        &namespace,
+        &policy_name,
+        &docs,
+    )
+    .await?;
+    let ack_base = twiml.urls.ack.clone();
+
     let strategy = &spec.strategy;
-    let mut out = String::new();
-    out.push_str(
-        "alertcall demo (preview): the call plan for a sample page. No calls are simulated yet.\n\n",
-    );
-    out.push_str(&format!("policy    CallPolicy {}\n", qualified(policy)));
     let how = match strategy.mode {
         Mode::Sequential => format!("Sequential, {:?} order", strategy.order),
         Mode::Simultaneous => format!("Simultaneous, complete on {:?}", strategy.completion),
     };
-    out.push_str(&format!(
-        "strategy  {how}; {} round(s), {}s apart; each call rings {}s\n",
-        strategy.rounds, strategy.round_interval_seconds, strategy.ring_timeout_seconds
-    ));
-    let (text, error) = render_or_fallback(&spec.message.template, context);
-    out.push_str(&format!(
-        "message   ({}, said {}x) \"{text}\"\n",
-        spec.message.language, spec.message.repeat
-    ));
-    if let Some(error) = error {
-        out.push_str(&format!("          (fallback text: {error})\n"));
-    }
-    out.push_str(&format!(
-        "ack       press {} within {}s, then join room {:?}\n",
-        spec.acknowledgement.digits,
-        spec.acknowledgement.gather_timeout_seconds,
-        spec.conference.room.clone().unwrap_or_else(|| format!(
-            "{}-{}",
-            super::check::namespace_of(policy),
-            policy.name_any()
-        ))
-    ));
-    out.push_str("calls, round 1:\n");
-    for (index, recipient) in spec.recipients.iter().enumerate() {
-        let when = match strategy.mode {
-            Mode::Sequential => format!("call {}", index + 1),
-            Mode::Simultaneous => format!(
-                "at +{}s",
-                index as u32 / spec.limits.calls_per_second.max(1)
-            ),
+    let header = vec![
+        format!(
+            "alertcall demo: a SIMULATION of one page with the embedded examples/ (no cluster, no Twilio account)."
+        ),
+        format!("signal   {signal_text}"),
+        format!(
+            "route    {signal} -> {route_text} -> CallPolicy {} ({how}, rings {}s, {} round(s))",
+            qualified(policy),
+            strategy.ring_timeout_seconds,
+            strategy.rounds,
+            signal = match candidate {
+                Candidate::Event(_) => "event",
+                Candidate::Alert(_) => "alert",
+            },
+        ),
+        format!("page     AlertCall {namespace}/{page}: {:?}", call.spec.summary),
+        format!(
+            "twiml    ack, bridge and no-ack documents published as Serverless assets (build {}); ack document {}",
+            twiml.build_sid, ack_base
+        ),
+        format!("cast     {} (scripted in the simulator)", describe_cast(roles)),
+    ];
+
+    let metrics = Arc::new(Metrics::new());
+    let runner = Arc::new(Runner::new(metrics));
+    let account = Arc::new(Account {
+        account_sid: ACCOUNT_SID.to_string(),
+        auth_token: Some(AUTH_TOKEN.to_string()),
+        client: client.clone(),
+    });
+    // NB: the pacer counts real time; scaled, its calls per second are per simulated second.
+    let mut limits = calls::limits(spec);
+    limits.calls_per_second = scaled_rate(limits.calls_per_second, time_scale);
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Observation>>();
+    let mut status = AlertCallStatus::default();
+    let mut notes: Vec<Moment> = Vec::new();
+    let mut found: Vec<Observation> = Vec::new();
+    let mut calls_of: HashMap<String, usize> = HashMap::new();
+    let mut cast_of_attempt: HashMap<String, &'static str> = HashMap::new();
+    let real_start = tokio::time::Instant::now();
+    loop {
+        let now = sim.now();
+        while let Ok(observations) = rx.try_recv() {
+            found.extend(observations);
+        }
+        for observation in found.drain(..) {
+            observe(&mut status, &observation, now);
+        }
+        for observation in calls::poll(&client, &status, &room, &ack_base, now).await {
+            observe(&mut status, &observation, now);
+        }
+        let dialing = runner.dialing(&namespace, &page);
+        let step_ctx = StepContext {
+            start_index: 0,
+            calls_last_hour: u32::try_from(status.attempts.len()).unwrap_or(u32::MAX),
+            withdrawn: None,
+            dialing: dialing.clone(),
+            conference_room: Some(room.clone()),
         };
-        out.push_str(&format!(
-            "  {when:<9} {:<8} {}\n",
-            recipient.name,
-            recipient.address.twilio_to()
-        ));
+        let decision = step(spec, &call.spec, &status, now, &step_ctx);
+        note_transitions(&mut notes, &status, &decision.status, now);
+        status = decision.status;
+
+        let live: HashSet<String> = status
+            .attempts
+            .iter()
+            .filter(|a| !a.status.is_final() && a.call_sid.is_some())
+            .map(|a| a.id.clone())
+            .collect();
+        runner.sync_live(ACCOUNT_SID, &namespace, &page, &live);
+
+        let mut wake = now + SignedDuration::from_secs_f64(POLL_SECONDS);
+        for action in decision.actions {
+            match action {
+                Action::Dial { attempt, to } => {
+                    let nth = calls_of.entry(attempt.recipient.clone()).or_default();
+                    if let Some((behaviour, what)) = role_call(roles, &attempt.recipient, *nth) {
+                        sim.set_recipient(&to, behaviour.clone());
+                        cast_of_attempt.insert(attempt.id.clone(), what);
+                    }
+                    *nth += 1;
+                    notes.push(Moment {
+                        at: now,
+                        text: format!("dial {} ({to}) round {}", attempt.recipient, attempt.round),
+                    });
+                    let request =
+                        match calls::dial_request(spec, &call.spec.summary, to, &ack_base, None) {
+                            Ok(request) => request,
+                            Err(error) => {
+                                found.push(Observation::DialRefused {
+                                    attempt_id: attempt.id.clone(),
+                                    error_code: None,
+                                    message: format!("the call's TwiML cannot be built: {error}"),
+                                });
+                                continue;
+                            }
+                        };
+                    let tx = tx.clone();
+                    let attempt_id = attempt.id.clone();
+                    runner.submit(DialJob {
+                        key: JobKey {
+                            namespace: namespace.clone(),
+                            name: page.clone(),
+                            attempt_id: attempt.id,
+                        },
+                        account: account.clone(),
+                        limits,
+                        request,
+                        report: Box::new(move |outcome| {
+                            Box::pin(async move {
+                                // Ambiguous: the LookUp action finds the call later.
+                                if let Some(observations) =
+                                    calls::outcome_observations(&attempt_id, &outcome)
+                                {
+                                    let _ = tx.send(observations);
+                                }
+                            })
+                        }),
+                    });
+                }
+                Action::Cancel {
+                    attempt_id,
+                    call_sid,
+                    hang_up,
+                } => match call_sid {
+                    Some(sid) => calls::end_call(&client, &sid, hang_up).await,
+                    None => {
+                        runner.cancel(&JobKey {
+                            namespace: namespace.clone(),
+                            name: page.clone(),
+                            attempt_id,
+                        });
+                    }
+                },
+                Action::LookUp {
+                    attempt_id,
+                    to,
+                    intent_at,
+                } => {
+                    let claimed: BTreeSet<String> = status
+                        .attempts
+                        .iter()
+                        .filter_map(|a| a.call_sid.clone())
+                        .collect();
+                    match calls::look_up(&client, &spec.twilio.from, &to, intent_at, &claimed).await
+                    {
+                        Ok(Some(placed)) => {
+                            found.push(Observation::DialAccepted {
+                                attempt_id: attempt_id.clone(),
+                                call_sid: placed.sid.clone(),
+                                at: None,
+                            });
+                            found.extend(calls::update_of(&placed, Some(attempt_id)));
+                        }
+                        Ok(None) => found.push(Observation::NotPlaced {
+                            attempt_id,
+                            reason: format!("no call to {to} found after the intent"),
+                        }),
+                        Err(error) => tracing::warn!(%error, "looking up a lost dial"),
+                    }
+                }
+                Action::Poll {
+                    attempt_id,
+                    call_sid,
+                } => match client.fetch_call(&call_sid).await {
+                    Ok(fetched) => found.extend(calls::update_of(&fetched, Some(attempt_id))),
+                    Err(error) => tracing::warn!(%call_sid, %error, "polling a call"),
+                },
+                Action::Acknowledged { .. } | Action::Finish { .. } => {}
+                Action::WakeAt(at) => wake = wake.min(at),
+            }
+        }
+        let settled = status
+            .attempts
+            .iter()
+            .all(|a| a.status.is_final() || a.acknowledged);
+        if status.phase.is_terminal() && settled && dialing.is_empty() && found.is_empty() {
+            break;
+        }
+        if real_start.elapsed() > REAL_TIME_LIMIT {
+            runner.abort_all();
+            return Err(DemoError::Stuck(REAL_TIME_LIMIT));
+        }
+        let sim_wait = wake.duration_since(sim.now()).as_secs_f64().max(0.0);
+        let real_wait = (sim_wait / time_scale).clamp(0.005, POLL_SECONDS / time_scale);
+        tokio::time::sleep(Duration::from_secs_f64(real_wait)).await;
     }
-    out
+    runner.abort_all();
+    wait_for_the_room(sim, &status, &room, time_scale).await;
+
+    let mut timeline = ledger_moments(sim, &status, &cast_of_attempt, &room);
+    timeline.extend(notes);
+    // NB: stable sort: at equal times a dial stays before what the ledger says about it.
+    timeline.sort_by_key(|m| m.at);
+    let summary = summary(&status);
+    Ok(DemoRun {
+        header,
+        timeline,
+        status,
+        summary,
+        time_scale,
+    })
+}
+
+/// Acknowledgers hear the confirmation before they join the room; the page is already over by
+/// then, so wait to show them arrive.
+async fn wait_for_the_room(sim: &SimHandle, status: &AlertCallStatus, room: &str, time_scale: f64) {
+    let deadline = tokio::time::Instant::now() + ROOM_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        let ledger = sim.ledger();
+        let joined = ledger.participants_of(room);
+        let waiting = status.attempts.iter().any(|a| {
+            a.acknowledged
+                && a.call_sid.as_ref().is_some_and(|sid| {
+                    !joined.contains(sid)
+                        && !ledger.call_statuses(sid).iter().any(|s| {
+                            calls::attempt_status(s).is_some_and(|status| status.is_final())
+                        })
+                })
+        });
+        if !waiting {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs_f64(POLL_SECONDS / time_scale)).await;
+    }
+}
+
+fn scaled_rate(per_second: u32, time_scale: f64) -> u32 {
+    let scaled = (f64::from(per_second.max(1)) * time_scale).round();
+    if scaled >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        // NB: in range and integral after the check and round above.
+        (scaled as u32).max(1)
+    }
+}
+
+/// Round changes and the end of the page, as the controller would announce them in Events.
+fn note_transitions(
+    notes: &mut Vec<Moment>,
+    old: &AlertCallStatus,
+    new: &AlertCallStatus,
+    now: Timestamp,
+) {
+    if new.round > old.round && new.round > 1 {
+        notes.push(Moment {
+            at: now,
+            text: format!("round {} starts", new.round),
+        });
+    }
+    if new.phase != old.phase && new.phase.is_terminal() {
+        notes.push(Moment {
+            at: now,
+            text: outcome_text(new),
+        });
+    }
+}
+
+fn duration_text(seconds: i64) -> String {
+    if seconds >= 60 {
+        format!("{}m{:02}s", seconds / 60, seconds % 60)
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+fn outcome_text(status: &AlertCallStatus) -> String {
+    let calls = status
+        .attempts
+        .iter()
+        .filter(|a| a.call_sid.is_some())
+        .count();
+    let after = match (&status.started_at, &status.acknowledged_at) {
+        (Some(start), Some(acked)) => format!(
+            " after {}",
+            duration_text(acked.0.duration_since(start.0).as_secs())
+        ),
+        _ => String::new(),
+    };
+    match status.phase {
+        Phase::Acknowledged => format!(
+            "Acknowledged by {}{after}; {calls} call(s)",
+            status
+                .acknowledged_by
+                .as_deref()
+                .unwrap_or("-")
+                .replace(',', ", ")
+        ),
+        other => format!("{other:?} after {calls} call(s)"),
+    }
+}
+
+fn summary(status: &AlertCallStatus) -> String {
+    let room = status
+        .conference_room
+        .as_deref()
+        .map(|room| format!("; acknowledgers are in room {room}"))
+        .unwrap_or_default();
+    format!("{} (simulated time){room}.", outcome_text(status))
+}
+
+/// What the simulator saw, for the page's calls, as timeline lines.
+fn ledger_moments(
+    sim: &SimHandle,
+    status: &AlertCallStatus,
+    cast_of_attempt: &HashMap<String, &'static str>,
+    room: &str,
+) -> Vec<Moment> {
+    let by_sid: HashMap<&str, &crate::api::Attempt> = status
+        .attempts
+        .iter()
+        .filter_map(|a| a.call_sid.as_deref().map(|sid| (sid, a)))
+        .collect();
+    let mut in_room = 0usize;
+    let mut moments = Vec::new();
+    for entry in sim.ledger().entries {
+        let text = match &entry.event {
+            Event::CallStatus { call_sid, status } => {
+                let Some(attempt) = by_sid.get(call_sid.as_str()) else {
+                    continue;
+                };
+                let who = &attempt.recipient;
+                let scripted = cast_of_attempt
+                    .get(&attempt.id)
+                    .copied()
+                    .unwrap_or_default();
+                match status.as_str() {
+                    "ringing" => format!("{who} ringing"),
+                    "in-progress" if scripted.contains("voicemail") => {
+                        format!("{who} answered by voicemail (a machine cannot press a key)")
+                    }
+                    "in-progress" => format!("{who} answered"),
+                    "completed" if attempt.acknowledged => format!("{who} hung up"),
+                    "completed" => {
+                        format!("{who}'s call ended (no keypress: not acknowledged)")
+                    }
+                    "queued" | "initiated" => continue,
+                    other => format!("{who} {other}"),
+                }
+            }
+            Event::Digits { call_sid, digits } => match by_sid.get(call_sid.as_str()) {
+                Some(attempt) => format!("{} pressed {digits}", attempt.recipient),
+                None => continue,
+            },
+            Event::Webhook {
+                call_sid: Some(call_sid),
+                purpose,
+                ..
+            } if purpose == "gather-action" => match by_sid.get(call_sid.as_str()) {
+                Some(attempt) => format!(
+                    "Twilio fetched the hosted ack document for {}",
+                    attempt.recipient
+                ),
+                None => continue,
+            },
+            Event::ParticipantJoined {
+                friendly_name,
+                call_sid,
+                ..
+            } if friendly_name == room => {
+                in_room += 1;
+                let who = by_sid
+                    .get(call_sid.as_str())
+                    .map_or(call_sid.as_str(), |a| a.recipient.as_str());
+                if in_room == 1 {
+                    format!("{who} joined room {room} (alone: waiting with hold music)")
+                } else {
+                    format!("{who} joined room {room} ({in_room} people)")
+                }
+            }
+            Event::ParticipantLeft {
+                friendly_name,
+                call_sid,
+                ..
+            } if friendly_name == room => {
+                in_room = in_room.saturating_sub(1);
+                let who = by_sid
+                    .get(call_sid.as_str())
+                    .map_or(call_sid.as_str(), |a| a.recipient.as_str());
+                format!("{who} left room {room}")
+            }
+            Event::ConferenceStatus {
+                friendly_name,
+                status,
+                ..
+            } if friendly_name == room && status == "in-progress" => {
+                format!("room {room} starts: the acknowledgers can talk")
+            }
+            Event::Recording { .. } => format!("room {room} is being recorded"),
+            Event::Error { message, .. } => format!("simulator error: {message}"),
+            _ => continue,
+        };
+        moments.push(Moment { at: entry.at, text });
+    }
+    moments
+}
+
+pub fn run(args: &DemoArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("alertcall demo: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(simulate(&args.example, TIME_SCALE)) {
+        Ok(run) => {
+            print!("{}", run.render());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("alertcall demo: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::AttemptStatus;
 
-    #[test]
-    fn embedded_examples_parse_and_plan_every_recipient() {
-        let sources: Vec<(String, String)> = EXAMPLES
+    fn attempts(run: &DemoRun) -> Vec<(String, u32, AttemptStatus, bool)> {
+        run.status
+            .attempts
             .iter()
-            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .map(|a| (a.recipient.clone(), a.round, a.status, a.acknowledged))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sre_oncall_is_acknowledged_by_carol_after_alice_and_bob() {
+        let run = match simulate("sre-oncall", TIME_SCALE).await {
+            Ok(run) => run,
+            Err(error) => panic!("demo failed: {error}"),
+        };
+        let text = run.render();
+        assert_eq!(run.status.phase, Phase::Acknowledged, "{text}");
+        assert_eq!(
+            run.status.acknowledged_by.as_deref(),
+            Some("carol"),
+            "{text}"
+        );
+        let seen = attempts(&run);
+        assert_eq!(seen.len(), 3, "{text}");
+        assert_eq!(
+            seen[0],
+            ("alice".into(), 1, AttemptStatus::NoAnswer, false),
+            "{text}"
+        );
+        assert_eq!(
+            seen[1],
+            ("bob".into(), 1, AttemptStatus::Completed, false),
+            "{text}"
+        );
+        assert_eq!((seen[2].0.as_str(), seen[2].3), ("carol", true), "{text}");
+        for line in [
+            "SIMULATION",
+            "event -> AlertRoute default/critical-workloads -> CallPolicy default/sre-oncall",
+            "dial alice (+14155550101) round 1",
+            "alice no-answer",
+            "bob answered by voicemail",
+            "bob's call ended (no keypress: not acknowledged)",
+            "carol pressed 1",
+            "Twilio fetched the hosted ack document for carol",
+            "carol joined room sre-incident (alone: waiting with hold music)",
+            "Acknowledged by carol after",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        let order: Vec<usize> = ["dial alice", "dial bob", "dial carol", "carol pressed 1"]
+            .iter()
+            .filter_map(|line| text.find(line))
             .collect();
-        let manifests = Manifests::parse(&sources).unwrap_or_default();
-        assert_eq!(manifests.policies.len(), 2);
-        for policy in &manifests.policies {
-            let text = plan(policy, &MessageContext::sample());
-            for recipient in &policy.spec.recipients {
-                assert!(text.contains(&recipient.address.twilio_to()), "{text}");
+        assert_eq!(order.len(), 4, "{text}");
+        assert!(order.windows(2).all(|w| w[0] < w[1]), "{text}");
+    }
+
+    #[tokio::test]
+    async fn db_owners_are_all_acked_with_erik_called_twice() {
+        let run = match simulate("db-owners", TIME_SCALE).await {
+            Ok(run) => run,
+            Err(error) => panic!("demo failed: {error}"),
+        };
+        let text = run.render();
+        assert_eq!(run.status.phase, Phase::Acknowledged, "{text}");
+        let seen = attempts(&run);
+        let erik: Vec<_> = seen.iter().filter(|a| a.0 == "erik").collect();
+        assert_eq!(erik.len(), 2, "{text}");
+        assert_eq!(
+            (erik[0].1, erik[0].2, erik[0].3),
+            (1, AttemptStatus::NoAnswer, false)
+        );
+        assert_eq!((erik[1].1, erik[1].3), (2, true), "{text}");
+        for name in ["dana", "fumi"] {
+            let calls: Vec<_> = seen.iter().filter(|a| a.0 == name).collect();
+            assert_eq!(calls.len(), 1, "{name}: {text}");
+            assert!(calls[0].3, "{name}: {text}");
+        }
+        let by: BTreeSet<&str> = run
+            .status
+            .acknowledged_by
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .collect();
+        assert_eq!(by, BTreeSet::from(["dana", "erik", "fumi"]), "{text}");
+        for line in [
+            "alert -> AlertRoute default/critical-alerts -> CallPolicy default/db-owners",
+            "round 2 starts",
+            "dial erik (+14155550202) round 2",
+            "room db-incident starts",
+            "room db-incident is being recorded",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_example_names_the_choices() {
+        match simulate("nope", TIME_SCALE).await {
+            Err(error @ DemoError::UnknownExample { .. }) => {
+                let text = error.to_string();
+                assert!(
+                    text.contains("sre-oncall") && text.contains("db-owners"),
+                    "{text}"
+                );
             }
-            assert!(!text.contains("{{"), "{text}");
-            assert!(
-                text.contains("Back-off restarting failed container api"),
-                "{text}"
-            );
+            other => panic!("expected UnknownExample, got {other:?}"),
         }
     }
 }

@@ -27,22 +27,16 @@ use crate::api::{
     conditions, validate, AlertCall, AlertCallStatus, AlertRoute, AttemptStatus, CallPolicy, Order,
     Phase,
 };
-use crate::escalation::{
-    self, observe, step, Action, CallUpdate, Observation, StepContext, Withdrawn,
-};
-use crate::runner::{DialJob, DialOutcome, JobKey, Limits};
-use crate::twilio::client::{CallEnd, CallFilter, CreateCall, StartTimeFilter};
-use crate::twilio::types::{Call, CallStatus, ConferenceStatus};
-use crate::twilio::{documents, TwilioError};
+use crate::calls;
+use crate::escalation::{self, observe, step, Action, Observation, StepContext, Withdrawn};
+use crate::runner::{DialJob, DialOutcome, JobKey};
+use crate::twilio::documents;
 
 /// Name of this controller in metrics and readiness.
 pub const CONTROLLER: &str = "alertcall";
 
 /// Condition on the AlertCall saying whether its policy could be used.
 pub const POLICY_RESOLVED: &str = "PolicyResolved";
-
-/// How long after an answered call ended its Events are still read for a late acknowledgement.
-const ACK_CHECK_WINDOW: SignedDuration = SignedDuration::from_secs(120);
 
 /// Reconciles at once; pages are independent and mostly wait on Twilio.
 const CONCURRENCY: u16 = 16;
@@ -255,7 +249,7 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
         call.metadata.generation,
         Time(now),
     );
-    for observation in poll(&account, &next, &room, &ack_base, now).await {
+    for observation in calls::poll(&account.client, &next, &room, &ack_base, now).await {
         observe(&mut next, &observation, now);
     }
     let step_ctx = StepContext {
@@ -319,7 +313,7 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
                     .filter_map(|a| a.call_sid.clone())
                     .collect();
                 let from = &policy.spec.twilio.from;
-                match look_up(&account, from, &to, intent_at, &claimed).await {
+                match calls::look_up(&account.client, from, &to, intent_at, &claimed).await {
                     Ok(Some(found_call)) => {
                         tracing::info!(attempt = %attempt_id, call_sid = %found_call.sid, "lost dial found at Twilio");
                         found.push(Observation::DialAccepted {
@@ -327,7 +321,7 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
                             call_sid: found_call.sid.clone(),
                             at: None,
                         });
-                        found.extend(update_of(&found_call, Some(attempt_id)));
+                        found.extend(calls::update_of(&found_call, Some(attempt_id)));
                     }
                     Ok(None) => found.push(Observation::NotPlaced {
                         attempt_id,
@@ -342,7 +336,7 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
                 attempt_id,
                 call_sid,
             } => match account.client.fetch_call(&call_sid).await {
-                Ok(fetched) => found.extend(update_of(&fetched, Some(attempt_id))),
+                Ok(fetched) => found.extend(calls::update_of(&fetched, Some(attempt_id))),
                 Err(error) => tracing::warn!(%call_sid, %error, "polling a call"),
             },
             Action::Acknowledged { by, .. } => {
@@ -371,7 +365,7 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
         None => Duration::from_secs(300),
     };
     let watching = decided.attempts.iter().any(|a| {
-        (!a.status.is_final() && !a.acknowledged) || recently_answered(a, Timestamp::now())
+        (!a.status.is_final() && !a.acknowledged) || calls::recently_answered(a, Timestamp::now())
     });
     if watching || !ctx.runner.dialing(&namespace, &name).is_empty() {
         requeue = requeue.min(poll_every);
@@ -398,21 +392,6 @@ fn ack_base(ctx: &Context, policy: &CallPolicy) -> Option<String> {
             )
         })
     })
-}
-
-/// True when `url` (its query ignored) is the acknowledgement document.
-fn is_ack_url(url: &str, ack_base: &str) -> bool {
-    let strip = |u: &str| u.split('?').next().unwrap_or_default().to_string();
-    strip(url) == strip(ack_base)
-}
-
-fn recently_answered(attempt: &crate::api::Attempt, now: Timestamp) -> bool {
-    attempt.status == AttemptStatus::Completed
-        && !attempt.acknowledged
-        && attempt
-            .ended_at
-            .as_ref()
-            .is_some_and(|t| now.duration_since(t.0) < ACK_CHECK_WINDOW)
 }
 
 /// Records why the page cannot proceed, once, and waits.
@@ -522,146 +501,6 @@ fn calls_last_hour(
     u32::try_from(others + recent(status)).unwrap_or(u32::MAX)
 }
 
-/// What Twilio says about the page's calls: status of every live call, acknowledgement from a
-/// call's Events (the ack document fetched) and from the room's participants.
-async fn poll(
-    account: &Account,
-    status: &AlertCallStatus,
-    room: &str,
-    ack_base: &str,
-    now: Timestamp,
-) -> Vec<Observation> {
-    let mut observations = Vec::new();
-    let mut check_room = false;
-    for attempt in &status.attempts {
-        let Some(sid) = &attempt.call_sid else {
-            continue;
-        };
-        let mut answered = recently_answered(attempt, now);
-        if !attempt.status.is_final() {
-            match account.client.fetch_call(sid).await {
-                Ok(fetched) => {
-                    answered |= matches!(
-                        fetched.status,
-                        CallStatus::InProgress | CallStatus::Completed
-                    );
-                    observations.extend(update_of(&fetched, Some(attempt.id.clone())));
-                }
-                Err(error) => tracing::warn!(call_sid = %sid, %error, "polling a call"),
-            }
-        }
-        if answered && !attempt.acknowledged {
-            check_room = true;
-            match account.client.list_call_events(sid).await {
-                Ok(events) => {
-                    let fetched_ack = events.iter().any(|event| {
-                        event.request.as_ref().is_some_and(|request| {
-                            request
-                                .url
-                                .as_deref()
-                                .is_some_and(|u| is_ack_url(u, ack_base))
-                                || ["digits", "Digits"].iter().any(|k| {
-                                    request
-                                        .parameters
-                                        .get(*k)
-                                        .and_then(|v| v.as_str())
-                                        .is_some_and(|d| !d.is_empty())
-                                })
-                        })
-                    });
-                    if fetched_ack {
-                        observations.push(Observation::AckFetched {
-                            call_sid: sid.clone(),
-                        });
-                    }
-                }
-                Err(error) => tracing::warn!(call_sid = %sid, %error, "reading call events"),
-            }
-        }
-    }
-    if check_room {
-        observations.extend(participants(account, room).await);
-    }
-    observations
-}
-
-/// Calls in the room; a room with a lone acknowledger is still `init`, so every room not
-/// completed counts.
-async fn participants(account: &Account, room: &str) -> Vec<Observation> {
-    let rooms = match account.client.list_conferences(Some(room), None).await {
-        Ok(rooms) => rooms,
-        Err(error) => {
-            tracing::warn!(%room, %error, "listing conference rooms");
-            return Vec::new();
-        }
-    };
-    let mut observations = Vec::new();
-    for conference in rooms
-        .iter()
-        .filter(|c| c.status != ConferenceStatus::Completed)
-    {
-        match account.client.list_participants(&conference.sid).await {
-            Ok(list) => {
-                observations.extend(
-                    list.into_iter()
-                        .map(|p| Observation::ConferenceParticipant {
-                            call_sid: p.call_sid,
-                        }),
-                )
-            }
-            Err(error) => tracing::warn!(%room, %error, "listing participants"),
-        }
-    }
-    observations
-}
-
-/// A fetched call as an observation.
-fn update_of(call: &Call, attempt_id: Option<String>) -> Option<Observation> {
-    let status = attempt_status(call.status.as_str())?;
-    Some(Observation::CallStatus(CallUpdate {
-        attempt_id,
-        call_sid: Some(call.sid.clone()),
-        status,
-        answered_by: call.answered_by.clone().filter(|s| !s.is_empty()),
-        error_code: None,
-        // NB: the operator's clock, not Twilio's: round intervals and deadlines are measured
-        // against it, and the two clocks may disagree.
-        at: None,
-    }))
-}
-
-/// Twilio's `CallStatus` text as an attempt status.
-pub fn attempt_status(text: &str) -> Option<AttemptStatus> {
-    serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
-}
-
-/// Finds the call a lost intent placed: same To and From, created after the intent, not
-/// already tied to another attempt of the page.
-async fn look_up(
-    account: &Account,
-    from: &str,
-    to: &str,
-    intent_at: Option<Timestamp>,
-    claimed: &BTreeSet<String>,
-) -> Result<Option<Call>, TwilioError> {
-    // NB: a minute of slack for the two clocks; the day filter is Twilio's granularity.
-    let since = intent_at.map(|t| t - SignedDuration::from_mins(1));
-    let filter = CallFilter {
-        to: Some(to.to_string()),
-        from: Some(from.to_string()),
-        status: None,
-        start_time: since
-            .map(|t| StartTimeFilter::OnOrAfter(t.to_zoned(jiff::tz::TimeZone::UTC).date())),
-    };
-    let mut calls = account.client.list_calls(&filter).await?;
-    calls.retain(|c| {
-        !claimed.contains(&c.sid)
-            && since.is_none_or(|since| c.date_created_parsed().is_none_or(|at| at >= since))
-    });
-    calls.sort_by_key(|c| c.date_created_parsed());
-    Ok(calls.into_iter().next())
-}
-
 fn dial(
     ctx: &Arc<Context>,
     call: &AlertCall,
@@ -698,8 +537,20 @@ fn dial(
         to: to.clone(),
         intent_at: Timestamp::now(),
     };
-    let twiml = match documents::call_twiml(&policy.spec, &call.spec.summary, &ack_url) {
-        Ok(twiml) => twiml,
+    let status_callback = ctx.config.public_url.as_ref().map(|public| {
+        format!(
+            "{}/twilio/status?call={page}&attempt={attempt_id}",
+            public.as_str().trim_end_matches('/')
+        )
+    });
+    let request = match calls::dial_request(
+        &policy.spec,
+        &call.spec.summary,
+        to,
+        &ack_url,
+        status_callback,
+    ) {
+        Ok(request) => request,
         Err(error) => {
             let ctx = ctx.clone();
             let message = format!("the call's TwiML cannot be built: {error}");
@@ -718,18 +569,7 @@ fn dial(
             return;
         }
     };
-    let mut request = CreateCall::new(to, policy.spec.twilio.from.clone(), twiml);
-    request.timeout_secs = Some(policy.spec.strategy.ring_timeout_seconds);
-    if let Some(public) = &ctx.config.public_url {
-        request.status_callback = Some(format!(
-            "{}/twilio/status?call={page}&attempt={attempt_id}",
-            public.as_str().trim_end_matches('/')
-        ));
-    }
-    let limits = Limits {
-        calls_per_second: policy.spec.limits.calls_per_second,
-        max_concurrent_calls: policy.spec.limits.max_concurrent_calls,
-    };
+    let limits = calls::limits(&policy.spec);
     ctx.runner.submit(DialJob {
         key,
         account: account.clone(),
@@ -752,28 +592,22 @@ struct LookUpArgs {
 /// Records a dial's outcome in the AlertCall status.
 async fn report(ctx: &Context, key: &JobKey, lookup: Option<LookUpArgs>, outcome: DialOutcome) {
     let attempt_id = key.attempt_id.clone();
-    let observations = match outcome {
+    match &outcome {
         DialOutcome::Accepted(placed) => {
             tracing::info!(alertcall = %format!("{}/{}", key.namespace, key.name), attempt = %attempt_id, call_sid = %placed.sid, "call placed");
             ctx.hooks.point(HookPoint::AfterAccepted).await;
-            let mut list = vec![Observation::DialAccepted {
-                attempt_id: attempt_id.clone(),
-                call_sid: placed.sid.clone(),
-                at: None,
-            }];
-            list.extend(update_of(&placed, Some(attempt_id)));
-            list
         }
-        DialOutcome::Refused { code, message } => {
+        DialOutcome::Refused { message, .. } => {
             tracing::warn!(attempt = %attempt_id, %message, "Twilio refused the call");
-            vec![Observation::DialRefused {
-                attempt_id,
-                error_code: code,
-                message,
-            }]
         }
         DialOutcome::Ambiguous(message) => {
             tracing::warn!(attempt = %attempt_id, %message, "dial outcome unknown; looking the call up");
+        }
+        DialOutcome::NotPlaced => {}
+    }
+    let observations = match calls::outcome_observations(&attempt_id, &outcome) {
+        Some(observations) => observations,
+        None => {
             // Found now: recorded. Not found: the call may still appear, so the controller
             // looks again once the intent is past its grace period. Never dialed again.
             let Some(args) = lookup else { return };
@@ -786,8 +620,8 @@ async fn report(ctx: &Context, key: &JobKey, lookup: Option<LookUpArgs>, outcome
                     .collect(),
                 _ => return,
             };
-            match look_up(
-                &args.account,
+            match calls::look_up(
+                &args.account.client,
                 &args.from,
                 &args.to,
                 Some(args.intent_at),
@@ -807,10 +641,6 @@ async fn report(ctx: &Context, key: &JobKey, lookup: Option<LookUpArgs>, outcome
                 }
             }
         }
-        DialOutcome::NotPlaced => vec![Observation::NotPlaced {
-            attempt_id,
-            reason: "dropped from the dial queue: the page no longer needs it".into(),
-        }],
     };
     if let Err(error) = record(ctx, &key.namespace, &key.name, &observations).await {
         tracing::error!(attempt = %key.attempt_id, %error, "recording a dial outcome");
@@ -827,17 +657,7 @@ async fn cancel(
     hang_up: bool,
 ) {
     match call_sid {
-        Some(sid) => {
-            let how = if hang_up {
-                CallEnd::Completed
-            } else {
-                CallEnd::Canceled
-            };
-            if let Err(error) = account.client.end_call(&sid, how).await {
-                // Already ended (not cancelable) is fine: the next poll sees the final status.
-                tracing::debug!(call_sid = %sid, %error, "ending a call");
-            }
-        }
+        Some(sid) => calls::end_call(&account.client, &sid, hang_up).await,
         None => {
             ctx.runner.cancel(&JobKey {
                 namespace: namespace.to_string(),
@@ -1036,35 +856,5 @@ async fn transitions(
             ),
         };
         publish(ctx, call, type_, &reason, "Escalate", &note).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn twilio_statuses_map_to_attempt_statuses() {
-        assert_eq!(
-            attempt_status("in-progress"),
-            Some(AttemptStatus::InProgress)
-        );
-        assert_eq!(attempt_status("no-answer"), Some(AttemptStatus::NoAnswer));
-        assert_eq!(attempt_status("queued"), Some(AttemptStatus::Queued));
-        assert_eq!(attempt_status("initiated"), Some(AttemptStatus::Initiated));
-        assert_eq!(attempt_status("bogus"), None);
-    }
-
-    #[test]
-    fn ack_url_matching_ignores_the_query() {
-        let base = "http://127.0.0.1:1/twiml/ack/ns/p";
-        assert!(is_ack_url(
-            "http://127.0.0.1:1/twiml/ack/ns/p?call=ns/x&attempt=r1-a",
-            base
-        ));
-        assert!(!is_ack_url(
-            "http://127.0.0.1:1/twilio/status?call=ns/x",
-            base
-        ));
     }
 }

@@ -16,9 +16,10 @@ use axum::routing::{get, post};
 use axum::Router;
 use kube::api::Api;
 
-use super::alert_call::{attempt_status, record};
+use super::alert_call::record;
 use super::Context;
 use crate::api::CallPolicy;
+use crate::calls::attempt_status;
 use crate::escalation::{CallUpdate, Observation};
 use crate::twilio::{documents, signature};
 

@@ -33,6 +33,7 @@ pub mod decide;
 mod publish;
 
 use bridge::{configure_bridge, previous_webhook, restore};
+pub use publish::publish_documents;
 use publish::{publish, unpublish};
 
 pub use bridge::PreviousWebhook;

@@ -135,7 +135,20 @@ pub(super) async fn publish(
     }
     let lock = state.publish_lock(&format!("{account_sid}/{instance}"));
     let _guard = lock.lock().await;
+    publish_documents(client, account_sid, instance, namespace, name, docs).await
+}
 
+/// Uploads the documents, builds and deploys them, without the hash check or the per-service
+/// lock: the caller holds the lock (the controller) or is the only publisher (`alertcall demo`).
+pub async fn publish_documents(
+    client: &TwilioClient,
+    account_sid: &str,
+    instance: &str,
+    namespace: &str,
+    name: &str,
+    docs: &HostedDocuments,
+) -> Result<TwimlStatus, Error> {
+    let hash = publication_hash(docs, account_sid, instance);
     let service = match client
         .find_service(instance)
         .await
