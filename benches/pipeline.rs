@@ -885,17 +885,14 @@ async fn measure(
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; a name filter picks benchmarks by number or word.
+    // `cargo bench` passes `--bench`; arguments pick benchmarks by number or name
+    // (`cargo bench --bench pipeline -- routing 4`).
     let filter: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let wanted = |words: &[&str]| {
-        filter.is_empty()
-            || filter
-                .iter()
-                .any(|f| words.iter().any(|w| w.contains(f.as_str())))
-    };
+    let wanted =
+        |words: &[&str]| filter.is_empty() || filter.iter().any(|f| words.contains(&f.as_str()));
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     println!(
         "alertcall pipeline benchmarks ({} build)",
