@@ -476,14 +476,13 @@ async fn pacing_run(dials: usize, limits: Limits, call_length: Duration) -> Paci
             report: Box::new(move |outcome: DialOutcome| {
                 Box::pin(async move {
                     let accepted = matches!(outcome, DialOutcome::Accepted(_));
-                    let started = Timestamp::now();
                     // The call "lasts" `call_length`, then the controller would see it end and
                     // release its concurrency slot.
                     tokio::spawn(async move {
                         tokio::time::sleep(call_length).await;
                         let ended = Timestamp::now();
                         runner_for_report.release_page("bench", &report_name);
-                        let _ = tx.send((accepted, started, ended));
+                        let _ = tx.send((accepted, ended));
                     });
                 })
             }),
@@ -492,7 +491,7 @@ async fn pacing_run(dials: usize, limits: Limits, call_length: Duration) -> Paci
     }
     drop(tx);
     let mut ends = Vec::new();
-    while let Some((accepted, _, ended)) = rx.recv().await {
+    while let Some((accepted, ended)) = rx.recv().await {
         assert!(accepted, "the simulator refused a dial");
         ends.push(ended);
     }
