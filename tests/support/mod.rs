@@ -23,17 +23,23 @@ static KUBECONFIG: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 /// Starts (or reuses) the control plane and installs the CRDs; the path of its kubeconfig.
 pub fn kubeconfig() -> PathBuf {
-    let result = KUBECONFIG.get_or_init(|| {
-        // NB: provisioning runs its own runtime, so it happens on a plain thread, outside the
-        // test's runtime, exactly once per test binary.
-        std::thread::spawn(provision)
-            .join()
-            .unwrap_or_else(|_| Err("provisioning thread panicked".into()))
-    });
-    match result {
-        Ok(path) => path.clone(),
+    match try_kubeconfig() {
+        Ok(path) => path,
         Err(error) => panic!("the test control plane is not available: {error}"),
     }
+}
+
+/// [`kubeconfig`], or why the control plane is not available (benchmarks report it and skip).
+pub fn try_kubeconfig() -> Result<PathBuf, String> {
+    KUBECONFIG
+        .get_or_init(|| {
+            // NB: provisioning runs its own runtime, so it happens on a plain thread, outside the
+            // test's runtime, exactly once per test binary.
+            std::thread::spawn(provision)
+                .join()
+                .unwrap_or_else(|_| Err("provisioning thread panicked".into()))
+        })
+        .clone()
 }
 
 fn provision() -> Result<PathBuf, String> {
@@ -101,11 +107,19 @@ async fn client_from(kubeconfig: &Path) -> Result<Client, String> {
 
 /// A client of the test control plane, bound to the calling test's runtime.
 pub async fn client() -> Client {
-    let path = kubeconfig();
-    match client_from(&path).await {
+    match try_client().await {
         Ok(client) => client,
-        Err(error) => panic!("cannot build a client for the test control plane: {error}"),
+        Err(error) => panic!("{error}"),
     }
+}
+
+/// [`client`], or why there is none.
+pub async fn try_client() -> Result<Client, String> {
+    let path = try_kubeconfig()
+        .map_err(|error| format!("the test control plane is not available: {error}"))?;
+    client_from(&path)
+        .await
+        .map_err(|error| format!("cannot build a client for the test control plane: {error}"))
 }
 
 /// A namespace of one test; labels let a test select it with namespace selectors.
