@@ -249,19 +249,7 @@ pub fn spawn(
 ) -> Pager {
     let (tx, rx) = mpsc::channel(QUEUE);
     let (ready_tx, ready) = watch::channel(false);
-    let task = PagerTask {
-        ctx,
-        routes,
-        stats,
-        tracker: GroupTracker::default(),
-        pages: PageIndex::default(),
-        waiting: BTreeMap::new(),
-        held: HashMap::new(),
-        deferred: HashMap::new(),
-        counters: HashMap::new(),
-        jobs: JoinSet::new(),
-        was_leader: false,
-    };
+    let task = PagerTask::new(ctx, routes, stats, false);
     tasks.spawn(task.run(rx, ready_tx));
     Pager { tx, ready }
 }
@@ -287,6 +275,24 @@ fn until(at: Timestamp) -> tokio::time::Instant {
     let wait = at.duration_since(Timestamp::now());
     let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO);
     tokio::time::Instant::now() + wait
+}
+
+impl PagerTask {
+    fn new(ctx: Arc<Context>, routes: Routes, stats: RouteStats, was_leader: bool) -> Self {
+        Self {
+            ctx,
+            routes,
+            stats,
+            tracker: GroupTracker::default(),
+            pages: PageIndex::default(),
+            waiting: BTreeMap::new(),
+            held: HashMap::new(),
+            deferred: HashMap::new(),
+            counters: HashMap::new(),
+            jobs: JoinSet::new(),
+            was_leader,
+        }
+    }
 }
 
 impl PagerTask {
@@ -703,19 +709,7 @@ mod tests {
         };
         let (_publish, routes) = watch::channel(Arc::new(snapshot));
         let stats = RouteStats::default();
-        let task = PagerTask {
-            ctx,
-            routes,
-            stats: stats.clone(),
-            tracker: GroupTracker::default(),
-            pages: PageIndex::default(),
-            waiting: BTreeMap::new(),
-            held: HashMap::new(),
-            deferred: HashMap::new(),
-            counters: HashMap::new(),
-            jobs: JoinSet::new(),
-            was_leader: true,
-        };
+        let task = PagerTask::new(ctx, routes, stats.clone(), true);
         (task, stats)
     }
 

@@ -309,22 +309,10 @@ mod tests {
         })
     }
 
+    use crate::routing::selector::is_dns_subdomain;
+
     fn by(fields: &[&str]) -> Vec<String> {
         fields.iter().map(|f| f.to_string()).collect()
-    }
-
-    fn is_dns_subdomain(name: &str) -> bool {
-        !name.is_empty()
-            && name.len() <= 253
-            && name.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            })
     }
 
     #[test]

@@ -127,18 +127,7 @@ fn check_key(key: &str, place: impl Fn() -> String) -> Result<(), SelectorError>
         None => (None, key),
     };
     if let Some(prefix) = prefix {
-        let valid = !prefix.is_empty()
-            && prefix.len() <= 253
-            && prefix.split('.').all(|label| {
-                !label.is_empty()
-                    && label.len() <= 63
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            });
-        if !valid {
+        if !is_dns_subdomain(prefix) {
             return fail("the prefix must be a lowercase DNS subdomain");
         }
     }
@@ -155,6 +144,21 @@ fn check_key(key: &str, place: impl Fn() -> String) -> Result<(), SelectorError>
         return fail("use alphanumerics, '-', '_' or '.', starting and ending alphanumeric");
     }
     Ok(())
+}
+
+/// A lowercase RFC 1123 DNS subdomain, as Kubernetes names and label-key prefixes must be.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 #[cfg(test)]
