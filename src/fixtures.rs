@@ -151,3 +151,20 @@ pub fn status_with(attempts: Vec<Attempt>) -> AlertCallStatus {
         ..AlertCallStatus::default()
     }
 }
+
+/// A Warning BackOff event about Pod prod/api, seen `count` times, last at `last_seen`.
+pub fn backoff_event(count: i64, last_seen: jiff::Timestamp) -> crate::routing::EventCandidate {
+    crate::routing::EventCandidate {
+        type_: "Warning".into(),
+        reason: "BackOff".into(),
+        involved: crate::routing::InvolvedObject {
+            kind: "Pod".into(),
+            name: "api".into(),
+            namespace: "prod".into(),
+        },
+        namespace: "prod".into(),
+        count,
+        last_seen: Some(last_seen),
+        ..Default::default()
+    }
+}

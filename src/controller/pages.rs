@@ -687,7 +687,7 @@ mod tests {
     use crate::api::AlertRouteSpec;
     use crate::controller::alert_route::RouteActivity;
     use crate::controller::Config;
-    use crate::routing::{AlertCandidate, EventCandidate, InvolvedObject, RouteIndex};
+    use crate::routing::{AlertCandidate, RouteIndex};
 
     /// A pager on a client that reaches nothing: decisions only (creates fail in the background).
     fn pager(spec: AlertRouteSpec) -> (PagerTask, RouteStats) {
@@ -721,19 +721,7 @@ mod tests {
 
     fn backoff(count: i64, last_seen: Timestamp, replay: bool) -> Signal {
         Signal {
-            candidate: Candidate::Event(EventCandidate {
-                type_: "Warning".into(),
-                reason: "BackOff".into(),
-                involved: InvolvedObject {
-                    kind: "Pod".into(),
-                    name: "api".into(),
-                    namespace: "prod".into(),
-                },
-                namespace: "prod".into(),
-                count,
-                last_seen: Some(last_seen),
-                ..Default::default()
-            }),
+            candidate: Candidate::Event(crate::fixtures::backoff_event(count, last_seen)),
             occurrences: 1,
             received: last_seen,
             replay,

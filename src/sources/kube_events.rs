@@ -258,23 +258,11 @@ mod tests {
     use super::*;
     use crate::api::AlertRoute;
     use crate::fixtures;
-    use crate::routing::{InvolvedObject, RouteIndex};
+    use crate::routing::RouteIndex;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     fn event(count: i64, last_seen: i64) -> EventCandidate {
-        EventCandidate {
-            type_: "Warning".into(),
-            reason: "BackOff".into(),
-            involved: InvolvedObject {
-                kind: "Pod".into(),
-                name: "api".into(),
-                namespace: "prod".into(),
-            },
-            namespace: "prod".into(),
-            count,
-            last_seen: Some(fixtures::at(last_seen)),
-            ..Default::default()
-        }
+        fixtures::backoff_event(count, fixtures::at(last_seen))
     }
 
     #[test]
