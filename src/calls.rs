@@ -13,7 +13,7 @@ use crate::runner::{DialOutcome, Limits};
 use crate::twilio::client::{CallEnd, CallFilter, CreateCall, StartTimeFilter};
 use crate::twilio::twiml::TwimlError;
 use crate::twilio::types::{Call, CallStatus, ConferenceStatus};
-use crate::twilio::{documents, TwilioClient, TwilioError};
+use crate::twilio::{documents, RetryClass, TwilioClient, TwilioError};
 
 /// How long after an answered call ended its Events are still read for a late acknowledgement.
 pub const ACK_CHECK_WINDOW: SignedDuration = SignedDuration::from_secs(120);
@@ -199,15 +199,27 @@ pub fn limits(policy: &CallPolicySpec) -> Limits {
 }
 
 /// Ends a placed call: hung up when answered, canceled otherwise. A call that already ended is
-/// not an error: the next poll sees its final status.
-pub async fn end_call(client: &TwilioClient, call_sid: &str, hang_up: bool) {
+/// not an error: the next poll sees its final status. Only a failure that may pass (Twilio
+/// unreachable, 5xx, 429) is returned: the caller retries it, and a page being deleted says why
+/// it waits.
+pub async fn end_call(
+    client: &TwilioClient,
+    call_sid: &str,
+    hang_up: bool,
+) -> Result<(), TwilioError> {
     let how = if hang_up {
         CallEnd::Completed
     } else {
         CallEnd::Canceled
     };
-    if let Err(error) = client.end_call(call_sid, how).await {
-        tracing::debug!(%call_sid, %error, "ending a call");
+    match client.end_call(call_sid, how).await {
+        Ok(_) => Ok(()),
+        // NB: a 4xx (not cancelable, not found) will not change by asking again.
+        Err(error) if error.retry_class() == RetryClass::Permanent => {
+            tracing::debug!(%call_sid, %error, "ending a call");
+            Ok(())
+        }
+        Err(error) => Err(error),
     }
 }
 

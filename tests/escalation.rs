@@ -828,3 +828,163 @@ async fn concurrent_calls_stay_under_the_accounts_cap() {
     );
     h.finish(vec![op]).await;
 }
+
+fn has_finalizer(call: &AlertCall) -> bool {
+    call.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == controller::alert_call::FINALIZER)
+}
+
+/// Waits (bounded) until the AlertCall is gone.
+async fn wait_gone(h: &Harness, name: &str) {
+    for _ in 0..300 {
+        match h.calls().get_opt(name).await {
+            Ok(None) => return,
+            Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    panic!(
+        "{name} was not deleted; status: {:#?}",
+        h.status(name).await
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_page_cancels_its_ringing_call_before_it_goes() {
+    let h = Harness::new(
+        "esc-delete",
+        Script::default().with(ALICE, no_answer()),
+        10.0,
+    )
+    .await;
+    let op = h
+        .operator("delete", any_port(), true, Hooks::default())
+        .await;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 600, "rounds": 1}),
+        &[("alice", ALICE)],
+        10,
+    ))
+    .await;
+    h.page("page").await;
+    let ledger = h
+        .wait_ledger("alice's phone ringing", |l| {
+            sid_of(l, ALICE)
+                .first()
+                .is_some_and(|sid| final_status(l, sid).as_deref() == Some("ringing"))
+        })
+        .await;
+    let sid = sid_of(&ledger, ALICE)[0].clone();
+    let call = h
+        .calls()
+        .get("page")
+        .await
+        .unwrap_or_else(|e| panic!("reading the page: {e}"));
+    assert!(has_finalizer(&call), "{:?}", call.metadata.finalizers);
+    h.calls()
+        .delete("page", &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting the page: {e}"));
+    wait_gone(&h, "page").await;
+    let ledger = h.sim.ledger();
+    assert_eq!(final_status(&ledger, &sid).as_deref(), Some("canceled"));
+    assert_eq!(calls_to(&ledger).get(ALICE), Some(&1));
+    h.finish(vec![op]).await;
+}
+
+#[tokio::test]
+async fn deletion_waits_for_an_unreachable_twilio_and_says_why() {
+    let h = Harness::new(
+        "esc-delete-down",
+        Script::default().with(ALICE, no_answer()),
+        10.0,
+    )
+    .await;
+    let op = h
+        .operator("delete-down", any_port(), true, Hooks::default())
+        .await;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 600, "rounds": 1}),
+        &[("alice", ALICE)],
+        10,
+    ))
+    .await;
+    h.page("page").await;
+    h.wait_status("page", "alice ringing", |s| {
+        s.attempts
+            .first()
+            .is_some_and(|a| a.status == AttemptStatus::Ringing)
+    })
+    .await;
+    // Every request to end (or fetch) a call fails from now on.
+    h.sim
+        .inject_fault(FaultSpec::new(Fault::ServerError).on_path("/Calls/CA"));
+    h.calls()
+        .delete("page", &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting the page: {e}"));
+    let status = h
+        .wait_status("page", "deletion waiting on Twilio", |s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == controller::alert_call::CALLS_ENDED
+                    && c.status == "False"
+                    && c.reason == "TwilioUnreachable"
+            })
+        })
+        .await;
+    assert_eq!(status.phase, Phase::Cancelled);
+    let ledger = h.sim.ledger();
+    let sid = sid_of(&ledger, ALICE)[0].clone();
+    assert_eq!(final_status(&ledger, &sid).as_deref(), Some("ringing"));
+    // Twilio is back: the call is canceled and the page goes.
+    h.sim.clear_faults();
+    wait_gone(&h, "page").await;
+    assert_eq!(
+        final_status(&h.sim.ledger(), &sid).as_deref(),
+        Some("canceled")
+    );
+    h.finish(vec![op]).await;
+}
+
+#[tokio::test]
+async fn an_acknowledged_page_holds_no_finalizer_and_deletes_at_once() {
+    let script = Script::default().with(ALICE, Recipient::presses(1.0, "1"));
+    let h = Harness::new("esc-delete-acked", script, 10.0).await;
+    let op = h
+        .operator("delete-acked", any_port(), true, Hooks::default())
+        .await;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 30, "rounds": 1}),
+        &[("alice", ALICE)],
+        10,
+    ))
+    .await;
+    h.page("page").await;
+    h.wait_phase("page", Phase::Acknowledged).await;
+    // Alice stays in the room; her call is not the page's to end, so it holds nothing.
+    let mut released = false;
+    for _ in 0..100 {
+        match h.calls().get_opt("page").await {
+            Ok(Some(call)) if !has_finalizer(&call) => {
+                released = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    assert!(released, "the acknowledged page kept its finalizer");
+    h.calls()
+        .delete("page", &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting the page: {e}"));
+    // No finalizer: the API server removes it in the delete call itself.
+    let after = h
+        .calls()
+        .get_opt("page")
+        .await
+        .unwrap_or_else(|e| panic!("reading the page: {e}"));
+    assert!(after.is_none(), "still there: {after:?}");
+    h.finish(vec![op]).await;
+}

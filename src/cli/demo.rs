@@ -551,7 +551,12 @@ async fn drive(
                     call_sid,
                     hang_up,
                 } => match call_sid {
-                    Some(sid) => calls::end_call(&client, &sid, hang_up).await,
+                    Some(sid) => {
+                        // NB: repeated every step until the call is seen final.
+                        if let Err(error) = calls::end_call(&client, &sid, hang_up).await {
+                            tracing::warn!(call_sid = %sid, %error, "ending a call");
+                        }
+                    }
                     None => {
                         runner.cancel(&JobKey {
                             namespace: namespace.clone(),

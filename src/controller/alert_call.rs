@@ -6,14 +6,14 @@
 //! and this replica leads, act: dials go to the [`crate::runner`], cancels, polls and lookups
 //! go to Twilio directly. Their results are recorded by [`record`], again guarded.
 
-use std::collections::{BTreeSet, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
@@ -38,6 +38,14 @@ pub const CONTROLLER: &str = "alertcall";
 /// Condition on the AlertCall saying whether its policy could be used.
 pub const POLICY_RESOLVED: &str = "PolicyResolved";
 
+/// Condition on an AlertCall being deleted: False while its calls cannot be ended (Twilio
+/// unreachable), with the reason; deletion waits for them.
+pub const CALLS_ENDED: &str = "CallsEnded";
+
+/// Held by every page from its first dial until it is finished and none of its calls is live,
+/// so deleting a page that is still calling cancels its calls instead of leaving them ringing.
+pub const FINALIZER: &str = "alertcall.dev/cancel-calls";
+
 /// Reconciles at once; pages are independent and mostly wait on Twilio.
 const CONCURRENCY: u16 = 16;
 
@@ -52,6 +60,8 @@ pub enum Error {
     Status(#[source] kube::Error),
     #[error(transparent)]
     Account(AccountError),
+    #[error("updating the finalizer: {0}")]
+    Finalizer(#[source] kube::Error),
 }
 
 impl Error {
@@ -61,6 +71,7 @@ impl Error {
             Error::Policy(..) => "PolicyUnreadable",
             Error::Status(_) => "StatusWriteFailed",
             Error::Account(error) => error.reason(),
+            Error::Finalizer(_) => "FinalizerWriteFailed",
         }
     }
 }
@@ -68,6 +79,18 @@ impl Error {
 struct State {
     ctx: Arc<Context>,
     calls: Store<Guarded>,
+    /// Pages being deleted whose calls could not be ended, by `namespace/name`: how many
+    /// times in a row, for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl State {
+    fn failures(&self) -> MutexGuard<'_, HashMap<String, u32>> {
+        // NB: a panic elsewhere while holding the lock leaves a counter, still usable.
+        self.failures
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// AlertCalls are watched through a guard, so one object that does not parse (written by an
@@ -95,6 +118,7 @@ pub async fn run(ctx: Arc<Context>) {
     let state = Arc::new(State {
         ctx: ctx.clone(),
         calls: store.clone(),
+        failures: Mutex::new(HashMap::new()),
     });
     let readiness = ctx.readiness.clone();
     tokio::spawn(async move {
@@ -194,8 +218,12 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
         .attempts
         .iter()
         .all(|a| a.status.is_final() || a.acknowledged);
-    if status.phase.is_terminal() && settled && dialing.is_empty() {
+    let deleting = call.metadata.deletion_timestamp.is_some();
+    if (status.phase.is_terminal() || deleting) && settled && dialing.is_empty() {
+        // Nothing of this page can ring any more: an old page deletes at once.
         ctx.runner.release_page(&namespace, &name);
+        state.failures().remove(&key_of(call));
+        remove_finalizer(ctx, call).await?;
         return Ok(Requeue::await_change());
     }
 
@@ -205,6 +233,9 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
         Ok(Some(policy)) => policy,
         Ok(None) => {
             let message = format!("CallPolicy {policy_name} not found in {namespace}");
+            if deleting {
+                return abandon(ctx, call, "PolicyNotFound", &message).await;
+            }
             return blocked(ctx, call, "PolicyNotFound", &message, None).await;
         }
         Err(error) => return Err(Error::Policy(policy_name.clone(), error)),
@@ -226,6 +257,9 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
     let account = match ctx.accounts.for_policy(&policy).await {
         Ok(account) => account,
         Err(error) if error.is_permanent() => {
+            if deleting {
+                return abandon(ctx, call, error.reason(), &error.to_string()).await;
+            }
             return blocked(ctx, call, error.reason(), &error.to_string(), None).await;
         }
         Err(error) => return Err(Error::Account(error)),
@@ -262,6 +296,31 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
     let decision = step(&policy.spec, &call.spec, &next, now, &step_ctx);
     let mut decided = decision.status.clone();
     decided.observed_generation = call.metadata.generation;
+    // Dials are intents in `decided`, so they count as live too; a page from before the
+    // finalizer existed gets it at its next reconcile while it still has calls.
+    let live_calls = decided
+        .attempts
+        .iter()
+        .any(|a| !a.status.is_final() && !a.acknowledged);
+    // NB: the finalizer is written before the first intent, so no call is ever placed for a page
+    // that could vanish without canceling it. The status write below is then guarded by the
+    // resourceVersion this write returned.
+    let with_finalizer;
+    let call = if live_calls && !deleting && !has_finalizer(call) {
+        match add_finalizer(ctx, call).await {
+            Ok(updated) => {
+                with_finalizer = updated;
+                &with_finalizer
+            }
+            Err(error) if is_conflict(&error) => {
+                tracing::debug!("finalizer write lost the race; not acting");
+                return Ok(Requeue::requeue(Duration::from_millis(500)));
+            }
+            Err(error) => return Err(Error::Finalizer(error)),
+        }
+    } else {
+        call
+    };
     if decided != status {
         match write_status(ctx, call, &decided).await {
             Ok(_) => transitions(ctx, call, &status, &decided).await,
@@ -286,6 +345,7 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
 
     let mut found = Vec::new();
     let mut wake = None;
+    let mut unreachable: Vec<String> = Vec::new();
     for action in decision.actions {
         match action {
             Action::Dial { attempt, to } => {
@@ -297,10 +357,15 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
                 call_sid,
                 hang_up,
             } => {
-                cancel(
+                let sid = call_sid.clone();
+                if let Err(error) = cancel(
                     ctx, &account, &namespace, &name, attempt_id, call_sid, hang_up,
                 )
                 .await
+                {
+                    tracing::warn!(call_sid = sid.as_deref().unwrap_or("-"), %error, "ending a call");
+                    unreachable.push(format!("{}: {error}", sid.as_deref().unwrap_or("-")));
+                }
             }
             Action::LookUp {
                 attempt_id,
@@ -354,6 +419,10 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
         if let Err(error) = record(ctx, &namespace, &name, &found).await {
             tracing::warn!(%error, "recording lookups and polls");
         }
+    }
+
+    if deleting {
+        return deletion_waits(&state, call, &unreachable).await;
     }
 
     let poll_every = ctx.config.poll_interval;
@@ -655,7 +724,7 @@ async fn cancel(
     attempt_id: String,
     call_sid: Option<String>,
     hang_up: bool,
-) {
+) -> Result<(), crate::twilio::TwilioError> {
     match call_sid {
         Some(sid) => calls::end_call(&account.client, &sid, hang_up).await,
         None => {
@@ -664,8 +733,175 @@ async fn cancel(
                 name: name.to_string(),
                 attempt_id,
             });
+            Ok(())
         }
     }
+}
+
+fn has_finalizer(call: &AlertCall) -> bool {
+    call.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Writes the finalizer list, guarded by the resourceVersion `call` was read at (a merge patch
+/// carrying `metadata.resourceVersion` is a precondition: 409 if the object moved on).
+async fn write_finalizers(
+    ctx: &Context,
+    call: &AlertCall,
+    finalizers: Vec<String>,
+) -> Result<AlertCall, kube::Error> {
+    let api: Api<AlertCall> =
+        Api::namespaced(ctx.client.clone(), &call.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": call.resource_version(),
+            "finalizers": finalizers,
+        }
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    api.patch(&call.name_any(), &params, &Patch::Merge(&patch))
+        .await
+}
+
+async fn add_finalizer(ctx: &Context, call: &AlertCall) -> Result<AlertCall, kube::Error> {
+    let mut finalizers = call.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_string());
+    let updated = write_finalizers(ctx, call, finalizers).await?;
+    tracing::debug!("finalizer added");
+    Ok(updated)
+}
+
+/// Removes the finalizer when present. A conflict is left to the next reconcile (the newer
+/// version of the object brings it back); a page already gone is done.
+async fn remove_finalizer(ctx: &Context, call: &AlertCall) -> Result<(), Error> {
+    if !has_finalizer(call) {
+        return Ok(());
+    }
+    let finalizers: Vec<String> = call
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    match write_finalizers(ctx, call, finalizers).await {
+        Ok(_) => {
+            tracing::info!("no call of this page is live; finalizer removed");
+            Ok(())
+        }
+        Err(error) if is_conflict(&error) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(Error::Finalizer(error)),
+    }
+}
+
+/// A page being deleted whose calls can never be reached (its policy or credentials are gone):
+/// waiting would hold the object forever, so it goes, with a Warning saying so.
+async fn abandon(
+    ctx: &Context,
+    call: &AlertCall,
+    reason: &str,
+    message: &str,
+) -> Result<Requeue, Error> {
+    let note = format!(
+        "deleted without ending its calls, which cannot be reached: {message}; any still ringing stop at their ring timeout"
+    );
+    tracing::warn!(reason, %note, "page deleted");
+    publish(ctx, call, EventType::Warning, reason, "Delete", &note).await;
+    remove_finalizer(ctx, call).await?;
+    Ok(Requeue::await_change())
+}
+
+/// A page being deleted still has live calls: it waits for Twilio to report them ended. When
+/// ending them failed (Twilio unreachable), the `CallsEnded` condition and a Warning say why,
+/// and the next try backs off; once they could be ended it looks again at the poll interval.
+async fn deletion_waits(
+    state: &State,
+    call: &AlertCall,
+    unreachable: &[String],
+) -> Result<Requeue, Error> {
+    let ctx = &state.ctx;
+    let key = key_of(call);
+    if unreachable.is_empty() {
+        state.failures().remove(&key);
+        return Ok(Requeue::requeue(ctx.config.poll_interval));
+    }
+    let failures = {
+        let mut map = state.failures();
+        let count = map.entry(key).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = super::call_policy::decide::backoff(failures, Duration::from_secs(300));
+    tracing::warn!(failures, ?delay, "deletion waits: calls could not be ended");
+    let message = format!(
+        "deletion waits: {} call(s) could not be ended, retrying with backoff: {}",
+        unreachable.len(),
+        unreachable.join("; ")
+    );
+    let message: String = message.chars().take(1000).collect();
+    // NB: written (with its Event) when the page starts waiting, not on every retry: each status
+    // write is a watch event that would reconcile at once and defeat the backoff.
+    let waiting = call
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == CALLS_ENDED))
+        .is_some_and(|c| c.status == "False");
+    if !waiting
+        && write_condition(ctx, call, CALLS_ENDED, false, "TwilioUnreachable", &message)
+            .await
+            .map_err(Error::Status)?
+    {
+        publish(
+            ctx,
+            call,
+            EventType::Warning,
+            "CancelFailed",
+            "Delete",
+            &message,
+        )
+        .await;
+    }
+    Ok(Requeue::requeue(delay))
+}
+
+/// Sets one condition on the current version of a page, re-reading on conflict. True when it
+/// changed.
+async fn write_condition(
+    ctx: &Context,
+    call: &AlertCall,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) -> Result<bool, kube::Error> {
+    let api: Api<AlertCall> =
+        Api::namespaced(ctx.client.clone(), &call.namespace().unwrap_or_default());
+    for _ in 0..WRITE_RETRIES {
+        let Some(current) = api.get_opt(&call.name_any()).await? else {
+            return Ok(false);
+        };
+        let mut status = current.status.clone().unwrap_or_default();
+        let changed = conditions::set_condition(
+            &mut status.conditions,
+            type_,
+            ok,
+            reason,
+            message,
+            current.metadata.generation,
+            Time(Timestamp::now()),
+        );
+        if !changed {
+            return Ok(false);
+        }
+        match write_status(ctx, &current, &status).await {
+            Ok(_) => return Ok(true),
+            Err(error) if is_conflict(&error) => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(false)
 }
 
 fn is_conflict(error: &kube::Error) -> bool {

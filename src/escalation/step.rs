@@ -333,10 +333,12 @@ impl Plan<'_> {
             let dialing = self.ctx.dialing.contains(&attempt.id);
             if phase.is_terminal() {
                 // In-progress calls of an acknowledged page are hearing the message; a keypress
-                // there just joins another responder. A withdrawn page hangs them up.
+                // there just joins another responder. A withdrawn page hangs them up, and so
+                // does deleting a finished one: its finalizer waits for every call to end.
                 let answered = attempt.status == AttemptStatus::InProgress;
+                let deleted = self.ctx.withdrawn == Some(super::Withdrawn::Deleted);
                 let cancel = match &attempt.call_sid {
-                    Some(_) => !answered || phase == Phase::Cancelled,
+                    Some(_) => !answered || phase == Phase::Cancelled || deleted,
                     None => dialing,
                 };
                 if cancel {
@@ -790,6 +792,44 @@ mod tests {
             assert!(finish(&again).is_none());
             assert_eq!(again.wake_at(), Some(at(30) + POLL_INTERVAL));
         }
+    }
+
+    #[test]
+    fn deleting_a_finished_page_hangs_up_its_answered_calls_too() {
+        // Acknowledged by alice; bob is still hearing the message and carol still rings.
+        let mut alice = attempt("r1-alice", InProgress).sid("CA1");
+        alice.acknowledged = true;
+        let mut status = status_with(vec![
+            alice,
+            attempt("r1-bob", InProgress).sid("CA2"),
+            attempt("r1-carol", Ringing).sid("CA3"),
+        ]);
+        status.phase = Phase::Acknowledged;
+        let policy = simultaneous(Completion::FirstAck);
+        // Not deleted: bob is left to finish the message.
+        let kept = step(
+            &policy,
+            &alert_call_spec(),
+            &status,
+            at(9),
+            &StepContext::default(),
+        );
+        assert_eq!(cancels(&kept), vec![(Some("CA3"), false)]);
+        // Deleted: bob is hung up as well; alice, in the room, is never touched.
+        let ctx = StepContext {
+            withdrawn: Some(Withdrawn::Deleted),
+            ..StepContext::default()
+        };
+        let d = step(&policy, &alert_call_spec(), &status, at(9), &ctx);
+        assert_eq!(d.status.phase, Phase::Acknowledged);
+        assert_eq!(cancels(&d), vec![(Some("CA2"), true), (Some("CA3"), false)]);
+        // Suspension does not touch a finished page's answered calls.
+        let ctx = StepContext {
+            withdrawn: Some(Withdrawn::Suspended),
+            ..StepContext::default()
+        };
+        let d = step(&policy, &alert_call_spec(), &status, at(9), &ctx);
+        assert_eq!(cancels(&d), vec![(Some("CA3"), false)]);
     }
 
     #[test]
