@@ -240,6 +240,19 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
     let status = page.status.unwrap_or_default();
     assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
     assert_eq!(status.attempt_count, 1);
+    // The finalizer that held the page while it called is removed with the chart's RBAC too.
+    let page_name = page.metadata.name.clone().unwrap_or_default();
+    support::eventually("the finished page to drop its finalizer", || async {
+        let call = calls.get(&page_name).await.ok()?;
+        let held = call
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == alertcall::controller::alert_call::FINALIZER);
+        (!held).then_some(())
+    })
+    .await;
     // The recorder's Events reached the API server.
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(admin.clone(), &app.name);
