@@ -12,7 +12,7 @@ use crate::escalation::{CallUpdate, Observation};
 use crate::runner::{DialOutcome, Limits};
 use crate::twilio::client::{CallEnd, CallFilter, CreateCall, StartTimeFilter};
 use crate::twilio::twiml::TwimlError;
-use crate::twilio::types::{Call, CallStatus, ConferenceStatus};
+use crate::twilio::types::{parse_twilio_date, Call, CallStatus, ConferenceStatus};
 use crate::twilio::{documents, RetryClass, TwilioClient, TwilioError};
 
 /// How long after an answered call ended its Events are still read for a late acknowledgement.
@@ -125,6 +125,41 @@ pub async fn participants(client: &TwilioClient, room: &str) -> Vec<Observation>
         }
     }
     observations
+}
+
+/// The media URL of the room's recording for a page started at `since`, once Twilio started
+/// one: the room is recorded from when its conference starts (a second participant joins), so a
+/// room with a lone acknowledger has none yet. Every page of a policy shares the room's name, so
+/// only a conference still open or created since the page started (a minute of slack for the
+/// two clocks) is this page's; the earliest such one with a recording wins.
+pub async fn recording_url(
+    client: &TwilioClient,
+    room: &str,
+    since: Timestamp,
+) -> Result<Option<String>, TwilioError> {
+    let since = since - SignedDuration::from_mins(1);
+    let mut rooms: Vec<_> = client
+        .list_conferences(Some(room), None)
+        .await?
+        .into_iter()
+        .filter(|c| {
+            c.status != ConferenceStatus::Completed
+                || c.date_created
+                    .as_deref()
+                    .and_then(parse_twilio_date)
+                    .is_some_and(|at| at >= since)
+        })
+        .collect();
+    rooms.sort_by_key(|c| c.date_created.as_deref().and_then(parse_twilio_date));
+    for conference in rooms {
+        let recordings = client.list_conference_recordings(&conference.sid).await?;
+        if let Some(recording) = recordings.iter().find(|r| r.status != "absent") {
+            return Ok(Some(
+                client.recording_media_url(&recording.sid)?.to_string(),
+            ));
+        }
+    }
+    Ok(None)
 }
 
 /// A fetched call as an observation.

@@ -988,3 +988,44 @@ async fn an_acknowledged_page_holds_no_finalizer_and_deletes_at_once() {
     assert!(after.is_none(), "still there: {after:?}");
     h.finish(vec![op]).await;
 }
+
+#[tokio::test]
+async fn a_recorded_room_puts_its_recording_url_on_the_page() {
+    // Both press and stay: with two participants the conference starts, and so does recording.
+    let script = Script::default()
+        .with(ALICE, Recipient::presses(1.0, "1"))
+        .with(BOB, Recipient::presses(2.0, "1"));
+    let h = Harness::new("esc-record", script, 20.0).await;
+    let op = h
+        .operator("record", any_port(), true, Hooks::default())
+        .await;
+    let mut spec = policy_spec(
+        json!({"mode": "Simultaneous", "completion": "AllAcked", "ringTimeoutSeconds": 20, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB)],
+        10,
+    );
+    spec["conference"] = json!({"record": true});
+    h.policy(spec).await;
+    h.page("page").await;
+    h.wait_phase("page", Phase::Acknowledged).await;
+    let status = h
+        .wait_status("page", "the recording URL", |s| s.recording_url.is_some())
+        .await;
+    let recorded: Vec<String> = h
+        .sim
+        .ledger()
+        .entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Recording { url, .. } => Some(url.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(status.recording_url.as_deref(), Some(recorded[0].as_str()));
+    assert!(
+        recorded[0].contains(&format!("/Accounts/{AC}/Recordings/RE")),
+        "{recorded:?}"
+    );
+    h.finish(vec![op]).await;
+}

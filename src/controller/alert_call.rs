@@ -49,6 +49,13 @@ pub const FINALIZER: &str = "alertcall.dev/cancel-calls";
 /// Reconciles at once; pages are independent and mostly wait on Twilio.
 const CONCURRENCY: u16 = 16;
 
+/// How long after its acknowledgement a page looks for the room's recording: recording starts
+/// when a second participant joins, which may be a while after the first.
+const RECORDING_WINDOW: SignedDuration = SignedDuration::from_mins(15);
+
+/// How often, at least, a page waiting for its room's recording looks for it.
+const RECORDING_POLL: Duration = Duration::from_secs(5);
+
 /// How many times a guarded status write is retried on conflict by re-reading.
 const WRITE_RETRIES: usize = 8;
 
@@ -224,7 +231,11 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
         ctx.runner.release_page(&namespace, &name);
         state.failures().remove(&key_of(call));
         remove_finalizer(ctx, call).await?;
-        return Ok(Requeue::await_change());
+        // NB: the room's recording may start after the page is done; whether the policy records
+        // is only known once it is read below.
+        if deleting || !awaiting_recording(&status, Timestamp::now()) {
+            return Ok(Requeue::await_change());
+        }
     }
 
     let policy_name = &call.spec.policy_ref.name;
@@ -285,6 +296,15 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
     );
     for observation in calls::poll(&account.client, &next, &room, &ack_base, now).await {
         observe(&mut next, &observation, now);
+    }
+    let records = policy.spec.conference.record;
+    if records && awaiting_recording(&next, now) {
+        let since = next.started_at.as_ref().map_or(now, |t| t.0);
+        match calls::recording_url(&account.client, &room, since).await {
+            Ok(Some(url)) => next.recording_url = Some(url),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%room, %error, "looking for the room's recording"),
+        }
     }
     let step_ctx = StepContext {
         start_index: start_index(&state.calls, call, &policy),
@@ -439,7 +459,22 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
     if watching || !ctx.runner.dialing(&namespace, &name).is_empty() {
         requeue = requeue.min(poll_every);
     }
+    if records && awaiting_recording(&decided, Timestamp::now()) {
+        requeue = requeue.min(poll_every.max(RECORDING_POLL));
+    }
     Ok(Requeue::requeue(requeue))
+}
+
+/// A page someone acknowledged by key (so joined the room) whose room has no recording URL yet,
+/// still calling or finished recently enough that one may still come. Only meaningful when the
+/// policy records the room. A page acknowledged with kubectl alone sent nobody to the room.
+fn awaiting_recording(status: &AlertCallStatus, now: Timestamp) -> bool {
+    let recent = !status.phase.is_terminal()
+        || status
+            .finished_at
+            .as_ref()
+            .is_some_and(|at| now.duration_since(at.0) < RECORDING_WINDOW);
+    status.recording_url.is_none() && status.attempts.iter().any(|a| a.acknowledged) && recent
 }
 
 /// The acknowledgement URL without the per-call query: the policy's hosted document once the
@@ -1067,6 +1102,18 @@ async fn transitions(
             )
             .await;
         }
+    }
+    if let (Some(url), None) = (&new.recording_url, &old.recording_url) {
+        tracing::info!(recording_url = %url, "room recorded");
+        publish(
+            ctx,
+            call,
+            EventType::Normal,
+            "Recorded",
+            "Observe",
+            &format!("the incident room is recorded: {url}"),
+        )
+        .await;
     }
     if new.phase != old.phase {
         if new.phase == Phase::Acknowledged {

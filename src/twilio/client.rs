@@ -17,8 +17,8 @@ use url::Url;
 use super::error::{parse_retry_after, Operation, RetryClass, TwilioError};
 use super::types::{
     Asset, AssetVersion, Build, BuildStatus, BuildStatusResource, Call, CallEvent, CallStatus,
-    Conference, ConferenceStatus, Deployment, Environment, IncomingPhoneNumber, OutgoingCallerId,
-    Participant, Service, VoiceWebhook,
+    Conference, ConferenceRecording, ConferenceStatus, Deployment, Environment,
+    IncomingPhoneNumber, OutgoingCallerId, Participant, Service, VoiceWebhook,
 };
 
 const API_VERSION: &str = "2010-04-01";
@@ -505,6 +505,23 @@ impl TwilioClient {
         let url = self.api_url(&["Conferences", conference_sid, "Participants.json"])?;
         self.list(Operation::ListParticipants, url, &[], "participants")
             .await
+    }
+
+    /// `GET .../Conferences/{ConferenceSid}/Recordings.json`: the room's recordings.
+    pub async fn list_conference_recordings(
+        &self,
+        conference_sid: &str,
+    ) -> Result<Vec<ConferenceRecording>, TwilioError> {
+        let url = self.api_url(&["Conferences", conference_sid, "Recordings.json"])?;
+        self.list(Operation::ListConferenceRecordings, url, &[], "recordings")
+            .await
+    }
+
+    /// The media URL of a recording, `.../Accounts/{AccountSid}/Recordings/{RecordingSid}`, the
+    /// form of Twilio's `RecordingUrl` callback parameter (append `.mp3` or `.wav` to choose the
+    /// format). Reading it needs the account's credentials.
+    pub fn recording_media_url(&self, recording_sid: &str) -> Result<Url, TwilioError> {
+        self.api_url(&["Recordings", recording_sid])
     }
 
     // ---- IncomingPhoneNumbers ----------------------------------------------------------------

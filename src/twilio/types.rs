@@ -213,6 +213,22 @@ pub struct Conference {
     pub reason_conference_ended: Option<String>,
 }
 
+/// A recording of a conference (`api.v2010.account.conference.conference_recording`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConferenceRecording {
+    #[serde(deserialize_with = "nullable")]
+    pub sid: String,
+    #[serde(deserialize_with = "nullable")]
+    pub conference_sid: String,
+    /// `in-progress`, `paused`, `stopped`, `processing`, `completed` or `absent`.
+    #[serde(deserialize_with = "nullable")]
+    pub status: String,
+    #[serde(deserialize_with = "lenient_string")]
+    pub date_created: Option<String>,
+    pub uri: Option<String>,
+}
+
 /// A conference participant (`api.v2010.account.conference.participant`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

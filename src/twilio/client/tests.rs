@@ -810,6 +810,37 @@ async fn twilio_conferences_and_participants() {
 }
 
 #[tokio::test]
+async fn twilio_conference_recordings_path_shape_and_media_url() {
+    const CF: &str = "CF00000000000000000000000000000001";
+    const RE: &str = "RE00000000000000000000000000000001";
+    let body = format!(
+        r#"{{"recordings":[{{"sid":"{RE}","conference_sid":"{CF}","status":"in-progress","duration":"-1","date_created":"Tue, 11 Aug 2020 17:44:08 +0000","uri":"/2010-04-01/Accounts/{AC}/Conferences/{CF}/Recordings/{RE}.json"}}],"next_page_uri":null}}"#
+    );
+    let server = Server::start(vec![reply(200, &body)]).await;
+    let client = server.client();
+    let recordings = client
+        .list_conference_recordings(CF)
+        .await
+        .expect("recordings");
+    assert_eq!(recordings.len(), 1);
+    assert_eq!(recordings[0].sid, RE);
+    assert_eq!(recordings[0].status, "in-progress");
+    let r = &server.requests()[0];
+    assert_eq!(r.method, "GET");
+    assert_eq!(
+        r.path(),
+        format!("/2010-04-01/Accounts/{AC}/Conferences/{CF}/Recordings.json")
+    );
+    let media = client.recording_media_url(RE).expect("media url");
+    assert!(
+        media
+            .as_str()
+            .ends_with(&format!("/2010-04-01/Accounts/{AC}/Recordings/{RE}")),
+        "{media}"
+    );
+}
+
+#[tokio::test]
 async fn twilio_incoming_numbers_list_fetch_and_voice_url_update() {
     const PN: &str = "PN00000000000000000000000000000001";
     let number = |url: &str, method: &str| {
