@@ -268,9 +268,17 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
                 == Some(page.metadata.name.as_deref().unwrap_or_default())),
         "no Event recorded on the page"
     );
-    sim.shutdown().await;
+    // The policy's finalizer undoes its Twilio configuration, so it goes while the operator and
+    // the simulator still run; otherwise the namespace would hang in Terminating.
+    let policies: Api<CallPolicy> = Api::namespaced(admin.clone(), &app.name);
+    let _ = policies.delete("oncall", &Default::default()).await;
+    support::eventually("the CallPolicy's cleanup", || async {
+        matches!(policies.get_opt("oncall").await, Ok(None)).then_some(())
+    })
+    .await;
     app.delete().await;
     running.shutdown().await;
+    sim.shutdown().await;
     let _ = support::helm(&[
         "uninstall",
         "--kubeconfig",

@@ -215,6 +215,8 @@ pub struct AlertCallStatus {
     /// The conference room acknowledged answerers were joined into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conference_room: Option<String>,
+    /// Twilio media URL of the room's recording (when the policy records); reading it needs the
+    /// account's credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording_url: Option<String>,
     /// Number of attempts, for `kubectl get` (printer columns cannot count arrays).
