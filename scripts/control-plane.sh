@@ -154,7 +154,15 @@ current-context: alertcall-test
 KC
 }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid file outlives its process (a stopped session, a reboot) and the pid may be reused, so the
+# process must also be the binary the file is named after.
+pid_alive() {
+  [ -f "$1" ] || return 1
+  local pid name
+  pid=$(cat "$1")
+  name=$(basename "$1" .pid)
+  kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$name"
+}
 
 wait_ready() {
   local i
