@@ -2,9 +2,7 @@
 //! without a keypress (busy, no-answer, failed, canceled, or answered and silent), `rounds`
 //! passes over the list with `roundIntervalSeconds` between them, stop at the first keypress.
 
-use jiff::SignedDuration;
-
-use super::step::Plan;
+use super::step::{last_ended, Plan};
 use crate::api::Recipient;
 
 /// The first keypress completes the page.
@@ -32,18 +30,8 @@ pub(super) fn advance(plan: &mut Plan<'_>) {
             plan.exhaust("");
             return;
         }
-        let interval =
-            SignedDuration::from_secs(i64::from(plan.policy.strategy.round_interval_seconds));
-        let ended = plan
-            .status
-            .attempts
-            .iter()
-            .filter_map(|a| a.ended_at.as_ref().map(|t| t.0))
-            .max()
-            .unwrap_or(plan.now);
-        let next_round_at = ended + interval;
-        if plan.now < next_round_at {
-            plan.wake(next_round_at);
+        let ended = last_ended(&plan.status.attempts);
+        if !plan.round_interval_over(ended) {
             return;
         }
         round += 1;

@@ -10,10 +10,8 @@
 //! - AllAcked: complete when every recipient pressed a key (`acknowledgedBy` lists them all);
 //!   each round calls only those who have not.
 
-use jiff::SignedDuration;
-
 use super::is_answered_by_machine;
-use super::step::Plan;
+use super::step::{last_ended, Plan};
 use crate::api::{AttemptStatus, Completion, Phase, Recipient};
 
 pub(super) fn complete(plan: &mut Plan<'_>) -> bool {
@@ -76,16 +74,8 @@ pub(super) fn advance(plan: &mut Plan<'_>) {
         plan.exhaust(&missing);
         return;
     }
-    let interval =
-        SignedDuration::from_secs(i64::from(plan.policy.strategy.round_interval_seconds));
-    let ended = this_round
-        .iter()
-        .filter_map(|a| a.ended_at.as_ref().map(|t| t.0))
-        .max()
-        .unwrap_or(plan.now);
-    let next_round_at = ended + interval;
-    if plan.now < next_round_at {
-        plan.wake(next_round_at);
+    let ended = last_ended(this_round.iter().copied());
+    if !plan.round_interval_over(ended) {
         return;
     }
     let targets = targets(plan);

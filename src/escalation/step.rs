@@ -199,6 +199,19 @@ impl Plan<'_> {
     }
 
     /// Reconcile again at `at` at the latest.
+    /// Whether the pause between rounds, counted from `last_ended` (or from now when no call
+    /// has ended), is over; if not, the plan wakes when it is.
+    pub fn round_interval_over(&mut self, last_ended: Option<Timestamp>) -> bool {
+        let interval =
+            jiff::SignedDuration::from_secs(i64::from(self.policy.strategy.round_interval_seconds));
+        let next_round_at = last_ended.unwrap_or(self.now) + interval;
+        if self.now < next_round_at {
+            self.wake(next_round_at);
+            return false;
+        }
+        true
+    }
+
     pub fn wake(&mut self, at: Timestamp) {
         self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
     }
@@ -400,6 +413,14 @@ impl Plan<'_> {
             .map(|r| r.address.twilio_to())
             .unwrap_or_default()
     }
+}
+
+/// When the last of `attempts` ended, if any did.
+pub(super) fn last_ended<'a>(attempts: impl IntoIterator<Item = &'a Attempt>) -> Option<Timestamp> {
+    attempts
+        .into_iter()
+        .filter_map(|a| a.ended_at.as_ref().map(|t| t.0))
+        .max()
 }
 
 #[cfg(test)]
