@@ -851,16 +851,11 @@ async fn wait_gone(h: &Harness, name: &str) {
     );
 }
 
-#[tokio::test]
-async fn deleting_a_page_cancels_its_ringing_call_before_it_goes() {
-    let h = Harness::new(
-        "esc-delete",
-        Script::default().with(ALICE, no_answer()),
-        10.0,
-    )
-    .await;
+/// A page whose only recipient never answers, so its call rings as long as Twilio lets it.
+async fn page_ringing_alice_forever(prefix: &str, identity: &str) -> (Harness, Running) {
+    let h = Harness::new(prefix, Script::default().with(ALICE, no_answer()), 10.0).await;
     let op = h
-        .operator("delete", any_port(), true, Hooks::default())
+        .operator(identity, any_port(), true, Hooks::default())
         .await;
     h.policy(policy_spec(
         json!({"mode": "Sequential", "ringTimeoutSeconds": 600, "rounds": 1}),
@@ -869,6 +864,12 @@ async fn deleting_a_page_cancels_its_ringing_call_before_it_goes() {
     ))
     .await;
     h.page("page").await;
+    (h, op)
+}
+
+#[tokio::test]
+async fn deleting_a_page_cancels_its_ringing_call_before_it_goes() {
+    let (h, op) = page_ringing_alice_forever("esc-delete", "delete").await;
     let ledger = h
         .wait_ledger("alice's phone ringing", |l| {
             sid_of(l, ALICE)
@@ -896,22 +897,7 @@ async fn deleting_a_page_cancels_its_ringing_call_before_it_goes() {
 
 #[tokio::test]
 async fn deletion_waits_for_an_unreachable_twilio_and_says_why() {
-    let h = Harness::new(
-        "esc-delete-down",
-        Script::default().with(ALICE, no_answer()),
-        10.0,
-    )
-    .await;
-    let op = h
-        .operator("delete-down", any_port(), true, Hooks::default())
-        .await;
-    h.policy(policy_spec(
-        json!({"mode": "Sequential", "ringTimeoutSeconds": 600, "rounds": 1}),
-        &[("alice", ALICE)],
-        10,
-    ))
-    .await;
-    h.page("page").await;
+    let (h, op) = page_ringing_alice_forever("esc-delete-down", "delete-down").await;
     h.wait_status("page", "alice ringing", |s| {
         s.attempts
             .first()
