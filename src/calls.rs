@@ -182,30 +182,44 @@ pub fn attempt_status(text: &str) -> Option<AttemptStatus> {
     serde_json::from_value(serde_json::Value::String(text.to_string())).ok()
 }
 
-/// Finds the call a lost intent placed: same To and From, created after the intent, not
-/// already tied to another attempt of the page.
+/// Slack between this process's clock and Twilio's when a call is matched to its intent.
+/// Twilio stamps `date_created` to the second; anything more lenient would let an earlier
+/// page's call to the same person pass for this one.
+pub const LOOKUP_SKEW: SignedDuration = SignedDuration::from_secs(5);
+
+/// Finds the call a lost intent placed: same To and From, created at or after the intent (less
+/// [`LOOKUP_SKEW`]), and claimed by no attempt of any page (`claimed`: every SID the AlertCalls
+/// record). A call still queued at Twilio counts: it has no start time yet, so it is listed by
+/// status as well. A call whose creation time cannot be read is not this intent's: the caller
+/// then dials again, and a duplicate call is the lesser harm.
 pub async fn look_up(
     client: &TwilioClient,
     from: &str,
     to: &str,
-    intent_at: Option<Timestamp>,
+    intent_at: Timestamp,
     claimed: &BTreeSet<String>,
 ) -> Result<Option<Call>, TwilioError> {
-    // NB: a minute of slack for the two clocks; the day filter is Twilio's granularity.
-    let since = intent_at.map(|t| t - SignedDuration::from_mins(1));
-    let filter = CallFilter {
+    let since = intent_at - LOOKUP_SKEW;
+    let started = CallFilter {
         to: Some(to.to_string()),
         from: Some(from.to_string()),
         status: None,
-        start_time: since
-            .map(|t| StartTimeFilter::OnOrAfter(t.to_zoned(jiff::tz::TimeZone::UTC).date())),
+        start_time: Some(StartTimeFilter::OnOrAfter(
+            since.to_zoned(jiff::tz::TimeZone::UTC).date(),
+        )),
     };
-    let mut calls = client.list_calls(&filter).await?;
+    let queued = CallFilter {
+        status: Some(CallStatus::Queued),
+        start_time: None,
+        ..started.clone()
+    };
+    let mut calls = client.list_calls(&started).await?;
+    calls.extend(client.list_calls(&queued).await?);
     calls.retain(|c| {
-        !claimed.contains(&c.sid)
-            && since.is_none_or(|since| c.date_created_parsed().is_none_or(|at| at >= since))
+        !claimed.contains(&c.sid) && c.date_created_parsed().is_some_and(|at| at >= since)
     });
-    calls.sort_by_key(|c| c.date_created_parsed());
+    calls.sort_by(|a, b| (a.date_created_parsed(), &a.sid).cmp(&(b.date_created_parsed(), &b.sid)));
+    calls.dedup_by(|a, b| a.sid == b.sid);
     Ok(calls.into_iter().next())
 }
 

@@ -182,6 +182,18 @@ pub struct Attempt {
     /// A human-readable note on the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// How many times the intent was dialed again because no call for it was found at Twilio
+    /// after a crash or an ambiguous answer (a lost page is worse than a duplicate call).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redials: u32,
+    /// Set when a lookup found no call for this intent: the next step dials it again under a
+    /// new intent time.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub redial_due: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Where a page stands.
@@ -222,6 +234,11 @@ pub struct AlertCallStatus {
     /// Number of attempts, for `kubectl get` (printer columns cannot count arrays).
     #[serde(default)]
     pub attempt_count: u32,
+    /// Unguessable per-page secret carried in the callback URLs of this page's calls: a request
+    /// that names this page must present it, so pages cannot be addressed by guessing their
+    /// deterministic names. Set before the first dial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
     /// Every call placed for this page, in order. Append-only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,

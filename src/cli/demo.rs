@@ -575,6 +575,7 @@ async fn drive(
                         .iter()
                         .filter_map(|a| a.call_sid.clone())
                         .collect();
+                    let intent_at = intent_at.unwrap_or_else(Timestamp::now);
                     match calls::look_up(&client, &spec.twilio.from, &to, intent_at, &claimed).await
                     {
                         Ok(Some(placed)) => {
@@ -585,9 +586,9 @@ async fn drive(
                             });
                             found.extend(calls::update_of(&placed, Some(attempt_id)));
                         }
-                        Ok(None) => found.push(Observation::NotPlaced {
+                        Ok(None) => found.push(Observation::IntentLost {
                             attempt_id,
-                            reason: format!("no call to {to} found after the intent"),
+                            reason: format!("no call to {to} found after the intent; dialed again"),
                         }),
                         Err(error) => tracing::warn!(%error, "looking up a lost dial"),
                     }

@@ -60,8 +60,12 @@ pub enum Observation {
         message: String,
     },
     /// The call of this attempt was never placed: the runner dropped it from its queue after an
-    /// [`super::Action::Cancel`] without SID, or a lookup found no such call. Never redialed.
+    /// [`super::Action::Cancel`] without SID. Never redialed.
     NotPlaced { attempt_id: String, reason: String },
+    /// A lookup after the grace period found no call for this intent at Twilio (the process
+    /// died before the create, or an ambiguous create placed nothing): the next step dials it
+    /// again, since a page that never rings is worse than a duplicate call.
+    IntentLost { attempt_id: String, reason: String },
 }
 
 /// Folds `observation` into `status`; true when anything changed (so the status must be written).
@@ -137,6 +141,20 @@ pub fn observe(status: &mut AlertCallStatus, observation: &Observation, now: Tim
             }
             attempt.message = Some(reason.clone());
             advance(attempt, AttemptStatus::Canceled, now)
+        }
+        Observation::IntentLost { attempt_id, reason } => {
+            let Some(attempt) = find(status, Some(attempt_id), None) else {
+                return false;
+            };
+            if attempt.call_sid.is_some()
+                || attempt.status != AttemptStatus::Intent
+                || attempt.redial_due
+            {
+                return false;
+            }
+            attempt.redial_due = true;
+            attempt.message = Some(reason.clone());
+            true
         }
     }
 }

@@ -58,8 +58,8 @@ pub enum Action {
         hang_up: bool,
     },
     /// The intent has no SID and nobody is dialing it: find the call at Twilio (Calls list by
-    /// To/From/StartTime, attempt id in the callback URL) and report `DialAccepted`, or
-    /// `NotPlaced` when there is none. Never dial it again.
+    /// To/From, created since the intent, claimed by no page) and report `DialAccepted`, or
+    /// `IntentLost` when there is none, which dials it again.
     LookUp {
         attempt_id: String,
         to: String,
@@ -121,6 +121,7 @@ pub fn step(
     if !plan.status.phase.is_terminal() {
         decide(&mut plan);
     }
+    plan.redial_lost();
     plan.tend_calls();
     plan.status.attempt_count = u32::try_from(plan.status.attempts.len()).unwrap_or(u32::MAX);
     let mut actions = plan.actions;
@@ -329,6 +330,35 @@ impl Plan<'_> {
             reason,
             message,
         });
+    }
+
+    /// Intents a lookup found no call for are dialed again under a fresh intent time (written
+    /// with this status, before the dial, like every intent); a finished page needs them no more.
+    fn redial_lost(&mut self) {
+        let terminal = self.status.phase.is_terminal();
+        let mut dials = Vec::new();
+        for attempt in self.status.attempts.iter_mut() {
+            if !attempt.redial_due || attempt.call_sid.is_some() {
+                continue;
+            }
+            attempt.redial_due = false;
+            if attempt.status != AttemptStatus::Intent {
+                continue;
+            }
+            if terminal {
+                attempt.status = AttemptStatus::Canceled;
+                attempt.ended_at = Some(Time(self.now));
+                attempt.message = Some("no call was placed and the page no longer needs it".into());
+                continue;
+            }
+            attempt.redials = attempt.redials.saturating_add(1);
+            attempt.intent_at = Some(Time(self.now));
+            dials.push(attempt.clone());
+        }
+        for attempt in dials {
+            let to = self.address_of(&attempt.recipient);
+            self.actions.push(Action::Dial { attempt, to });
+        }
     }
 
     /// Keeps every unfinished call in view: deadlines, polls, lookups, and on a finished page
@@ -547,14 +577,43 @@ mod tests {
             to: "+15005550101".into(),
             intent_at: Some(at(100)),
         }));
-        // The lookup found nothing: the attempt is canceled and the next recipient is called.
+        // The lookup found nothing: Alice is dialed again under a new intent, never skipped.
         let mut status = old.status.clone();
-        let lost = Observation::NotPlaced {
+        let lost = Observation::IntentLost {
             attempt_id: "r1-alice".into(),
             reason: "no call found at Twilio".into(),
         };
         assert!(observe(&mut status, &lost, at(131)));
-        assert_eq!(dial_ids(&run(&policy, &status, 131)), vec!["r1-bob"]);
+        assert!(!observe(&mut status, &lost, at(131)), "idempotent");
+        let redial = run(&policy, &status, 131);
+        assert_eq!(dials(&redial), vec![("r1-alice", "+15005550101")]);
+        let again = &redial.status.attempts[0];
+        assert_eq!(again.intent_at, Some(Time(at(131))));
+        assert_eq!((again.redials, again.redial_due), (1, false));
+        assert_eq!(redial.status.attempts.len(), 1);
+        assert_eq!(redial.wake_at(), Some(at(131) + INTENT_GRACE));
+        // Replaying the decided status dials nothing more.
+        assert!(dial_ids(&run(&policy, &redial.status, 132)).is_empty());
+    }
+
+    #[test]
+    fn a_lost_intent_of_a_finished_page_is_not_dialed_again() {
+        let policy = sequential();
+        let first = run(&policy, &pending(), 100);
+        let mut status = first.status.clone();
+        let lost = Observation::IntentLost {
+            attempt_id: "r1-alice".into(),
+            reason: "no call found at Twilio".into(),
+        };
+        assert!(observe(&mut status, &lost, at(131)));
+        let spec = AlertCallSpec {
+            acknowledged: true,
+            ..alert_call_spec()
+        };
+        let d = step(&policy, &spec, &status, at(131), &StepContext::default());
+        assert!(dial_ids(&d).is_empty());
+        assert_eq!(d.status.phase, Phase::Acknowledged);
+        assert_eq!(d.status.attempts[0].status, Canceled);
     }
 
     #[test]

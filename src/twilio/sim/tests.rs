@@ -467,6 +467,21 @@ async fn cancel_while_ringing_and_while_queued() {
     })
     .await;
     assert_eq!(status_of(&sim, &queued).as_deref(), Some("queued"));
+    // As at Twilio, a queued call has no start time: a StartTime filter misses it, and only a
+    // Status filter finds it.
+    let today = sim.now().strftime("%Y-%m-%d").to_string();
+    let (_, by_day) = fetch(&format!(
+        "{}?To=%2B15550000021&StartTime%3E={today}",
+        calls_url(&sim)
+    ))
+    .await;
+    assert_eq!(by_day["calls"].as_array().map(Vec::len), Some(0));
+    let (_, by_status) = fetch(&format!(
+        "{}?To=%2B15550000021&Status=queued",
+        calls_url(&sim)
+    ))
+    .await;
+    assert_eq!(by_status["calls"][0]["sid"].as_str(), Some(queued.as_str()));
 
     let url = |sid: &str| {
         format!(
