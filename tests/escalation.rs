@@ -3,280 +3,15 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use alertcall::api::{AlertCall, AlertCallStatus, AttemptStatus, CallPolicy, Phase};
-use alertcall::controller::{self, Config, HookPoint, Hooks, Running, TwilioEndpoints};
+use alertcall::api::{AlertCall, AlertCallStatus, AttemptStatus, Phase};
+use alertcall::controller::{self, callbacks, HookPoint, Hooks, Running};
 use alertcall::twilio::signature;
-use alertcall::twilio::sim::{
-    Event, Fault, FaultSpec, Ledger, Outcome, Recipient, Script, SimConfig, SimHandle, Simulator,
-};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::Client;
+use alertcall::twilio::sim::{Event, Fault, FaultSpec, Outcome, Recipient, Script};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use tokio::net::TcpListener;
-
-const AC: &str = "AC0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "escalation-test-token";
-const FROM: &str = "+15005550006";
-const ALICE: &str = "+15005550101";
-const BOB: &str = "+15005550102";
-const CAROL: &str = "+15005550103";
-const DAVE: &str = "+15005550104";
-
-struct Harness {
-    client: Client,
-    ns: support::TestNamespace,
-    sim: SimHandle,
-}
-
-impl Harness {
-    async fn new(prefix: &str, script: Script, time_scale: f64) -> Harness {
-        alertcall::telemetry::init();
-        let client = support::client().await;
-        let ns = support::TestNamespace::new(&client, prefix).await;
-        let sim = Simulator::start(SimConfig {
-            script,
-            time_scale,
-            // The operator paces; the simulator must not hide what it does.
-            calls_per_second: 100.0,
-            ..SimConfig::new(AC, TOKEN)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("simulator: {e}"));
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "twilio"},
-            "stringData": {"accountSid": AC, "authToken": TOKEN},
-        }))
-        .unwrap_or_else(|e| panic!("secret: {e}"));
-        Api::<Secret>::namespaced(client.clone(), &ns.name)
-            .create(&PostParams::default(), &secret)
-            .await
-            .unwrap_or_else(|e| panic!("creating the secret: {e}"));
-        Harness { client, ns, sim }
-    }
-
-    fn config(&self, identity: &str, addr: SocketAddr, public: bool, hooks: Hooks) -> Config {
-        let sim_url = url::Url::parse(&self.sim.api_url()).ok();
-        Config {
-            namespace: Some(self.ns.name.clone()),
-            public_url: public
-                .then(|| url::Url::parse(&format!("http://{addr}")).ok())
-                .flatten(),
-            twilio: TwilioEndpoints {
-                api_url: sim_url.clone(),
-                serverless_url: sim_url,
-                ..TwilioEndpoints::default()
-            },
-            poll_interval: Duration::from_millis(500),
-            hooks,
-            ..Config::local(identity)
-        }
-    }
-
-    /// Starts an operator on `addr` (port 0: any), with its own address as public URL or not.
-    async fn operator(
-        &self,
-        identity: &str,
-        addr: SocketAddr,
-        public: bool,
-        hooks: Hooks,
-    ) -> Running {
-        let listener = bind(addr).await;
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("local addr: {e}"));
-        let config = self.config(identity, addr, public, hooks);
-        controller::start_with_listener(self.client.clone(), config, listener)
-            .await
-            .unwrap_or_else(|e| panic!("starting the operator: {e}"))
-    }
-
-    async fn policy(&self, spec: serde_json::Value) {
-        let policy: CallPolicy = serde_json::from_value(json!({
-            "apiVersion": "alertcall.dev/v1alpha1",
-            "kind": "CallPolicy",
-            "metadata": {"name": "oncall"},
-            "spec": spec,
-        }))
-        .unwrap_or_else(|e| panic!("policy: {e}"));
-        Api::<CallPolicy>::namespaced(self.client.clone(), &self.ns.name)
-            .create(&PostParams::default(), &policy)
-            .await
-            .unwrap_or_else(|e| panic!("creating the policy: {e}"));
-    }
-
-    /// Publishes an ack document URL in the policy status, as the CallPolicy reconciler does.
-    async fn publish_ack_url(&self, url: &str) {
-        Api::<CallPolicy>::namespaced(self.client.clone(), &self.ns.name)
-            .patch_status(
-                "oncall",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"twiml": {"urls": {"ack": url}}}})),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("publishing the ack URL: {e}"));
-    }
-
-    async fn page(&self, name: &str) {
-        let call: AlertCall = serde_json::from_value(json!({
-            "apiVersion": "alertcall.dev/v1alpha1",
-            "kind": "AlertCall",
-            "metadata": {"name": name},
-            "spec": {
-                "policyRef": {"name": "oncall"},
-                "summary": "Disk full on node one",
-                "source": {"kind": "Manual"},
-            },
-        }))
-        .unwrap_or_else(|e| panic!("alertcall: {e}"));
-        self.calls()
-            .create(&PostParams::default(), &call)
-            .await
-            .unwrap_or_else(|e| panic!("creating the AlertCall: {e}"));
-    }
-
-    fn calls(&self) -> Api<AlertCall> {
-        Api::namespaced(self.client.clone(), &self.ns.name)
-    }
-
-    async fn status(&self, name: &str) -> AlertCallStatus {
-        match self.calls().get_opt(name).await {
-            Ok(Some(call)) => call.status.unwrap_or_default(),
-            _ => AlertCallStatus::default(),
-        }
-    }
-
-    /// Waits (bounded) until the page's status satisfies `done`.
-    async fn wait_status(
-        &self,
-        name: &str,
-        what: &str,
-        done: impl Fn(&AlertCallStatus) -> bool,
-    ) -> AlertCallStatus {
-        for _ in 0..600 {
-            let status = self.status(name).await;
-            if done(&status) {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let status = self.status(name).await;
-        panic!("timed out waiting for {what}; status: {status:#?}");
-    }
-
-    async fn wait_phase(&self, name: &str, phase: Phase) -> AlertCallStatus {
-        self.wait_status(name, &format!("phase {phase:?}"), |s| s.phase == phase)
-            .await
-    }
-
-    async fn wait_ledger(&self, what: &str, done: impl Fn(&Ledger) -> bool) -> Ledger {
-        for _ in 0..600 {
-            let ledger = self.sim.ledger();
-            if done(&ledger) {
-                return ledger;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        panic!(
-            "timed out waiting for {what}; ledger: {:#?}",
-            self.sim.ledger()
-        );
-    }
-
-    fn room(&self) -> String {
-        format!("{}-oncall", self.ns.name)
-    }
-
-    async fn finish(self, operators: Vec<Running>) {
-        for running in operators {
-            running.shutdown().await;
-        }
-        self.sim.shutdown().await;
-        self.ns.delete().await;
-    }
-}
-
-async fn bind(addr: SocketAddr) -> TcpListener {
-    // NB: a restarted operator binds the port its predecessor released a moment ago.
-    for _ in 0..50 {
-        if let Ok(listener) = TcpListener::bind(addr).await {
-            return listener;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("cannot bind {addr}");
-}
-
-fn any_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-/// Outbound calls in creation order: (to, call SID, simulated time).
-fn created(ledger: &Ledger) -> Vec<(String, String, jiff::Timestamp)> {
-    ledger
-        .entries
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::CallCreated {
-                call_sid,
-                to,
-                direction,
-                ..
-            } if direction.starts_with("outbound") => Some((to.clone(), call_sid.clone(), e.at)),
-            _ => None,
-        })
-        .collect()
-}
-
-fn calls_to(ledger: &Ledger) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for (to, _, _) in created(ledger) {
-        *counts.entry(to).or_insert(0) += 1;
-    }
-    counts
-}
-
-fn sid_of(ledger: &Ledger, to: &str) -> Vec<String> {
-    created(ledger)
-        .into_iter()
-        .filter(|(t, _, _)| t == to)
-        .map(|(_, sid, _)| sid)
-        .collect()
-}
-
-fn final_status(ledger: &Ledger, sid: &str) -> Option<String> {
-    ledger.call_statuses(sid).last().cloned()
-}
-
-fn recipients(list: &[(&str, &str)]) -> serde_json::Value {
-    json!(list
-        .iter()
-        .map(|(name, phone)| json!({"name": name, "phone": phone}))
-        .collect::<Vec<_>>())
-}
-
-fn policy_spec(
-    strategy: serde_json::Value,
-    people: &[(&str, &str)],
-    cps: u32,
-) -> serde_json::Value {
-    json!({
-        "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": FROM},
-        "recipients": recipients(people),
-        "strategy": strategy,
-        "acknowledgement": {"digits": "1", "gatherTimeoutSeconds": 3},
-        "message": {"repeat": 1, "language": "en-US"},
-        "limits": {"callsPerSecond": cps, "maxCallsPerHour": 0},
-    })
-}
-
-fn no_answer() -> Recipient {
-    Recipient::with_outcome(Outcome::NoAnswer)
-}
+use support::paging::*;
 
 #[tokio::test]
 async fn sequential_moves_past_no_answer_and_voicemail_to_the_one_who_presses() {
@@ -386,10 +121,10 @@ async fn callbacks_are_verified_and_late_ones_change_nothing(
 ) {
     let http = reqwest::Client::new();
     let base = format!("http://{}", op.addr);
-    let status_url = format!(
-        "{base}/twilio/status?call={}/page&attempt=r1-carol",
-        h.ns.name
-    );
+    let nonce = h.status("page").await.nonce.unwrap_or_default();
+    assert_eq!(nonce.len(), 32, "every calling page has a nonce");
+    let query = callbacks::callback_query(&h.ns.name, "page", "r1-carol", &nonce);
+    let status_url = format!("{base}/twilio/status?{query}");
     let params = vec![
         ("AccountSid".to_string(), AC.to_string()),
         ("CallSid".to_string(), carol.to_string()),
@@ -415,7 +150,26 @@ async fn callbacks_are_verified_and_late_ones_change_nothing(
     assert_eq!(code(post(Some(good)).await), 204);
     assert_eq!(h.status("page").await, before);
 
-    let ack_url = format!("{base}/twiml/ack/{}/oncall", h.ns.name);
+    // Without the page's nonce a correctly signed request is refused like any other.
+    let guessed = status_url.replace(&nonce, "0123456789abcdef0123456789abcdef");
+    let signed = signature::compute(TOKEN, &guessed, &params);
+    let response = http
+        .post(&guessed)
+        .form(&params)
+        .header("X-Twilio-Signature", signed)
+        .send()
+        .await;
+    assert_eq!(code(response), 403);
+
+    let bare_ack = format!("{base}/twiml/ack/{}/oncall", h.ns.name);
+    let signed = signature::compute(TOKEN, &bare_ack, &[]);
+    let response = http
+        .get(&bare_ack)
+        .header("X-Twilio-Signature", signed)
+        .send()
+        .await;
+    assert_eq!(code(response), 403, "an ack request must name its page");
+    let ack_url = format!("{bare_ack}?{query}");
     assert_eq!(code(http.get(&ack_url).send().await), 403);
     let signed = signature::compute(TOKEN, &ack_url, &[]);
     let response = http
@@ -539,10 +293,6 @@ async fn crash_and_restart(
         10,
     ))
     .await;
-    if !public {
-        h.publish_ack_url(&format!("http://{addr}/twiml/ack/{}/oncall", h.ns.name))
-            .await;
-    }
     h.page("page").await;
     tokio::time::timeout(Duration::from_secs(60), hooks.reached())
         .await
@@ -567,11 +317,13 @@ async fn crash_and_restart(
 async fn a_crash_after_recording_intent_never_calls_twice() {
     let (h, status) = crash_and_restart(HookPoint::AfterIntent, "esc-crash-intent", true).await;
     let counts = calls_to(&h.sim.ledger());
-    // The intent was never dialed: it is found missing at Twilio and the page moves on.
-    assert_eq!(counts.get(ALICE), None, "{counts:?}");
-    assert_eq!(counts.get(BOB), Some(&1), "{counts:?}");
-    assert_eq!(status.attempts[0].status, AttemptStatus::Canceled);
-    assert_eq!(status.acknowledged_by.as_deref(), Some("bob"));
+    // The intent was never dialed: it is found missing at Twilio and dialed then, once, so
+    // Alice is not skipped.
+    assert_eq!(counts.get(ALICE), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(BOB), None, "{counts:?}");
+    assert_eq!(status.attempts.len(), 1, "{status:#?}");
+    assert_eq!(status.attempts[0].redials, 1);
+    assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
     h.finish(Vec::new()).await;
 }
 
@@ -594,7 +346,7 @@ async fn a_crash_after_twilio_accepted_the_call_never_calls_twice() {
 }
 
 #[tokio::test]
-async fn an_ambiguous_dial_is_looked_up_never_redialed() {
+async fn an_ambiguous_dial_that_placed_nothing_is_dialed_once_more() {
     let script = Script::default()
         .with(ALICE, Recipient::presses(1.0, "1"))
         .with(BOB, Recipient::presses(1.0, "1").hangup_after(5.0));
@@ -618,11 +370,13 @@ async fn an_ambiguous_dial_is_looked_up_never_redialed() {
     h.page("page").await;
     let status = h.wait_phase("page", Phase::Acknowledged).await;
     let counts = calls_to(&h.sim.ledger());
-    // Alice's call was never placed, found missing at Twilio, and not dialed again.
-    assert_eq!(counts.get(ALICE), None, "{counts:?}");
-    assert_eq!(counts.get(BOB), Some(&1), "{counts:?}");
-    assert_eq!(status.attempts[0].status, AttemptStatus::Canceled);
-    assert_eq!(status.acknowledged_by.as_deref(), Some("bob"));
+    // Alice's call was never placed: found missing at Twilio, it is dialed once more, so the
+    // 500 costs no one their call.
+    assert_eq!(counts.get(ALICE), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(BOB), None, "{counts:?}");
+    assert_eq!(status.attempts.len(), 1, "{status:#?}");
+    assert_eq!(status.attempts[0].redials, 1);
+    assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
     h.finish(vec![op]).await;
 }
 
@@ -764,13 +518,8 @@ async fn polling_alone_pages_without_a_public_url() {
         10,
     ))
     .await;
-    // Stands in for the Twilio-hosted ack document the CallPolicy reconciler publishes: no
-    // callback reaches the operator, it learns everything by polling.
-    h.publish_ack_url(&format!(
-        "http://{}/twiml/ack/{}/oncall",
-        op.addr, h.ns.name
-    ))
-    .await;
+    // The documents are hosted at Twilio: no callback reaches the operator, it learns
+    // everything by polling.
     h.page("page").await;
     let status = h.wait_phase("page", Phase::Acknowledged).await;
     assert_eq!(status.acknowledged_by.as_deref(), Some("bob"));

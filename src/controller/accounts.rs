@@ -225,10 +225,16 @@ impl Accounts {
         Ok(account)
     }
 
-    /// Every account resolved so far, for webhook signature checks by account SID.
-    pub async fn known(&self) -> Vec<Arc<Account>> {
-        let cache = self.cache.lock().await;
-        cache.values().map(|(_, account)| account.clone()).collect()
+    /// The account last resolved for this policy's Secret, without reading it: what verifies
+    /// a request before the operator may spend an API call on it. A rotated Secret is seen at
+    /// the next [`Accounts::for_policy`].
+    pub fn cached_for(&self, policy: &CallPolicy) -> Option<Arc<Account>> {
+        let key = (
+            policy.namespace().unwrap_or_default(),
+            policy.spec.twilio.credentials_secret_ref.name.clone(),
+        );
+        let cache = self.cache.try_lock().ok()?;
+        cache.get(&key).map(|(_, account)| account.clone())
     }
 }
 

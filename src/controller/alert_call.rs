@@ -69,6 +69,8 @@ pub enum Error {
     Account(AccountError),
     #[error("updating the finalizer: {0}")]
     Finalizer(#[source] kube::Error),
+    #[error("no randomness for the page's nonce: {0}")]
+    Randomness(String),
 }
 
 impl Error {
@@ -79,6 +81,7 @@ impl Error {
             Error::Status(_) => "StatusWriteFailed",
             Error::Account(error) => error.reason(),
             Error::Finalizer(_) => "FinalizerWriteFailed",
+            Error::Randomness(_) => "NoRandomness",
         }
     }
 }
@@ -104,12 +107,28 @@ impl State {
 /// older or newer version, say) is reported instead of stalling the watch of every page.
 type Guarded = DeserializeGuard<AlertCall>;
 
+/// The controller's cache of every page it watches, shared with the callback endpoints.
+pub type Pages = Store<Guarded>;
+
+/// Every call SID a page records: a lookup or a callback never ties one of them to another
+/// attempt.
+pub fn claimed_sids(pages: &Pages) -> BTreeSet<String> {
+    pages
+        .state()
+        .iter()
+        .filter_map(|guarded| valid(guarded))
+        .filter_map(|call| call.status.as_ref())
+        .flat_map(|status| status.attempts.iter().filter_map(|a| a.call_sid.clone()))
+        .collect()
+}
+
 fn valid(guarded: &Guarded) -> Option<&AlertCall> {
     guarded.0.as_ref().ok()
 }
 
-/// Runs the controller until shutdown.
-pub async fn run(ctx: Arc<Context>) {
+/// The controller: its page cache (ready once [`CONTROLLER`] is), and the task that runs it
+/// until shutdown.
+pub fn controller(ctx: Arc<Context>) -> (Pages, impl std::future::Future<Output = ()>) {
     let (calls, policies): (Api<Guarded>, Api<DeserializeGuard<CallPolicy>>) =
         match &ctx.config.namespace {
             Some(ns) => (
@@ -120,6 +139,17 @@ pub async fn run(ctx: Arc<Context>) {
         };
     ctx.readiness.register(CONTROLLER);
     let controller = Controller::new(calls, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let pages = store.clone();
+    let run = async move { run(ctx, controller, policies).await };
+    (pages, run)
+}
+
+async fn run(
+    ctx: Arc<Context>,
+    controller: Controller<Guarded>,
+    policies: Api<DeserializeGuard<CallPolicy>>,
+) {
     let store = controller.store();
     let mapper_store = store.clone();
     let state = Arc::new(State {
@@ -285,6 +315,14 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
     let now = Timestamp::now();
     let room = documents::room_name(&policy.spec, &namespace, policy_name);
     let mut next = status.clone();
+    if next.nonce.is_none() && !next.phase.is_terminal() {
+        // NB: recorded with the first intent (the same guarded write), so every URL of every
+        // call of this page carries it.
+        match super::callbacks::new_nonce() {
+            Ok(nonce) => next.nonce = Some(nonce),
+            Err(error) => return Err(Error::Randomness(error.to_string())),
+        }
+    }
     conditions::set_condition(
         &mut next.conditions,
         POLICY_RESOLVED,
@@ -370,7 +408,17 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
         match action {
             Action::Dial { attempt, to } => {
                 ctx.hooks.point(HookPoint::AfterIntent).await;
-                dial(ctx, call, &policy, &account, &ack_base, &attempt.id, to);
+                let nonce = decided.nonce.as_deref().unwrap_or_default();
+                dial(
+                    &state,
+                    call,
+                    &policy,
+                    &account,
+                    &ack_base,
+                    nonce,
+                    &attempt.id,
+                    to,
+                );
             }
             Action::Cancel {
                 attempt_id,
@@ -392,12 +440,10 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
                 to,
                 intent_at,
             } => {
-                let claimed: BTreeSet<String> = decided
-                    .attempts
-                    .iter()
-                    .filter_map(|a| a.call_sid.clone())
-                    .collect();
+                let mut claimed = claimed_sids(&state.calls);
+                claimed.extend(decided.attempts.iter().filter_map(|a| a.call_sid.clone()));
                 let from = &policy.spec.twilio.from;
+                let intent_at = intent_at.unwrap_or(now);
                 match calls::look_up(&account.client, from, &to, intent_at, &claimed).await {
                     Ok(Some(found_call)) => {
                         tracing::info!(attempt = %attempt_id, call_sid = %found_call.sid, "lost dial found at Twilio");
@@ -408,10 +454,15 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
                         });
                         found.extend(calls::update_of(&found_call, Some(attempt_id)));
                     }
-                    Ok(None) => found.push(Observation::NotPlaced {
-                        attempt_id,
-                        reason: format!("no call to {to} found at Twilio after the intent"),
-                    }),
+                    Ok(None) => {
+                        tracing::warn!(attempt = %attempt_id, "no call found at Twilio for the intent; dialing again");
+                        found.push(Observation::IntentLost {
+                            attempt_id,
+                            reason: format!(
+                                "no call to {to} found at Twilio after the intent; dialed again"
+                            ),
+                        })
+                    }
                     Err(error) => {
                         tracing::warn!(attempt = %attempt_id, %error, "looking up a lost dial")
                     }
@@ -605,15 +656,18 @@ fn calls_last_hour(
     u32::try_from(others + recent(status)).unwrap_or(u32::MAX)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn dial(
-    ctx: &Arc<Context>,
+    state: &Arc<State>,
     call: &AlertCall,
     policy: &CallPolicy,
     account: &Arc<Account>,
     ack_base: &str,
+    nonce: &str,
     attempt_id: &str,
     to: String,
 ) {
+    let ctx = &state.ctx;
     let namespace = call.namespace().unwrap_or_default();
     let name = call.name_any();
     let key = JobKey {
@@ -621,7 +675,7 @@ fn dial(
         name: name.clone(),
         attempt_id: attempt_id.to_string(),
     };
-    let page = format!("{namespace}/{name}");
+    let callback_query = super::callbacks::callback_query(&namespace, &name, attempt_id, nonce);
     // Our own endpoint learns from the query which attempt pressed a key; a hosted document
     // is static, and the keypress is seen in the call's Events instead.
     let own = ctx.config.public_url.as_ref().is_some_and(|public| {
@@ -629,11 +683,12 @@ fn dial(
             && ack_base.contains("/twiml/ack/")
     });
     let ack_url = if own {
-        format!("{ack_base}?call={page}&attempt={attempt_id}")
+        format!("{ack_base}?{callback_query}")
     } else {
         ack_base.to_string()
     };
     let report_ctx = ctx.clone();
+    let report_pages = state.calls.clone();
     let report_key = key.clone();
     let lookup = LookUpArgs {
         account: account.clone(),
@@ -643,7 +698,7 @@ fn dial(
     };
     let status_callback = ctx.config.public_url.as_ref().map(|public| {
         format!(
-            "{}/twilio/status?call={page}&attempt={attempt_id}",
+            "{}/twilio/status?{callback_query}",
             public.as_str().trim_end_matches('/')
         )
     });
@@ -661,6 +716,7 @@ fn dial(
             tokio::spawn(async move {
                 report(
                     &ctx,
+                    &report_pages,
                     &report_key,
                     None,
                     DialOutcome::Refused {
@@ -680,7 +736,16 @@ fn dial(
         limits,
         request,
         report: Box::new(move |outcome| {
-            Box::pin(async move { report(&report_ctx, &report_key, Some(lookup), outcome).await })
+            Box::pin(async move {
+                report(
+                    &report_ctx,
+                    &report_pages,
+                    &report_key,
+                    Some(lookup),
+                    outcome,
+                )
+                .await
+            })
         }),
     });
 }
@@ -694,7 +759,13 @@ struct LookUpArgs {
 }
 
 /// Records a dial's outcome in the AlertCall status.
-async fn report(ctx: &Context, key: &JobKey, lookup: Option<LookUpArgs>, outcome: DialOutcome) {
+async fn report(
+    ctx: &Context,
+    pages: &Pages,
+    key: &JobKey,
+    lookup: Option<LookUpArgs>,
+    outcome: DialOutcome,
+) {
     let attempt_id = key.attempt_id.clone();
     match &outcome {
         DialOutcome::Accepted(placed) => {
@@ -715,20 +786,12 @@ async fn report(ctx: &Context, key: &JobKey, lookup: Option<LookUpArgs>, outcome
             // Found now: recorded. Not found: the call may still appear, so the controller
             // looks again once the intent is past its grace period. Never dialed again.
             let Some(args) = lookup else { return };
-            let api: Api<AlertCall> = Api::namespaced(ctx.client.clone(), &key.namespace);
-            let claimed: BTreeSet<String> = match api.get_opt(&key.name).await {
-                Ok(Some(call)) => call
-                    .status
-                    .iter()
-                    .flat_map(|s| s.attempts.iter().filter_map(|a| a.call_sid.clone()))
-                    .collect(),
-                _ => return,
-            };
+            let claimed = claimed_sids(pages);
             match calls::look_up(
                 &args.account.client,
                 &args.from,
                 &args.to,
-                Some(args.intent_at),
+                args.intent_at,
                 &claimed,
             )
             .await

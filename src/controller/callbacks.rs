@@ -3,8 +3,21 @@
 //! operator until the CallPolicy reconciler publishes it to Twilio. A Gather posting to it with
 //! digits acknowledges the attempt named in its query.
 //!
-//! Both only ever fold observations into a page's status, so duplicates and out-of-order
-//! deliveries change nothing (see [`crate::escalation::observe`]).
+//! Every request is hostile until it proves, in this order, with nothing but memory until the
+//! third step:
+//! 1. it is signed at all (`X-Twilio-Signature` present);
+//! 2. it names a page this operator knows (`call=<namespace>/<name>`, from the AlertCall cache),
+//!    one of its attempts (`attempt=`) and the page's unguessable `nonce=` (kept in its status);
+//!    on the ack path the page must also belong to the policy and namespace of the path;
+//! 3. it is signed with the auth token of the account that page's policy dials from (cached; a
+//!    Secret is read only for a request that already proved the nonce);
+//! 4. its `AccountSid` is that account and its `CallSid` is the attempt's call. An attempt whose
+//!    SID is not recorded yet takes one only after Twilio confirms that call is to the attempt's
+//!    recipient, from the policy's number, placed since the intent, and claimed by no other page.
+//!
+//! Whatever fails gets the same `403`, so nothing about other namespaces' pages and policies can
+//! be learned from the answers. Both endpoints only ever fold observations into a page's status,
+//! so duplicates and out-of-order deliveries change nothing (see [`crate::escalation::observe`]).
 
 use std::sync::Arc;
 
@@ -14,21 +27,34 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use subtle::ConstantTimeEq;
 
-use super::alert_call::record;
-use super::Context;
-use crate::api::CallPolicy;
-use crate::calls::attempt_status;
+use super::alert_call::{claimed_sids, record, Pages};
+use super::{Account, Context, Policies};
+use crate::api::{AlertCall, Attempt, CallPolicy};
+use crate::calls::{attempt_status, LOOKUP_SKEW};
 use crate::escalation::{CallUpdate, Observation};
 use crate::twilio::{documents, signature};
 
 /// The routes Twilio calls.
-pub fn router(ctx: Arc<Context>) -> Router {
+pub fn router(ctx: Arc<Context>, pages: Pages, policies: Policies) -> Router {
     Router::new()
         .route("/twilio/status", post(status_callback))
         .route("/twiml/ack/{namespace}/{policy}", get(ack).post(ack))
-        .with_state(ctx)
+        .with_state(Callbacks {
+            ctx,
+            pages,
+            policies,
+        })
+}
+
+#[derive(Clone)]
+struct Callbacks {
+    ctx: Arc<Context>,
+    pages: Pages,
+    policies: Policies,
 }
 
 type Params = Vec<(String, String)>;
@@ -49,12 +75,33 @@ fn query(uri: &Uri) -> Params {
     form(uri.query().unwrap_or_default().as_bytes())
 }
 
-/// `call=<namespace>/<name>` and `attempt=<id>` of a callback URL.
-fn page_of(uri: &Uri) -> Option<(String, String, String)> {
+/// What a callback URL names: `call=<namespace>/<name>&attempt=<id>&nonce=<page nonce>`.
+#[derive(Debug, PartialEq)]
+struct Named {
+    namespace: String,
+    name: String,
+    attempt: String,
+    nonce: String,
+}
+
+fn named(uri: &Uri) -> Option<Named> {
     let query = query(uri);
     let (namespace, name) = param(&query, "call")?.split_once('/')?;
-    let attempt = param(&query, "attempt")?;
-    Some((namespace.to_string(), name.to_string(), attempt.to_string()))
+    Some(Named {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        attempt: param(&query, "attempt")?.to_string(),
+        nonce: param(&query, "nonce")?.to_string(),
+    })
+}
+
+/// The query that ties a callback to one attempt of one page; `nonce` is the page's.
+pub fn callback_query(namespace: &str, name: &str, attempt_id: &str, nonce: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("call", &format!("{namespace}/{name}"))
+        .append_pair("attempt", attempt_id)
+        .append_pair("nonce", nonce)
+        .finish()
 }
 
 /// The URLs Twilio may have signed for this request: the public URL joined with the path and
@@ -76,66 +123,248 @@ fn signed_urls(ctx: &Context, uri: &Uri, headers: &HeaderMap, allow_host: bool) 
     urls
 }
 
-fn signature_ok(token: &str, urls: &[String], params: &Params, headers: &HeaderMap) -> bool {
-    let Some(given) = headers
+fn signature_of(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get("X-Twilio-Signature")
         .and_then(|h| h.to_str().ok())
-    else {
+        .filter(|s| !s.is_empty())
+}
+
+fn signature_ok(token: &str, urls: &[String], params: &Params, headers: &HeaderMap) -> bool {
+    let Some(given) = signature_of(headers) else {
         return false;
     };
     urls.iter()
         .any(|url| signature::verify(token, url, params, given))
 }
 
+/// The one answer to every request that fails verification.
 fn forbidden() -> Response {
-    (StatusCode::FORBIDDEN, "signature check failed").into_response()
+    (StatusCode::FORBIDDEN, "forbidden").into_response()
 }
 
+/// The caches are not loaded yet (just started): Twilio retries, and polling covers the rest.
+fn not_ready() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "2")],
+        "starting",
+    )
+        .into_response()
+}
+
+/// Why a request is not acted on: refused alike, or refused for now.
+enum Refusal {
+    Forbidden,
+    Unavailable,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Forbidden => forbidden(),
+            Refusal::Unavailable => not_ready(),
+        }
+    }
+}
+
+/// A request that proved which page and attempt it is about.
+struct Verified {
+    call: AlertCall,
+    attempt: Attempt,
+    policy: Arc<CallPolicy>,
+    account: Arc<Account>,
+    /// The signature was checked. False only for API-key accounts, which cannot check one:
+    /// such a request may be served a document but changes nothing.
+    signed: bool,
+}
+
+/// How a request must be bound: the ack path also names the policy and its namespace.
+struct Binding<'a> {
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+    /// Every parameter Twilio signed and sent (form body and query).
+    params: &'a Params,
+    /// The parameters the signature covers (the form body; a GET has none).
+    signed_params: &'a Params,
+    path_policy: Option<(&'a str, &'a str)>,
+    allow_host: bool,
+}
+
+fn nonce_matches(given: &str, kept: Option<&str>) -> bool {
+    kept.is_some_and(|kept| bool::from(kept.as_bytes().ct_eq(given.as_bytes())))
+}
+
+impl Callbacks {
+    async fn verify(&self, binding: &Binding<'_>) -> Result<Verified, Refusal> {
+        // NB: no Kubernetes or Twilio request happens before the nonce is proven: an outsider
+        // must not be able to make the operator read Secrets, nor learn what exists.
+        if signature_of(binding.headers).is_none() {
+            return Err(Refusal::Forbidden);
+        }
+        let named = named(binding.uri).ok_or(Refusal::Forbidden)?;
+        if let Some((namespace, _)) = binding.path_policy {
+            if namespace != named.namespace {
+                return Err(Refusal::Forbidden);
+            }
+        }
+        let ready = |component: &str| !self.ctx.readiness.pending().iter().any(|p| p == component);
+        if !ready(super::alert_call::CONTROLLER) || !ready(super::POLICIES) {
+            return Err(Refusal::Unavailable);
+        }
+        let page = ObjectRef::<Guarded>::new(&named.name).within(&named.namespace);
+        let call = self
+            .pages
+            .get(&page)
+            .and_then(|guarded| guarded.0.as_ref().ok().cloned())
+            .ok_or(Refusal::Forbidden)?;
+        let status = call.status.clone().unwrap_or_default();
+        if !nonce_matches(&named.nonce, status.nonce.as_deref()) {
+            return Err(Refusal::Forbidden);
+        }
+        let policy_name = &call.spec.policy_ref.name;
+        if binding
+            .path_policy
+            .is_some_and(|(_, policy)| policy != policy_name)
+        {
+            return Err(Refusal::Forbidden);
+        }
+        let attempt = status
+            .attempts
+            .iter()
+            .find(|a| a.id == named.attempt)
+            .cloned()
+            .ok_or(Refusal::Forbidden)?;
+        let policy = self
+            .policies
+            .get(&ObjectRef::new(policy_name).within(&named.namespace))
+            .and_then(|guarded| guarded.0.as_ref().ok().cloned())
+            .map(Arc::new)
+            .ok_or(Refusal::Forbidden)?;
+        let account = match self.ctx.accounts.cached_for(&policy) {
+            Some(account) => account,
+            None => self
+                .ctx
+                .accounts
+                .for_policy(&policy)
+                .await
+                .map_err(|error| {
+                    tracing::warn!(%error, "resolving the account of a Twilio request");
+                    Refusal::Unavailable
+                })?,
+        };
+        let signed = match &account.auth_token {
+            Some(token) => {
+                let urls = signed_urls(&self.ctx, binding.uri, binding.headers, binding.allow_host);
+                if !signature_ok(token, &urls, binding.signed_params, binding.headers) {
+                    return Err(Refusal::Forbidden);
+                }
+                true
+            }
+            None => false,
+        };
+        if param(binding.params, "AccountSid").is_some_and(|sid| sid != account.account_sid) {
+            return Err(Refusal::Forbidden);
+        }
+        let call_sid = param(binding.params, "CallSid");
+        if let (Some(recorded), Some(given)) = (&attempt.call_sid, call_sid) {
+            if recorded != given {
+                return Err(Refusal::Forbidden);
+            }
+        }
+        Ok(Verified {
+            call,
+            attempt,
+            policy,
+            account,
+            signed,
+        })
+    }
+
+    /// The SID a verified request may tie to its attempt: the recorded one, or a call Twilio
+    /// confirms is this attempt's (see the module docs). `None` when it cannot be proven.
+    async fn proven_sid(&self, verified: &Verified, given: Option<&str>) -> Option<String> {
+        if let Some(recorded) = &verified.attempt.call_sid {
+            return Some(recorded.clone());
+        }
+        let given = given?;
+        if claimed_sids(&self.pages).contains(given) {
+            return None;
+        }
+        let call = match verified.account.client.fetch_call(given).await {
+            Ok(call) => call,
+            Err(error) => {
+                tracing::debug!(%error, call_sid = %given, "a callback's call is not confirmed");
+                return None;
+            }
+        };
+        let spec = &verified.policy.spec;
+        let to = spec
+            .recipients
+            .iter()
+            .find(|r| r.name == verified.attempt.recipient)
+            .map(|r| r.address.twilio_to());
+        let since = verified
+            .attempt
+            .intent_at
+            .as_ref()
+            .map(|t| t.0 - LOOKUP_SKEW);
+        let placed_since = match (call.date_created_parsed(), since) {
+            (Some(created), Some(since)) => created >= since,
+            _ => false,
+        };
+        (to.as_deref() == Some(call.to.as_str()) && call.from == spec.twilio.from && placed_since)
+            .then(|| call.sid.clone())
+    }
+}
+
+type Guarded = kube::core::DeserializeGuard<AlertCall>;
+
 async fn status_callback(
-    State(ctx): State<Arc<Context>>,
+    State(callbacks): State<Callbacks>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let params = form(&body);
-    let Some(account_sid) = param(&params, "AccountSid") else {
-        return forbidden();
+    let binding = Binding {
+        uri: &uri,
+        headers: &headers,
+        params: &params,
+        signed_params: &params,
+        path_policy: None,
+        allow_host: false,
     };
-    // Only accounts this operator dials from are known; their tokens sign the callbacks.
-    let token = ctx
-        .accounts
-        .known()
-        .await
-        .into_iter()
-        .find(|a| a.account_sid == account_sid)
-        .and_then(|a| a.auth_token.clone());
-    let Some(token) = token else {
-        return forbidden();
+    let verified = match callbacks.verify(&binding).await {
+        Ok(verified) if verified.signed => verified,
+        Ok(_) => return forbidden(),
+        Err(refusal) => return refusal.into_response(),
     };
-    if !signature_ok(
-        &token,
-        &signed_urls(&ctx, &uri, &headers, false),
-        &params,
-        &headers,
-    ) {
+    // A status callback always names its account and call.
+    if param(&params, "AccountSid").is_none() {
         return forbidden();
     }
-    let Some((namespace, name, attempt)) = page_of(&uri) else {
-        return (StatusCode::BAD_REQUEST, "missing call or attempt").into_response();
+    let Some(given) = param(&params, "CallSid") else {
+        return forbidden();
+    };
+    let Some(call_sid) = callbacks.proven_sid(&verified, Some(given)).await else {
+        return forbidden();
     };
     let Some(status) = param(&params, "CallStatus").and_then(attempt_status) else {
         return StatusCode::NO_CONTENT.into_response();
     };
+    let namespace = verified.call.namespace().unwrap_or_default();
+    let name = verified.call.name_any();
     let observation = Observation::CallStatus(CallUpdate {
-        attempt_id: Some(attempt.clone()),
-        call_sid: param(&params, "CallSid").map(str::to_string),
+        attempt_id: Some(verified.attempt.id.clone()),
+        call_sid: Some(call_sid),
         status,
         answered_by: param(&params, "AnsweredBy").map(str::to_string),
         error_code: param(&params, "ErrorCode").and_then(|c| c.parse().ok()),
         at: None,
     });
-    tracing::debug!(alertcall = %format!("{namespace}/{name}"), %attempt, ?status, "status callback");
-    match record(&ctx, &namespace, &name, &[observation]).await {
+    tracing::debug!(alertcall = %format!("{namespace}/{name}"), attempt = %verified.attempt.id, ?status, "status callback");
+    match record(&callbacks.ctx, &namespace, &name, &[observation]).await {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         // Twilio retries on 5xx: the next delivery (or a poll) records it.
         Err(error) => {
@@ -146,70 +375,61 @@ async fn status_callback(
 }
 
 async fn ack(
-    State(ctx): State<Arc<Context>>,
+    State(callbacks): State<Callbacks>,
     Path((namespace, policy_name)): Path<(String, String)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let policies: Api<CallPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-    let policy = match policies.get_opt(&policy_name).await {
-        Ok(Some(policy)) => policy,
-        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
-        Err(error) => {
-            tracing::warn!(%error, "reading the policy of an ack request");
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-        }
-    };
-    let account = match ctx.accounts.for_policy(&policy).await {
-        Ok(account) => account,
-        Err(error) => {
-            tracing::warn!(%error, "resolving the account of an ack request");
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-        }
-    };
     // NB: a GET's parameters are in the signed URL itself.
-    let params = if method == Method::POST {
+    let signed_params = if method == Method::POST {
         form(&body)
     } else {
         Vec::new()
     };
-    let verified = match &account.auth_token {
-        Some(token) => {
-            if !signature_ok(
-                token,
-                &signed_urls(&ctx, &uri, &headers, true),
-                &params,
-                &headers,
-            ) {
-                return forbidden();
-            }
-            true
-        }
-        // API-key credentials cannot check signatures: serve the document, trust nothing.
-        None => false,
+    let params: Params = signed_params.iter().cloned().chain(query(&uri)).collect();
+    let binding = Binding {
+        uri: &uri,
+        headers: &headers,
+        params: &params,
+        signed_params: &signed_params,
+        path_policy: Some((&namespace, &policy_name)),
+        allow_host: true,
     };
-    let all: Params = params.iter().cloned().chain(query(&uri)).collect();
-    if let (true, Some(digits), Some((call_ns, call_name, attempt))) =
-        (verified, param(&all, "Digits"), page_of(&uri))
-    {
+    let verified = match callbacks.verify(&binding).await {
+        Ok(verified) => verified,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let page = format!("{}/{}", namespace, verified.call.name_any());
+    if let (true, Some(digits)) = (verified.signed, param(&params, "Digits")) {
+        let call_sid = callbacks
+            .proven_sid(&verified, param(&params, "CallSid"))
+            .await;
         let observation = Observation::Gathered {
-            attempt_id: Some(attempt),
-            call_sid: param(&all, "CallSid").map(str::to_string),
+            attempt_id: Some(verified.attempt.id.clone()),
+            call_sid,
             digits: digits.to_string(),
         };
-        if let Err(error) = record(&ctx, &call_ns, &call_name, &[observation]).await {
+        let name = verified.call.name_any();
+        if let Err(error) = record(&callbacks.ctx, &namespace, &name, &[observation]).await {
             // Polling the call's Events still sees this acknowledgement.
-            tracing::warn!(%error, "recording a keypress");
+            tracing::warn!(alertcall = %page, attempt = %verified.attempt.id, %error, "recording a keypress");
         }
     }
-    let room = documents::room_name(&policy.spec, &namespace, &policy_name);
+    let room = documents::room_name(&verified.policy.spec, &namespace, &policy_name);
     (
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-        documents::ack_document(&policy.spec, &room),
+        documents::ack_document(&verified.policy.spec, &room),
     )
         .into_response()
+}
+
+/// A fresh page nonce: 128 bits from the operating system, hex-encoded.
+pub fn new_nonce() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -217,16 +437,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_page_and_attempt_come_from_the_callback_query() {
-        let uri: Uri = "/twilio/status?call=prod/page-1&attempt=r2-alice"
+    fn the_page_attempt_and_nonce_come_from_the_callback_query() {
+        let query = callback_query("prod", "page-1", "r2-alice", "n0nce");
+        let uri: Uri = format!("/twilio/status?{query}")
             .parse()
             .unwrap_or_default();
         assert_eq!(
-            page_of(&uri),
-            Some(("prod".into(), "page-1".into(), "r2-alice".into()))
+            named(&uri),
+            Some(Named {
+                namespace: "prod".into(),
+                name: "page-1".into(),
+                attempt: "r2-alice".into(),
+                nonce: "n0nce".into(),
+            })
         );
-        let missing: Uri = "/twilio/status?call=prod".parse().unwrap_or_default();
-        assert_eq!(page_of(&missing), None);
+        for missing in [
+            "/twilio/status?call=prod",
+            "/twilio/status?call=prod/page-1&attempt=r1-a",
+            "/twilio/status?call=prod/page-1&nonce=x",
+            "/twilio/status?call=page-1&attempt=r1-a&nonce=x",
+        ] {
+            let uri: Uri = missing.parse().unwrap_or_default();
+            assert_eq!(named(&uri), None, "{missing}");
+        }
+    }
+
+    #[test]
+    fn nonces_are_compared_whole_and_a_page_without_one_matches_nothing() {
+        assert!(nonce_matches("abc", Some("abc")));
+        assert!(!nonce_matches("ab", Some("abc")));
+        assert!(!nonce_matches("abd", Some("abc")));
+        assert!(!nonce_matches("", None));
+        assert!(!nonce_matches("abc", None));
+    }
+
+    #[test]
+    fn nonces_are_fresh_and_long() {
+        let (Ok(a), Ok(b)) = (new_nonce(), new_nonce()) else {
+            panic!("no randomness");
+        };
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
     }
 
     #[test]

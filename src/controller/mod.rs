@@ -16,13 +16,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
+use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, reflector, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use url::Url;
 
+use crate::api::CallPolicy;
 use crate::http::{self, Readiness};
 use crate::leader::{LeaderError, Leadership, LeaseConfig};
 use crate::metrics::Metrics;
@@ -32,6 +38,40 @@ pub use hooks::{HookPoint, Hooks};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "alertcall";
+
+/// Readiness component of the CallPolicy cache the callback endpoints verify requests with.
+pub const POLICIES: &str = "callpolicies";
+
+/// Every CallPolicy in scope, from a watch: what Twilio's requests are checked against without
+/// an API call.
+pub type Policies = Store<DeserializeGuard<CallPolicy>>;
+
+/// Watches CallPolicies into a cache; the task runs until its stream ends.
+fn watch_policies(ctx: &Context) -> (Policies, impl std::future::Future<Output = ()>) {
+    let api: Api<DeserializeGuard<CallPolicy>> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let readiness = ctx.readiness.clone();
+    let task = async move {
+        let stream = reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects();
+        futures::pin_mut!(stream);
+        let mut ready = false;
+        while let Some(item) = stream.next().await {
+            if let Err(error) = item {
+                tracing::debug!(%error, "watching CallPolicies");
+            }
+            if !ready {
+                ready = true;
+                readiness.set_ready(POLICIES);
+            }
+        }
+    };
+    (reader, task)
+}
 
 /// What `alertcall run` was told.
 #[derive(Clone, Debug)]
@@ -229,6 +269,7 @@ pub async fn start_with_listener(
         "alertcalls",
         "events",
         alert_call::CONTROLLER,
+        POLICIES,
     ] {
         context.readiness.register(component);
     }
@@ -255,14 +296,17 @@ pub async fn start_with_listener(
         crate::sources::kube_events::run(context.clone(), routes.clone(), pager.clone()),
     );
 
+    let (policies, watching_policies) = watch_policies(&context);
+    spawn_until(&mut tasks, &shutdown, watching_policies);
+    let (pages, escalation) = alert_call::controller(context.clone());
     let router = http::base_router(readiness, metrics)
         .merge(crate::sources::alertmanager::router(
             context.clone(),
             routes,
             pager,
         ))
-        .merge(callbacks::router(context.clone()));
-    tasks.spawn(alert_call::run(context.clone()));
+        .merge(callbacks::router(context.clone(), pages, policies));
+    tasks.spawn(escalation);
     let mut http_shutdown = shutdown.clone();
     tasks.spawn(async move {
         let stopped = async move {

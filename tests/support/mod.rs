@@ -3,6 +3,8 @@
 //! the CRDs installed once, and a fresh namespace per test.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod paging;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -1,0 +1,434 @@
+//! Hostile input and crashes at the worst moment, against the operator in process on the real
+//! control plane and the in-process Twilio simulator: forged Twilio requests from another
+//! namespace, unsigned requests, and a crash between a dial's intent and its Calls POST.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alertcall::api::{AlertCall, AlertCallStatus, AttemptStatus, CallPolicy, Phase};
+use alertcall::controller::{callbacks, HookPoint, Hooks};
+use alertcall::twilio::signature;
+use alertcall::twilio::sim::{Outcome, Recipient, Script};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use support::paging::*;
+use tokio::sync::RwLock;
+
+/// A test whose operator watches every namespace takes this for writing, so no other test of
+/// this binary has a page that operator could take over; the others take it for reading.
+static CLUSTER_WIDE: RwLock<()> = RwLock::const_new(());
+
+/// Numbers no other test binary calls, so a cluster-wide operator here never confuses them
+/// with pages other tests left behind.
+const VICTIM: &str = "+15005550301";
+const OTHER: &str = "+15005550302";
+
+const ATTACKER_AC: &str = "ACffffffffffffffffffffffffffffffff";
+const ATTACKER_TOKEN: &str = "attacker-token";
+
+fn ringing_for_long() -> Recipient {
+    Recipient::with_outcome(Outcome::NoAnswer)
+}
+
+fn code(response: Result<reqwest::Response, reqwest::Error>) -> u16 {
+    response
+        .map(|r| r.status().as_u16())
+        .unwrap_or_else(|e| panic!("request: {e}"))
+}
+
+/// A namespace with its own Secret and CallPolicy `mine`, as any tenant can make.
+async fn attacker(h: &Harness) -> support::TestNamespace {
+    let ns = support::TestNamespace::new(&h.client, "hostile-attacker").await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "twilio"},
+        "stringData": {"accountSid": ATTACKER_AC, "authToken": ATTACKER_TOKEN},
+    }))
+    .unwrap_or_else(|e| panic!("secret: {e}"));
+    Api::<Secret>::namespaced(h.client.clone(), &ns.name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("creating the attacker's secret: {e}"));
+    let policy: CallPolicy = serde_json::from_value(json!({
+        "apiVersion": "alertcall.dev/v1alpha1",
+        "kind": "CallPolicy",
+        "metadata": {"name": "mine"},
+        "spec": policy_spec(
+            json!({"mode": "Sequential", "ringTimeoutSeconds": 30, "rounds": 1}),
+            &[("me", OTHER)],
+            1,
+        ),
+    }))
+    .unwrap_or_else(|e| panic!("policy: {e}"));
+    Api::<CallPolicy>::namespaced(h.client.clone(), &ns.name)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap_or_else(|e| panic!("creating the attacker's policy: {e}"));
+    ns
+}
+
+#[tokio::test]
+async fn another_namespace_cannot_acknowledge_or_end_a_page_even_with_its_own_valid_signature() {
+    let _cluster = CLUSTER_WIDE.write().await;
+    let script = Script::default().with(VICTIM, ringing_for_long());
+    let h = Harness::new("hostile-victim", script, 1.0).await;
+    let listener = bind(any_port()).await;
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local addr: {e}"));
+    let mut config = h.config("cluster", addr, true, Hooks::default());
+    config.namespace = None;
+    let op = h.start(config, listener).await;
+    let evil = attacker(&h).await;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 300, "rounds": 1}),
+        &[("victim", VICTIM)],
+        10,
+    ))
+    .await;
+    h.page("page").await;
+    let before = h
+        .wait_status("page", "the victim's call ringing", |s| {
+            s.attempts
+                .first()
+                .is_some_and(|a| a.status == AttemptStatus::Ringing && a.call_sid.is_some())
+        })
+        .await;
+    let victim_sid = before.attempts[0].call_sid.clone().unwrap_or_default();
+    // The worst case: the attacker even knows the page's nonce.
+    let nonce = before.nonce.clone().unwrap_or_default();
+    let query = callbacks::callback_query(&h.ns.name, "page", "r1-victim", &nonce);
+    let base = format!("http://{}", op.addr);
+    let http = reqwest::Client::new();
+
+    // 1. A keypress on the attacker's own ack path, naming the victim's page.
+    let forged_ack = format!("{base}/twiml/ack/{}/mine?{query}&Digits=1", evil.name);
+    let signed = signature::compute(ATTACKER_TOKEN, &forged_ack, &[]);
+    let response = http
+        .get(&forged_ack)
+        .header("X-Twilio-Signature", signed)
+        .send()
+        .await;
+    assert_eq!(code(response), 403);
+    let forged_ack = format!("{base}/twiml/ack/{}/mine?{query}", evil.name);
+    let params = vec![
+        ("AccountSid".to_string(), ATTACKER_AC.to_string()),
+        ("CallSid".to_string(), victim_sid.clone()),
+        ("Digits".to_string(), "1".to_string()),
+    ];
+    let signed = signature::compute(ATTACKER_TOKEN, &forged_ack, &params);
+    let response = http
+        .post(&forged_ack)
+        .form(&params)
+        .header("X-Twilio-Signature", signed)
+        .send()
+        .await;
+    assert_eq!(code(response), 403);
+
+    // 2. A status callback for the victim's attempt, with the attacker's account.
+    let status_url = format!("{base}/twilio/status?{query}");
+    let params = vec![
+        ("AccountSid".to_string(), ATTACKER_AC.to_string()),
+        ("CallSid".to_string(), victim_sid.clone()),
+        ("CallStatus".to_string(), "completed".to_string()),
+    ];
+    let signed = signature::compute(ATTACKER_TOKEN, &status_url, &params);
+    let response = http
+        .post(&status_url)
+        .form(&params)
+        .header("X-Twilio-Signature", signed)
+        .send()
+        .await;
+    assert_eq!(code(response), 403);
+
+    // Nothing changed: the call still rings, nobody acknowledged, nothing was counted.
+    let after = h.status("page").await;
+    assert_eq!(after.phase, Phase::Calling);
+    assert_eq!(after.attempts[0].status, AttemptStatus::Ringing);
+    assert!(!after.attempts[0].acknowledged);
+    assert_eq!(after.acknowledged_by, None);
+    let metrics = op.context.metrics.encode();
+    assert!(
+        !metrics.contains("outcome=\"completed\"") && !metrics.contains("outcome=\"acknowledged\""),
+        "{metrics}"
+    );
+
+    // The victim's own, correctly signed requests still work.
+    let params = vec![
+        ("AccountSid".to_string(), AC.to_string()),
+        ("CallSid".to_string(), victim_sid.clone()),
+        ("CallStatus".to_string(), "ringing".to_string()),
+    ];
+    let signed = signature::compute(TOKEN, &status_url, &params);
+    let response = http
+        .post(&status_url)
+        .form(&params)
+        .header("X-Twilio-Signature", signed)
+        .send()
+        .await;
+    assert_eq!(code(response), 204);
+    let ack = format!("{base}/twiml/ack/{}/oncall?{query}", h.ns.name);
+    let params = vec![
+        ("AccountSid".to_string(), AC.to_string()),
+        ("CallSid".to_string(), victim_sid.clone()),
+        ("Digits".to_string(), "1".to_string()),
+    ];
+    let signed = signature::compute(TOKEN, &ack, &params);
+    let response = http
+        .post(&ack)
+        .form(&params)
+        .header("X-Twilio-Signature", signed)
+        .send()
+        .await;
+    assert_eq!(code(response), 200);
+    let acked = h.wait_phase("page", Phase::Acknowledged).await;
+    assert_eq!(acked.acknowledged_by.as_deref(), Some("victim"));
+    op.shutdown().await;
+    evil.delete().await;
+    h.finish(Vec::new()).await;
+}
+
+/// Every request the operator sends to the API server, as `METHOD path?query`.
+#[derive(Clone, Default)]
+struct ApiLog(Arc<Mutex<Vec<String>>>);
+
+impl ApiLog {
+    fn entries(&self) -> Vec<String> {
+        self.0.lock().map(|log| log.clone()).unwrap_or_default()
+    }
+
+    /// Requests that read or write one object (watches and lists excluded): what a request
+    /// from outside could make the operator do.
+    fn object_requests(&self) -> Vec<String> {
+        self.entries()
+            .into_iter()
+            .filter(|line| !line.contains("watch=") && !line.contains("limit="))
+            .collect()
+    }
+}
+
+impl<S> tower::Layer<S> for ApiLog {
+    type Service = Logged<S>;
+
+    fn layer(&self, inner: S) -> Logged<S> {
+        Logged {
+            inner,
+            log: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Logged<S> {
+    inner: S,
+    log: ApiLog,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Logged<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> S::Future {
+        if let Ok(mut log) = self.log.0.lock() {
+            log.push(format!("{} {}", request.method(), request.uri()));
+        }
+        self.inner.call(request)
+    }
+}
+
+#[tokio::test]
+async fn unsigned_and_misaddressed_twilio_requests_cost_no_kubernetes_request() {
+    let _shared = CLUSTER_WIDE.read().await;
+    let h = Harness::new("hostile-unsigned", Script::default(), 1.0).await;
+    let log = ApiLog::default();
+    let kubeconfig = support::kubeconfig();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig)
+        .unwrap_or_else(|e| panic!("kubeconfig: {e}"));
+    let client_config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("kubeconfig: {e}"));
+    let client = kube::client::ClientBuilder::try_from(client_config)
+        .unwrap_or_else(|e| panic!("client: {e}"))
+        .with_layer(&log)
+        .build();
+    let listener = bind(any_port()).await;
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("local addr: {e}"));
+    let config = h.config("logged", addr, true, Hooks::default());
+    let op = alertcall::controller::start_with_listener(client, config, listener)
+        .await
+        .unwrap_or_else(|e| panic!("starting the operator: {e}"));
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 30, "rounds": 1}),
+        &[("victim", VICTIM)],
+        10,
+    ))
+    .await;
+    // A page acknowledged with kubectl before any call: it has a nonce, its account is
+    // resolved, and nothing of it is live, so the operator has no reason to call the API.
+    let call: AlertCall = serde_json::from_value(json!({
+        "apiVersion": "alertcall.dev/v1alpha1",
+        "kind": "AlertCall",
+        "metadata": {"name": "page"},
+        "spec": {"policyRef": {"name": "oncall"}, "summary": "Disk full", "acknowledged": true},
+    }))
+    .unwrap_or_else(|e| panic!("alertcall: {e}"));
+    h.calls()
+        .create(&PostParams::default(), &call)
+        .await
+        .unwrap_or_else(|e| panic!("creating the page: {e}"));
+    let done = h.wait_phase("page", Phase::Acknowledged).await;
+    let nonce = done.nonce.clone().unwrap_or_default();
+    assert!(!nonce.is_empty());
+    // Quiet: the finished page was reconciled and wrote its last status.
+    let http = reqwest::Client::new();
+    support::eventually("the operator to go quiet", || {
+        let log = log.clone();
+        let before = log.object_requests().len();
+        async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            (log.object_requests().len() == before).then_some(())
+        }
+    })
+    .await;
+    let before = log.object_requests();
+
+    let base = format!("http://{}", op.addr);
+    let right = callbacks::callback_query(&h.ns.name, "page", "r1-victim", &nonce);
+    let wrong = callbacks::callback_query(&h.ns.name, "page", "r1-victim", "guessed");
+    let form = vec![
+        ("AccountSid".to_string(), AC.to_string()),
+        (
+            "CallSid".to_string(),
+            "CA00000000000000000000000000000000".to_string(),
+        ),
+        ("CallStatus".to_string(), "completed".to_string()),
+        ("Digits".to_string(), "1".to_string()),
+    ];
+    let mut answers = Vec::new();
+    for query in [&right, &wrong] {
+        for path in [
+            format!("/twilio/status?{query}"),
+            format!("/twiml/ack/{}/oncall?{query}", h.ns.name),
+            format!("/twiml/ack/{}/missing?{query}", h.ns.name),
+            format!("/twiml/ack/kube-system/any?{query}"),
+        ] {
+            let url = format!("{base}{path}");
+            // Unsigned, then signed with a token that is not the account's.
+            let posted = signature::compute("not-the-token", &url, &form);
+            let got = signature::compute("not-the-token", &url, &[]);
+            for signed in [false, true] {
+                let mut post = http.post(&url).form(&form);
+                let mut get = http.get(&url);
+                if signed {
+                    post = post.header("X-Twilio-Signature", &posted);
+                    get = get.header("X-Twilio-Signature", &got);
+                }
+                answers.push((path.clone(), code(post.send().await)));
+                // Status callbacks are POSTs only; the ack document is fetched either way.
+                if path.starts_with("/twiml/") {
+                    answers.push((path.clone(), code(get.send().await)));
+                }
+            }
+        }
+    }
+    // One answer for every kind of wrong.
+    assert!(answers.iter().all(|(_, code)| *code == 403), "{answers:?}");
+    assert_eq!(
+        log.object_requests(),
+        before,
+        "all requests: {:#?}",
+        log.entries()
+    );
+
+    // The log does see the operator's requests: a new page makes it read its policy.
+    let mut another = call.clone();
+    another.metadata.name = Some("another".into());
+    h.calls()
+        .create(&PostParams::default(), &another)
+        .await
+        .unwrap_or_else(|e| panic!("creating another page: {e}"));
+    support::until("the operator to read the policy", || {
+        log.object_requests()
+            .iter()
+            .any(|line| line.starts_with("GET ") && line.contains("/callpolicies/oncall"))
+    })
+    .await;
+    op.shutdown().await;
+    h.finish(Vec::new()).await;
+}
+
+#[tokio::test]
+async fn a_crash_between_intent_and_dial_never_adopts_another_pages_call() {
+    let _shared = CLUSTER_WIDE.read().await;
+    let script = Script::default().with(VICTIM, ringing_for_long());
+    let h = Harness::new("hostile-crash", script, 1.0).await;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 300, "rounds": 1}),
+        &[("victim", VICTIM)],
+        10,
+    ))
+    .await;
+    // An earlier page already rings the same person.
+    let first = h
+        .operator("first", any_port(), false, Hooks::default())
+        .await;
+    h.page("earlier").await;
+    let earlier = h
+        .wait_status("earlier", "the earlier page's call", |s| {
+            s.attempts.first().is_some_and(|a| a.call_sid.is_some())
+        })
+        .await;
+    let earlier_sid = earlier.attempts[0].call_sid.clone().unwrap_or_default();
+    first.shutdown().await;
+
+    // The next page's operator dies after recording the intent, before the Calls POST.
+    let hooks = Hooks::pause_at(HookPoint::AfterIntent);
+    let crashy = h.operator("crashy", any_port(), false, hooks.clone()).await;
+    h.page("later").await;
+    tokio::time::timeout(Duration::from_secs(60), hooks.reached())
+        .await
+        .unwrap_or_else(|_| panic!("the operator never reached the intent"));
+    crashy.kill().await;
+    let intent = h.status("later").await;
+    assert_eq!(intent.attempts.len(), 1, "{intent:#?}");
+    assert_eq!(intent.attempts[0].call_sid, None);
+
+    let restarted = h
+        .operator("restarted", any_port(), false, Hooks::default())
+        .await;
+    let later: AlertCallStatus = h
+        .wait_status("later", "the later page's own call", |s| {
+            s.attempts.first().is_some_and(|a| a.call_sid.is_some())
+        })
+        .await;
+    let later_sid = later.attempts[0].call_sid.clone().unwrap_or_default();
+    assert_ne!(
+        later_sid, earlier_sid,
+        "the earlier page's call was adopted"
+    );
+    assert_eq!(later.attempts.len(), 1);
+    assert_eq!(later.attempts[0].redials, 1);
+    let to_victim: Vec<String> = sid_of(&h.sim.ledger(), VICTIM);
+    assert_eq!(
+        to_victim,
+        vec![earlier_sid, later_sid],
+        "one call for each page"
+    );
+    restarted.shutdown().await;
+    h.finish(Vec::new()).await;
+}
