@@ -36,8 +36,8 @@ const TOKEN_TTL: Duration = Duration::from_secs(15);
 /// A missing Secret is remembered this long, so wrong requests do not hammer the API server.
 const MISSING_TTL: Duration = Duration::from_secs(2);
 /// Largest webhook body accepted; larger ones get 413. Alertmanager sends a group's alerts in one
-/// body: 5,000 alerts with their labels and annotations are about 3 MiB, and the whole body is
-/// held in memory while it is parsed.
+/// body (thousands of alerts with their labels and annotations come to a few MiB), and the whole
+/// body is held in memory while it is parsed.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// The webhook payload, version 4 (fields alertcall does not use are ignored).
