@@ -65,7 +65,9 @@ pub struct SourceSpec {
     /// KubernetesEvent, Alertmanager or Manual.
     #[serde(default)]
     pub kind: SourceKind,
-    /// Labels of the signal (alert labels, or the event's fields).
+    /// Labels of the signal (alert labels, or the event's fields), bounded: a value over 1 KiB
+    /// is cut and ends in `…(truncated)`, and entries past 16 KiB in all are dropped in name
+    /// order; either adds `alertcall.dev/truncated: "true"`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// When the group was first seen.

@@ -221,7 +221,7 @@ fn sample(args: &CheckArgs) -> Result<Option<Vec<Candidate>>, String> {
         return Ok(Some(vec![Candidate::Event(candidate)]));
     }
     if let Some(path) = &args.alert {
-        let payload = Payload::parse(read(path)?.as_bytes())
+        let payload = Payload::parse_json_or_yaml_file(read(path)?.as_bytes())
             .map_err(|error| format!("{}: {error}", path.display()))?;
         // Posted to no route yet: `explain` tries each route with an alertmanager section.
         let alerts = payload

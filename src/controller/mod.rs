@@ -55,18 +55,14 @@ fn watch_policies(ctx: &Context) -> (Policies, impl std::future::Future<Output =
     let (reader, writer) = reflector::store();
     let readiness = ctx.readiness.clone();
     let task = async move {
-        let stream = reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects();
+        let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
         futures::pin_mut!(stream);
-        let mut ready = false;
-        while let Some(item) = stream.next().await {
-            if let Err(error) = item {
-                tracing::debug!(%error, "watching CallPolicies");
-            }
-            if !ready {
-                ready = true;
-                readiness.set_ready(POLICIES);
+        while let Some(event) = stream.next().await {
+            match event {
+                // NB: the initial list is complete (even when empty): the cache answers now.
+                Ok(watcher::Event::InitDone) => readiness.set_ready(POLICIES),
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "watching CallPolicies"),
             }
         }
     };

@@ -25,6 +25,21 @@ pub const ANNOTATION_GROUP_KEY: &str = "alertcall.dev/group-key";
 
 /// Longest summary the AlertCall schema accepts (characters).
 const SUMMARY_MAX: usize = 2000;
+/// Longest group key kept in `spec.groupKey` and its annotation (characters); the group hash is
+/// computed from the whole key.
+const GROUP_KEY_MAX: usize = 1024;
+
+/// Longest label value copied into `spec.source.labels`, in bytes with [`TRUNCATED_SUFFIX`].
+pub const SOURCE_LABEL_VALUE_MAX: usize = 1024;
+/// Most bytes of names and values `spec.source.labels` holds in all. A label is whatever the
+/// sender put there: one 1.7 MB value made every create fail ("etcdserver: request is too large")
+/// on every retry, so nobody was paged. 16 KiB keeps an AlertCall far below etcd's 1.5 MiB.
+pub const SOURCE_LABELS_TOTAL_MAX: usize = 16 * 1024;
+/// Ends a label value cut to [`SOURCE_LABEL_VALUE_MAX`].
+pub const TRUNCATED_SUFFIX: &str = "…(truncated)";
+/// Key added to `spec.source.labels` with value `"true"` when the copy is not whole: a value was
+/// cut, or entries were dropped to stay under [`SOURCE_LABELS_TOTAL_MAX`].
+pub const LABEL_TRUNCATED: &str = "alertcall.dev/truncated";
 
 /// What [`build_alert_call`] needs beyond the candidate.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +69,51 @@ fn label_value_ok(value: &str) -> bool {
                 && value
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))))
+}
+
+/// The longest prefix of `text` of at most `max` bytes, cut at a character boundary.
+fn prefix_bytes(text: &str, max: usize) -> &str {
+    let mut end = max.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The copy of a signal's labels stored in `spec.source.labels`, bounded (routing and group keys
+/// use the original labels, so capping never changes where a signal goes): values longer than
+/// [`SOURCE_LABEL_VALUE_MAX`] are cut and end in [`TRUNCATED_SUFFIX`]; entries are then kept in
+/// name order while they fit [`SOURCE_LABELS_TOTAL_MAX`], the others dropped whole (as are names
+/// longer than a value may be); any of that adds [`LABEL_TRUNCATED`].
+pub fn capped_source_labels(labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let marker_cost = LABEL_TRUNCATED.len() + "true".len();
+    let mut budget = SOURCE_LABELS_TOTAL_MAX - marker_cost;
+    let mut truncated = false;
+    let mut capped = BTreeMap::new();
+    for (name, value) in labels {
+        if name.len() > SOURCE_LABEL_VALUE_MAX {
+            truncated = true;
+            continue;
+        }
+        let value = if value.len() > SOURCE_LABEL_VALUE_MAX {
+            truncated = true;
+            let kept = prefix_bytes(value, SOURCE_LABEL_VALUE_MAX - TRUNCATED_SUFFIX.len());
+            format!("{kept}{TRUNCATED_SUFFIX}")
+        } else {
+            value.clone()
+        };
+        let cost = name.len() + value.len();
+        if cost > budget {
+            truncated = true;
+            continue;
+        }
+        budget -= cost;
+        capped.insert(name.clone(), value);
+    }
+    if truncated {
+        capped.insert(LABEL_TRUNCATED.to_string(), "true".to_string());
+    }
+    capped
 }
 
 fn truncate_chars(text: String, max: usize) -> String {
@@ -102,7 +162,7 @@ pub fn build_alert_call(request: PageRequest<'_>, candidate: &Candidate) -> Buil
         (ANNOTATION_ROUTE.to_string(), key.name.clone()),
         (
             ANNOTATION_GROUP_KEY.to_string(),
-            request.group_key.to_string(),
+            truncate_chars(request.group_key.to_string(), GROUP_KEY_MAX),
         ),
     ]);
 
@@ -121,11 +181,11 @@ pub fn build_alert_call(request: PageRequest<'_>, candidate: &Candidate) -> Buil
             route_ref: Some(LocalRef {
                 name: key.name.clone(),
             }),
-            group_key: truncate_chars(request.group_key.to_string(), 1024),
+            group_key: truncate_chars(request.group_key.to_string(), GROUP_KEY_MAX),
             summary: truncate_chars(summary, SUMMARY_MAX),
             source: SourceSpec {
                 kind: source_kind,
-                labels: candidate.source_labels(),
+                labels: capped_source_labels(&candidate.source_labels()),
                 first_seen: Some(Time(first_seen)),
                 last_seen: Some(Time(last_seen)),
                 count: candidate.count(),
@@ -323,6 +383,88 @@ mod tests {
             build(&route, &candidate).call.spec.summary.chars().count(),
             2000
         );
+    }
+
+    #[test]
+    fn source_labels_are_capped_per_value_and_in_total() {
+        let small = BTreeMap::from([("severity".to_string(), "critical".to_string())]);
+        assert_eq!(capped_source_labels(&small), small);
+
+        let huge = "v".repeat(1_700_000);
+        let capped = capped_source_labels(&BTreeMap::from([
+            ("alertname".to_string(), "Big".to_string()),
+            ("blob".to_string(), huge),
+            ("障害".to_string(), "障".repeat(1000)),
+        ]));
+        assert_eq!(capped["alertname"], "Big");
+        assert_eq!(capped[LABEL_TRUNCATED], "true");
+        for value in [&capped["blob"], &capped["障害"]] {
+            assert!(value.len() <= SOURCE_LABEL_VALUE_MAX, "{}", value.len());
+            assert!(value.ends_with(TRUNCATED_SUFFIX));
+        }
+        assert!(capped["blob"].starts_with("vvvv"));
+
+        // 100 values of 1 KiB: the first ones in name order are kept whole, the rest dropped.
+        let many: BTreeMap<String, String> = (0..100)
+            .map(|i| (format!("l{i:03}"), "x".repeat(1000)))
+            .collect();
+        let capped = capped_source_labels(&many);
+        let total: usize = capped.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(total <= SOURCE_LABELS_TOTAL_MAX, "{total}");
+        assert_eq!(capped[LABEL_TRUNCATED], "true");
+        let kept: Vec<&String> = capped.keys().filter(|k| k.starts_with('l')).collect();
+        assert_eq!(kept.len(), 16);
+        assert_eq!(kept[0], "l000");
+        assert_eq!(kept[15], "l015");
+        assert!(capped.values().all(|v| !v.ends_with(TRUNCATED_SUFFIX)));
+        assert_eq!(capped_source_labels(&many), capped, "deterministic");
+
+        let long_name = BTreeMap::from([("n".repeat(2000), "v".to_string())]);
+        assert_eq!(
+            capped_source_labels(&long_name),
+            BTreeMap::from([(LABEL_TRUNCATED.to_string(), "true".to_string())])
+        );
+    }
+
+    #[test]
+    fn a_huge_label_is_capped_in_the_object_but_groups_by_its_whole_value() {
+        let mut route = route("am");
+        route.spec.grouping.group_by = vec!["...".into()];
+        let labels = |blob: &str| {
+            BTreeMap::from([
+                ("alertname".to_string(), "Big".to_string()),
+                ("blob".to_string(), blob.to_string()),
+            ])
+        };
+        let alert = |blob: &str| {
+            Candidate::Alert(AlertCandidate {
+                labels: labels(blob),
+                route: RouteKey::new("prod", "am"),
+                ..Default::default()
+            })
+        };
+        let a = format!("{}a", "v".repeat(1_700_000));
+        let b = format!("{}b", "v".repeat(1_700_000));
+        let call_a = build(&route, &alert(&a)).call;
+        let call_b = build(&route, &alert(&b)).call;
+        // Alerts that differ only past the cut are still different groups.
+        assert_ne!(
+            call_a.labels().get(LABEL_GROUP_HASH),
+            call_b.labels().get(LABEL_GROUP_HASH)
+        );
+        assert_eq!(
+            call_a.labels().get(LABEL_GROUP_HASH),
+            Some(&group_hash(
+                &RouteKey::new("prod", "am"),
+                &GroupKey::of(&route.spec.grouping.group_by, &alert(&a))
+            ))
+        );
+        let size = serde_json::to_vec(&call_a)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        assert!(size < 32 * 1024, "{size} bytes");
+        assert_eq!(call_a.spec.source.labels[LABEL_TRUNCATED], "true");
+        assert!(call_a.spec.source.labels["blob"].ends_with(TRUNCATED_SUFFIX));
     }
 
     #[test]

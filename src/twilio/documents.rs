@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::twiml::{Beep, Conference, Dial, Gather, Method, Response, Say, TwimlError};
+use super::twiml::{fit_inline, Beep, Conference, Dial, Gather, Method, Response, Say, TwimlError};
 use crate::api::CallPolicySpec;
 
 /// The spoken prompts, in the message's language where we have them.
@@ -13,6 +13,8 @@ struct Prompts {
     no_input: &'static str,
     acknowledged: &'static str,
     bridge: &'static str,
+    /// Ends a message that was cut to fit Twilio's TwiML limit.
+    shortened: &'static str,
 }
 
 const ENGLISH: Prompts = Prompts {
@@ -20,6 +22,7 @@ const ENGLISH: Prompts = Prompts {
     no_input: "No acknowledgement received. Goodbye.",
     acknowledged: "Acknowledged. Joining the incident room.",
     bridge: "Joining the incident room.",
+    shortened: "(message shortened)",
 };
 
 const JAPANESE: Prompts = Prompts {
@@ -27,6 +30,7 @@ const JAPANESE: Prompts = Prompts {
     no_input: "確認が取れませんでした。失礼します。",
     acknowledged: "確認しました。インシデントルームに接続します。",
     bridge: "インシデントルームに接続します。",
+    shortened: "（以下省略）",
 };
 
 fn prompts(language: &str) -> &'static Prompts {
@@ -55,11 +59,23 @@ fn say(spec: &CallPolicySpec, text: impl Into<String>) -> Say {
 
 /// The inline TwiML of one call: the message (repeated) and the prompt inside a Gather, so a
 /// keypress during the message counts; its action is the ack document. No input: goodbye.
+///
+/// A summary too long for Twilio's limit once escaped is shortened, marked as such, so the call
+/// still rings; only a policy whose prompts and URL leave no room at all is an error.
 pub fn call_twiml(
     spec: &CallPolicySpec,
     summary: &str,
     ack_url: &str,
 ) -> Result<String, TwimlError> {
+    let prompts = prompts(&spec.message.language);
+    fit_inline(summary, prompts.shortened, |text| {
+        call_document(spec, text, ack_url)
+    })
+}
+
+/// [`call_twiml`]'s document with the whole summary, not shortened: what policy validation
+/// measures to tell whether messages will be cut.
+pub fn call_document(spec: &CallPolicySpec, summary: &str, ack_url: &str) -> Response {
     let prompts = prompts(&spec.message.language);
     Response::new()
         .gather(
@@ -73,7 +89,6 @@ pub fn call_twiml(
         )
         .say(say(spec, prompts.no_input))
         .hangup()
-        .to_inline()
 }
 
 fn conference(spec: &CallPolicySpec, room: &str) -> Conference {
@@ -184,10 +199,93 @@ mod tests {
         assert!(xml.contains(r#"language="ja-JP""#), "{xml}");
     }
 
+    /// The texts of the `<Say>`s inside the `<Gather>`, and the whole document's Say count.
+    fn gathered_says(xml: &str) -> Vec<String> {
+        let document =
+            roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("not XML: {e}\n{xml}"));
+        let gather = document
+            .descendants()
+            .find(|n| n.has_tag_name("Gather"))
+            .unwrap_or_else(|| panic!("no Gather in {xml}"));
+        gather
+            .children()
+            .filter(|n| n.has_tag_name("Say"))
+            .map(|n| n.text().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    /// The policy with the longest prompt options the schema allows.
+    fn longest_options(language: &str) -> CallPolicySpec {
+        let mut spec = fixtures::policy_spec();
+        spec.message.language = language.into();
+        spec.message.voice = Some("V".repeat(64));
+        spec.message.repeat = 5;
+        spec.acknowledgement.digits = "#".into();
+        spec.acknowledgement.gather_timeout_seconds = 60;
+        spec
+    }
+
     #[test]
-    fn oversized_message_is_refused_not_truncated() {
-        let spec = fixtures::policy_spec();
-        assert!(call_twiml(&spec, &"x".repeat(4000), "https://x/ack").is_err());
+    fn hostile_summaries_are_shortened_to_fit_and_still_parse() {
+        let mixed = "障害が発生しました & <db-0> \"primary\" 'down' 😀 ".repeat(100);
+        let summaries = [
+            ("amp", "&".repeat(2000)),
+            ("lt", "<".repeat(2000)),
+            ("quote", "\"".repeat(2000)),
+            ("apos", "'".repeat(2000)),
+            ("japanese", "障害が発生しました".repeat(167)),
+            ("emoji", "😀".repeat(2000)),
+            ("mixed", mixed.chars().take(2000).collect()),
+        ];
+        let ack_url = format!(
+            "https://{}.twil.io/{}/ack.xml",
+            "x".repeat(60),
+            "y".repeat(250)
+        );
+        let policies = [
+            ("default", fixtures::policy_spec()),
+            ("english", longest_options("en-Latn-US-x0000000-y0000000")),
+            ("japanese", longest_options("ja-JP")),
+        ];
+        for (policy, spec) in &policies {
+            let shortened = prompts(&spec.message.language).shortened;
+            for (name, summary) in &summaries {
+                let xml = call_twiml(spec, summary, &ack_url)
+                    .unwrap_or_else(|e| panic!("{policy}/{name}: {e}"));
+                assert!(
+                    xml.chars().count() <= 4000 && xml.encode_utf16().count() <= 4000,
+                    "{policy}/{name}: {} characters",
+                    xml.chars().count()
+                );
+                let says = gathered_says(&xml);
+                let whole = call_document(spec, summary, &ack_url).to_xml();
+                if whole.encode_utf16().count() <= 4000 {
+                    assert_eq!(&says[0], summary, "{policy}/{name}");
+                    continue;
+                }
+                let said = says[0]
+                    .strip_suffix(shortened)
+                    .unwrap_or_else(|| panic!("{policy}/{name}: not marked: {}", says[0]));
+                assert!(summary.starts_with(said.trim_end()), "{policy}/{name}");
+                assert!(
+                    said.trim().chars().count() >= 100,
+                    "{policy}/{name}: {said}"
+                );
+                // The prompt after the message is never what gets cut.
+                assert!(
+                    says[1].contains(&spec.acknowledgement.digits),
+                    "{policy}/{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn summary_that_fits_is_spoken_whole() {
+        let spec = longest_options("ja-JP");
+        let summary = "障害が発生しました".repeat(100);
+        let xml = call_twiml(&spec, &summary, "https://x/ack").unwrap_or_default();
+        assert_eq!(gathered_says(&xml)[0], summary);
     }
 
     #[test]

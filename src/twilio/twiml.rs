@@ -32,10 +32,15 @@ impl TwimlError {
     }
 }
 
-/// Counts characters as Twilio's limit does: Unicode characters of the document as sent (after
-/// XML escaping), so `&amp;` is five and `緊` is one.
+/// Counts characters as Twilio's limit does: characters of the document as sent (after XML
+/// escaping), so `&amp;` is five and `緊` is one.
+///
+/// NB: Twilio does not say which "characters" it counts. UTF-16 code units (a Java or JavaScript
+/// string's length) are never fewer than Unicode characters and differ only outside the Basic
+/// Multilingual Plane (an emoji counts two), so counting them holds under either reading. Bytes
+/// would cut Japanese messages to a third for a reading nothing suggests.
 pub fn inline_chars(document: &str) -> usize {
-    document.chars().count()
+    document.encode_utf16().count()
 }
 
 /// Checks a finished document against [`INLINE_TWIML_MAX_CHARS`].
@@ -48,6 +53,56 @@ pub fn check_inline_size(document: &str) -> Result<(), TwimlError> {
         })
     } else {
         Ok(())
+    }
+}
+
+/// The inline document `render(text)` makes, with `text` shortened until it fits Twilio's limit:
+/// the longest prefix of `text` (cut at a character boundary) followed by `marker`, so the callee
+/// hears that something was left out. A page must ring even when its text is hostile (2,000 `&`
+/// are 10,000 characters once escaped), so only a document too long without any of `text` is an
+/// error.
+pub fn fit_inline(
+    text: &str,
+    marker: &str,
+    render: impl Fn(&str) -> Response,
+) -> Result<String, TwimlError> {
+    let whole = render(text).to_xml();
+    if inline_chars(&whole) <= INLINE_TWIML_MAX_CHARS {
+        return Ok(whole);
+    }
+    let cuts: Vec<usize> = text.char_indices().map(|(at, _)| at).collect();
+    let shortened = |kept: usize| {
+        let end = cuts.get(kept).copied().unwrap_or(text.len());
+        let prefix = text[..end].trim_end();
+        let text = if prefix.is_empty() {
+            marker.to_string()
+        } else {
+            format!("{prefix} {marker}")
+        };
+        render(&text).to_xml()
+    };
+    // NB: the document's length never decreases as the kept prefix grows (escaping only adds,
+    // trimming only removes what a longer prefix would keep), so the longest fit is found by
+    // bisection: about a dozen renders for a 2,000-character summary.
+    let (mut fits, mut too_long) = (None, cuts.len());
+    let mut low = 0;
+    while low < too_long {
+        let mid = low + (too_long - low) / 2;
+        let document = shortened(mid);
+        if inline_chars(&document) <= INLINE_TWIML_MAX_CHARS {
+            fits = Some(document);
+            low = mid + 1;
+        } else {
+            too_long = mid;
+        }
+    }
+    match fits {
+        Some(document) => Ok(document),
+        None => {
+            // Not even the marker alone fits: the rest of the document is too long by itself.
+            let document = shortened(0);
+            check_inline_size(&document).map(|()| document)
+        }
     }
 }
 
@@ -802,5 +857,65 @@ mod tests {
             check_inline_size(&"a".repeat(4001)).map_err(|e| e.reason()),
             Err("TwimlTooLong")
         );
+    }
+
+    #[test]
+    fn twiml_characters_outside_the_bmp_count_two() {
+        assert_eq!(inline_chars("a緊😀"), 4);
+    }
+
+    fn spoken(text: &str) -> Response {
+        Response::new().say(Say::new(text)).hangup()
+    }
+
+    #[test]
+    fn twiml_fit_keeps_text_that_fits_as_it_is() {
+        assert_eq!(
+            fit_inline("Disk full & more", "(cut)", spoken),
+            Ok(spoken("Disk full & more").to_xml())
+        );
+    }
+
+    #[test]
+    fn twiml_fit_shortens_to_the_longest_prefix_that_fits() {
+        let cases = [
+            "&".repeat(2000),
+            "<".repeat(2000),
+            "😀".repeat(3000),
+            format!("{} tail", "a".repeat(5000)),
+            "\u{0}".repeat(10) + &"x".repeat(4100),
+        ];
+        for text in cases {
+            let xml = fit_inline(&text, "(cut)", spoken).unwrap_or_else(|e| panic!("{e}"));
+            assert!(inline_chars(&xml) <= INLINE_TWIML_MAX_CHARS, "{xml}");
+            let said = parse(&xml).children[0].text.clone();
+            let kept = said
+                .strip_suffix(" (cut)")
+                .unwrap_or_else(|| panic!("no marker: {said}"));
+            assert!(text.replace('\u{0}', "").starts_with(kept), "{kept}");
+            // One more character would not have fitted.
+            let longer: String = text
+                .replace('\u{0}', "")
+                .chars()
+                .take(kept.chars().count() + 1)
+                .collect();
+            let over = spoken(&format!("{longer} (cut)")).to_xml();
+            assert!(inline_chars(&over) > INLINE_TWIML_MAX_CHARS);
+        }
+    }
+
+    #[test]
+    fn twiml_fit_fails_only_when_the_rest_is_too_long() {
+        let around = |text: &str| spoken(text).say(Say::new("x".repeat(INLINE_TWIML_MAX_CHARS)));
+        assert!(matches!(
+            fit_inline("hello", "(cut)", around),
+            Err(TwimlError::TooLong { .. })
+        ));
+        // A document that only fits with no text at all still fits with the marker dropped in.
+        let overhead = inline_chars(&spoken("").to_xml());
+        let room = INLINE_TWIML_MAX_CHARS - overhead;
+        let marker = "m".repeat(room);
+        let xml = fit_inline(&"a".repeat(room + 1), &marker, spoken);
+        assert_eq!(xml, Ok(spoken(&marker).to_xml()));
     }
 }
