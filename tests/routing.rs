@@ -665,7 +665,7 @@ async fn invalid_matchers_and_templates_show_on_the_route() {
 }
 
 #[tokio::test]
-async fn group_wait_delays_the_page_and_suspended_routes_stay_silent() {
+async fn group_wait_is_carried_by_the_page_and_suspended_routes_stay_silent() {
     let _serial = SERIAL.lock().await;
     alertcall::telemetry::init();
     let client = support::client().await;
@@ -705,13 +705,23 @@ async fn group_wait_delays_the_page_and_suspended_routes_stay_silent() {
     event(&client, &ns.name, &muted).await;
     let mut slow = Ev::new("slow", "api");
     slow.reason = "Slow";
-    let sent = std::time::Instant::now();
+    let sent = Timestamp::now();
     event(&client, &ns.name, &slow).await;
-    until_paged(&client, &ns.name, "message of slow").await;
-    let waited = sent.elapsed();
+    // The page exists at once, carrying the wait: no call before it ends.
+    let calls = until_paged(&client, &ns.name, "message of slow").await;
+    let waited = calls
+        .iter()
+        .find(|c| c.spec.summary.contains("message of slow"))
+        .and_then(|c| c.spec.not_before.as_ref())
+        .map(|t| t.0)
+        .unwrap_or_else(|| panic!("no spec.notBefore: {calls:#?}"));
+    let wait = SignedDuration::from_secs(2);
+    assert!(waited >= sent + wait, "not before {waited}, sent {sent}");
+    // Whole seconds, rounded up.
+    let slack = SignedDuration::from_secs(1);
     assert!(
-        waited >= Duration::from_millis(1900),
-        "paged after {waited:?}"
+        waited <= Timestamp::now() + wait + slack,
+        "not before {waited}"
     );
 
     let mut control = Ev::new("control", "web");

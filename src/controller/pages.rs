@@ -6,11 +6,15 @@
 //!
 //! ```text
 //!  sources ─Signal─> pager ─ RouteIndex::matching ─ GroupKey ─ decide(last page from AlertCalls)
-//!                      │         Page     ─> create AlertCall (leader; AlreadyExists is harmless)
+//!                      │         Page     ─> create AlertCall (leader; AlreadyExists is harmless);
+//!                      │                     with a group wait: spec.notBefore, phase Waiting
 //!                      │         Suppress ─> batch spec.source.{lastSeen,count} of the page
-//!                      │         WaitUntil ─> timer, decide again
 //!  watch AlertCalls ───┘ (the last page of each group survives restarts)
 //! ```
+//!
+//! Nothing waits in memory: a group wait is the page's `spec.notBefore`. The AlertCall exists at
+//! once (so later signals only count, and a restart forgets nothing) and the AlertCall
+//! controller does not dial before then.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -260,7 +264,7 @@ struct PagerTask {
     stats: RouteStats,
     tracker: GroupTracker,
     pages: PageIndex,
-    /// Groups to decide again at a time (group wait, create retry).
+    /// Groups to decide again at a time (a create to retry).
     waiting: BTreeMap<Timestamp, Vec<(RouteKey, GroupKey)>>,
     /// The latest candidate of each waiting group.
     held: HashMap<(RouteKey, GroupKey), Candidate>,
@@ -405,14 +409,16 @@ impl PagerTask {
         state.last_page = self.pages.latest(&id).map(|page| page.created);
         let group = (route.key.clone(), key.clone());
         match decide(&route.key, &key, &route.route.spec.grouping, &state, now) {
-            Decision::Page { name, .. } => {
+            Decision::Page {
+                name, not_before, ..
+            } => {
                 self.held.remove(&group);
                 if !leader {
                     self.deferred.insert(group, (candidate.clone(), now));
                     return;
                 }
                 self.deferred.remove(&group);
-                self.page(route, snapshot, key, candidate, &name, id, now);
+                self.page(route, snapshot, key, candidate, &name, id, now, not_before);
             }
             Decision::Suppress { .. } => {
                 if leader && signal.is_some() {
@@ -425,13 +431,6 @@ impl PagerTask {
                 }
                 if let (Some(signal), Some(page)) = (signal, self.pages.latest(&id)) {
                     self.count(&route.key.namespace, page.clone(), signal);
-                }
-            }
-            Decision::WaitUntil(at) => {
-                self.held.insert(group.clone(), candidate.clone());
-                let queue = self.waiting.entry(at).or_default();
-                if !queue.contains(&group) {
-                    queue.push(group);
                 }
             }
         }
@@ -447,6 +446,7 @@ impl PagerTask {
         name: &str,
         id: GroupId,
         now: Timestamp,
+        not_before: Option<Timestamp>,
     ) {
         let template = snapshot.template_of(route);
         let built = build_alert_call(
@@ -456,6 +456,7 @@ impl PagerTask {
                 group_key: &key,
                 name,
                 now,
+                not_before,
             },
             candidate,
         );
@@ -803,6 +804,21 @@ mod tests {
         pager.on_signal(alert(crate::routing::AlertStatus::Resolved));
         pager.on_signal(alert(crate::routing::AlertStatus::Firing));
         assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_group_wait_makes_the_page_at_once_and_later_signals_only_count() {
+        let mut spec = crate::fixtures::route_spec();
+        spec.grouping.group_wait_seconds = 30;
+        let (mut pager, stats) = pager(spec);
+        let now = Timestamp::now();
+        pager.on_signal(backoff(1, now, false));
+        // Nothing is held in memory: the page is on its way to the API server, waiting there.
+        assert!(pager.held.is_empty() && pager.waiting.is_empty());
+        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 1);
+        pager.on_signal(backoff(2, now, false));
+        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 1);
+        assert_eq!(activity(&stats).suppressed, 1);
     }
 
     fn record(name: &str, created: i64, count: Option<i64>) -> PageRecord {
