@@ -302,6 +302,7 @@ fn bench_dedup() {
                                 created: now,
                                 last_seen: None,
                                 count: None,
+                                resolved_at: None,
                             },
                         );
                         tracker.paged(&route.key, &key, now);

@@ -14,7 +14,7 @@ use alertcall::api::{AlertCall, AlertRoute};
 use alertcall::controller::{self, Config, Running};
 use futures::{stream, StreamExt};
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, ResourceQuota, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
@@ -805,5 +805,82 @@ async fn only_the_leader_pages_and_a_successor_takes_over() {
     let calls = until_paged(&client, &ns.name, "message of second").await;
     assert_eq!(calls.len(), 2, "{calls:#?}");
     follower.shutdown().await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn the_webhook_answers_success_only_once_the_page_exists() {
+    let _serial = SERIAL.lock().await;
+    alertcall::telemetry::init();
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "am-quota").await;
+    // The API server refuses every AlertCall in this namespace, as a full quota would.
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns.name);
+    create(
+        &quotas,
+        json!({
+            "metadata": {"name": "no-pages"},
+            "spec": {"hard": {"count/alertcalls.alertcall.dev": "0"}},
+        }),
+    )
+    .await;
+    let running = start(&client, Some(&ns.name)).await;
+    policy(&client, &ns.name).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    create(
+        &secrets,
+        json!({"metadata": {"name": "am-token"}, "stringData": {"token": "t0ken"}}),
+    )
+    .await;
+    route(
+        &client,
+        &ns.name,
+        "quota",
+        json!({
+            "alertmanager": {"bearerTokenSecretRef": {"name": "am-token"}},
+            "message": {"template": "{{ annotations.summary }}"},
+        }),
+    )
+    .await;
+    let url = format!("http://{}/alertmanager/{}/quota", running.addr, ns.name);
+    let post = || {
+        let url = url.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth("t0ken")
+                .json(&payload("Refused", "critical", "api"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("POST: {e}"));
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let body: Value = response.json().await.unwrap_or_default();
+            (status, retry_after, body)
+        }
+    };
+    let (status, retry_after, body) = post().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(retry_after.is_some());
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot create AlertCall") && error.contains("quota"),
+        "{body}"
+    );
+    assert!(alert_calls(&client, &ns.name).await.is_empty());
+
+    quotas
+        .delete("no-pages", &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting the quota: {e}"));
+    // Alertmanager retries until the answer is a success; by then the page exists.
+    eventually("the webhook to succeed without the quota", || async {
+        (post().await.0 == 200).then_some(())
+    })
+    .await;
+    let calls = alert_calls(&client, &ns.name).await;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].spec.summary, "Refused fired");
+    running.shutdown().await;
     ns.delete().await;
 }
