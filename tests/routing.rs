@@ -735,7 +735,7 @@ async fn group_wait_is_carried_by_the_page_and_suspended_routes_stay_silent() {
 }
 
 #[tokio::test]
-async fn only_the_leader_pages_and_a_successor_takes_over() {
+async fn the_leader_pages_events_any_replica_takes_alerts_and_a_successor_takes_over() {
     let _serial = SERIAL.lock().await;
     alertcall::telemetry::init();
     let client = support::client().await;
@@ -783,16 +783,42 @@ async fn only_the_leader_pages_and_a_successor_takes_over() {
     event(&client, &ns.name, &Ev::new("first", "api")).await;
     let calls = until_paged(&client, &ns.name, "message of first").await;
     assert_eq!(calls.len(), 1, "both replicas saw the Event; one page");
-    // The follower does not take alerts it could not page for: Alertmanager retries elsewhere.
-    let url = format!("http://{}/alertmanager/{}/both", follower.addr, ns.name);
-    let response = reqwest::Client::new()
-        .post(url)
-        .bearer_auth("t0ken")
-        .json(&payload("Anything", "critical", "api"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST: {e}"));
-    assert_eq!(response.status().as_u16(), 503);
+    // Any replica takes alerts: the follower creates the page (the leader dials it), and 200
+    // means the AlertCall exists.
+    let post = |addr: std::net::SocketAddr, body: Value| {
+        let url = format!("http://{addr}/alertmanager/{}/both", ns.name);
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth("t0ken")
+                .json(&body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("POST: {e}"));
+            response.status().as_u16()
+        }
+    };
+    let alert_pages = || async {
+        let calls = alert_calls(&client, &ns.name).await;
+        calls
+            .iter()
+            .filter(|c| c.spec.source.kind == alertcall::api::SourceKind::Alertmanager)
+            .map(|c| c.name_any())
+            .collect::<Vec<_>>()
+    };
+    let to_follower = post(follower.addr, payload("Anything", "critical", "api")).await;
+    assert_eq!(to_follower, 200);
+    assert_eq!(alert_pages().await.len(), 1);
+    // The same alert posted to both replicas at once (two Alertmanagers): one page.
+    let both = payload("Both", "critical", "api");
+    let answers = futures::future::join(
+        post(follower.addr, both.clone()),
+        post(leader.addr, both.clone()),
+    )
+    .await;
+    assert_eq!(answers, (200, 200));
+    let pages = alert_pages().await;
+    assert_eq!(pages.len(), 2, "{pages:?}");
 
     leader.kill().await;
     let state = follower.context.leader.clone();
@@ -803,7 +829,7 @@ async fn only_the_leader_pages_and_a_successor_takes_over() {
     .await;
     event(&client, &ns.name, &Ev::new("second", "web")).await;
     let calls = until_paged(&client, &ns.name, "message of second").await;
-    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(calls.len(), 4, "{calls:#?}");
     follower.shutdown().await;
     ns.delete().await;
 }

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //!  sources ─Signal─> pager ─ RouteIndex::matching ─ GroupKey ─ decide(last page + resolve from AlertCalls)
-//!                      │         Page     ─> create AlertCall (leader; AlreadyExists is harmless);
+//!                      │         Page     ─> create AlertCall (AlreadyExists is harmless);
 //!                      │                     with a group wait: spec.notBefore, phase Waiting
 //!                      │         Suppress ─> batch spec.source.{lastSeen,count} of the page (leader)
 //!                      │         resolved ─> spec.source.resolvedAt of the group's newest page
@@ -24,8 +24,15 @@
 //!   job, never inside the loop) once the page was created (201) or existed (409), the resolve
 //!   was written, or the signal was suppressed; a failed create or write answers an error, so
 //!   Alertmanager retries. A failed create is also retried here every few seconds.
-//! - Only the leader pages (the webhook answers 503 elsewhere), writes counters and route
-//!   status; a follower keeps its decisions and makes them again if it takes over.
+//! - **Any replica pages for the alerts posted to it**: a webhook reaches one replica only, and
+//!   page names are deterministic per group and window, so replicas deciding alike create one
+//!   object (the second create is a 409). Only the leader dials (the AlertCall controller),
+//!   writes counters and route status. Resolves are written by whichever replica received them.
+//!   **Events page from the leader alone**: every replica sees every Event, and two pagers
+//!   deciding the same group on either side of a window boundary would name two pages; a
+//!   follower keeps its decisions and makes them again if it takes over. Alerts posted to two
+//!   replicas at a window boundary can make two pages in the same way: rare, and a second call
+//!   is the safe way to be wrong.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -584,7 +591,9 @@ impl PagerTask {
                 name, not_before, ..
             } => {
                 self.held.remove(&group);
-                if !leader {
+                // NB: every replica sees every Event, so only the leader pages for them (see the
+                // module doc); an alert reached this replica alone, so it pages here.
+                if !leader && !matches!(candidate, Candidate::Alert(_)) {
                     self.deferred.insert(group, (candidate.clone(), now));
                     return;
                 }

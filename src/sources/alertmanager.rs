@@ -8,8 +8,9 @@
 //!   matched nothing). A failed create, a full queue or no answer within [`REPLY_TIMEOUT`]
 //!   answers 503 with Retry-After and the error, so Alertmanager sends it again. The token is
 //!   cached briefly, so a request usually costs one AlertCall create at most.
-//! - A replica that does not lead answers 503: Alertmanager retries, and sooner or later
-//!   reaches the leader, instead of an alert being accepted and then dropped.
+//! - Any replica takes webhooks, leader or not: AlertCall names are deterministic per group and
+//!   window, so creates from several replicas meet in one object, and only the leader dials
+//!   (see [`crate::controller::pages`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -272,9 +273,6 @@ async fn receive(
         Ok(payload) => payload,
         Err(error) => return answer(StatusCode::BAD_REQUEST, &error.to_string()),
     };
-    if !hook.ctx.leader.is_leader() {
-        return unavailable("this replica does not lead; retry");
-    }
     let received = Timestamp::now();
     let alerts = payload.candidates(&key);
     let accepted = alerts.len();
