@@ -1,5 +1,6 @@
 //! The pager's durability on a real control plane, with the in-process Twilio simulator: a
-//! group wait is an AlertCall in phase `Waiting`, so a restart during the wait still dials.
+//! group wait is an AlertCall in phase `Waiting`, so a restart during the wait still dials, and
+//! resolves are written on AlertCalls, so a restart does not forget them.
 
 mod support;
 
@@ -7,16 +8,21 @@ use std::time::Duration;
 
 use alertcall::api::{AlertCall, Phase};
 use alertcall::controller::{self, Config, Running, TwilioEndpoints};
-use alertcall::twilio::sim::{Event as SimEvent, Outcome, Recipient, Script, SimConfig, Simulator};
+use alertcall::twilio::sim::{
+    Event as SimEvent, Outcome, Recipient, Script, SimConfig, SimHandle, Simulator,
+};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "pager-test-token";
 const ALICE: &str = "+15005550101";
+/// One operator at a time: the machine is shared, and each test restarts its operator.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Long enough to kill and restart the operator inside it, short enough for a test.
 const GROUP_WAIT: i64 = 8;
 
@@ -62,87 +68,131 @@ fn dials(sim: &alertcall::twilio::sim::SimHandle) -> usize {
         .count()
 }
 
+struct Harness {
+    client: Client,
+    ns: support::TestNamespace,
+    sim: SimHandle,
+}
+
+impl Harness {
+    /// A namespace with the Twilio Secret and the `oncall` policy (alice never answers).
+    async fn new(prefix: &str) -> Harness {
+        alertcall::telemetry::init();
+        let client = support::client().await;
+        let ns = support::TestNamespace::new(&client, prefix).await;
+        let sim = Simulator::start(SimConfig {
+            script: Script::default().with(ALICE, Recipient::with_outcome(Outcome::NoAnswer)),
+            time_scale: 20.0,
+            calls_per_second: 100.0,
+            ..SimConfig::new(AC, TOKEN)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("simulator: {e}"));
+        create(
+            &Api::<Secret>::namespaced(client.clone(), &ns.name),
+            json!({"metadata": {"name": "twilio"}, "stringData": {"accountSid": AC, "authToken": TOKEN}}),
+        )
+        .await;
+        create(
+            &Api::<Secret>::namespaced(client.clone(), &ns.name),
+            json!({"metadata": {"name": "am-token"}, "stringData": {"token": "t0ken"}}),
+        )
+        .await;
+        let policies: Api<alertcall::api::CallPolicy> = Api::namespaced(client.clone(), &ns.name);
+        create(
+            &policies,
+            json!({
+                "apiVersion": "alertcall.dev/v1alpha1", "kind": "CallPolicy",
+                "metadata": {"name": "oncall"},
+                "spec": {
+                    "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": "+15005550006"},
+                    "recipients": [{"name": "alice", "phone": ALICE}],
+                    "strategy": {"mode": "Sequential", "ringTimeoutSeconds": 10, "rounds": 1},
+                    "message": {"repeat": 1, "language": "en-US"},
+                    "limits": {"callsPerSecond": 10, "maxCallsPerHour": 0},
+                }
+            }),
+        )
+        .await;
+        // Stands in for the hosted ack document the CallPolicy reconciler would publish.
+        policies
+            .patch_status(
+                "oncall",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"status": {"twiml": {"urls": {"ack": "http://127.0.0.1:9/ack"}}}}),
+                ),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("ack URL: {e}"));
+        Harness { client, ns, sim }
+    }
+
+    async fn operator(&self, identity: &str) -> Running {
+        let sim_url = url::Url::parse(&self.sim.api_url()).ok();
+        let config = Config {
+            namespace: Some(self.ns.name.clone()),
+            twilio: TwilioEndpoints {
+                api_url: sim_url.clone(),
+                serverless_url: sim_url,
+                ..TwilioEndpoints::default()
+            },
+            poll_interval: Duration::from_millis(500),
+            ..Config::local(identity)
+        };
+        operator(&self.client, config).await
+    }
+
+    /// Creates the route and waits until the operator indexed it.
+    async fn route(&self, name: &str, mut spec: Value) {
+        let routes: Api<alertcall::api::AlertRoute> =
+            Api::namespaced(self.client.clone(), &self.ns.name);
+        spec["policyRef"] = json!({"name": "oncall"});
+        create(
+            &routes,
+            json!({
+                "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertRoute",
+                "metadata": {"name": name}, "spec": spec,
+            }),
+        )
+        .await;
+        support::eventually("the route to be indexed", || {
+            let routes = routes.clone();
+            async move {
+                let route = routes.get(name).await.ok()?;
+                let status = route.status?;
+                (status.observed_generation == route.metadata.generation).then_some(())
+            }
+        })
+        .await;
+    }
+
+    async fn pages(&self) -> Vec<AlertCall> {
+        pages(&self.client, &self.ns.name).await
+    }
+
+    async fn finish(self, running: Running) {
+        running.shutdown().await;
+        self.sim.shutdown().await;
+        self.ns.delete().await;
+    }
+}
+
 #[tokio::test]
 async fn a_group_wait_survives_a_restart_and_dials_when_it_ends() {
-    alertcall::telemetry::init();
-    let client = support::client().await;
-    let ns = support::TestNamespace::new(&client, "pager-wait").await;
-    let sim = Simulator::start(SimConfig {
-        script: Script::default().with(ALICE, Recipient::with_outcome(Outcome::NoAnswer)),
-        time_scale: 20.0,
-        calls_per_second: 100.0,
-        ..SimConfig::new(AC, TOKEN)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("simulator: {e}"));
-    let sim_url = url::Url::parse(&sim.api_url()).ok();
-    let config = |identity: &str| Config {
-        namespace: Some(ns.name.clone()),
-        twilio: TwilioEndpoints {
-            api_url: sim_url.clone(),
-            serverless_url: sim_url.clone(),
-            ..TwilioEndpoints::default()
-        },
-        poll_interval: Duration::from_millis(500),
-        ..Config::local(identity)
-    };
-    create(
-        &Api::<Secret>::namespaced(client.clone(), &ns.name),
-        json!({"metadata": {"name": "twilio"}, "stringData": {"accountSid": AC, "authToken": TOKEN}}),
-    )
-    .await;
-    let policies: Api<alertcall::api::CallPolicy> = Api::namespaced(client.clone(), &ns.name);
-    create(
-        &policies,
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("pager-wait").await;
+    let first = h.operator("first").await;
+    h.route(
+        "waits",
         json!({
-            "apiVersion": "alertcall.dev/v1alpha1", "kind": "CallPolicy",
-            "metadata": {"name": "oncall"},
-            "spec": {
-                "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": "+15005550006"},
-                "recipients": [{"name": "alice", "phone": ALICE}],
-                "strategy": {"mode": "Sequential", "ringTimeoutSeconds": 10, "rounds": 1},
-                "message": {"repeat": 1, "language": "en-US"},
-                "limits": {"callsPerSecond": 10, "maxCallsPerHour": 0},
-            }
+            "kubernetesEvents": {"types": ["Warning"], "reasons": ["BackOff"]},
+            "grouping": {"groupWaitSeconds": GROUP_WAIT},
         }),
     )
     .await;
-    // Stands in for the hosted ack document the CallPolicy reconciler would publish.
-    policies
-        .patch_status(
-            "oncall",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(
-                json!({"status": {"twiml": {"urls": {"ack": "http://127.0.0.1:9/ack"}}}}),
-            ),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("ack URL: {e}"));
-    let first = operator(&client, config("first")).await;
-    let routes: Api<alertcall::api::AlertRoute> = Api::namespaced(client.clone(), &ns.name);
-    create(
-        &routes,
-        json!({
-            "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertRoute",
-            "metadata": {"name": "waits"},
-            "spec": {
-                "policyRef": {"name": "oncall"},
-                "kubernetesEvents": {"types": ["Warning"], "reasons": ["BackOff"]},
-                "grouping": {"groupWaitSeconds": GROUP_WAIT},
-            }
-        }),
-    )
-    .await;
-    support::eventually("the route to be indexed", || {
-        let routes = routes.clone();
-        async move {
-            let route = routes.get("waits").await.ok()?;
-            let status = route.status?;
-            (status.observed_generation == route.metadata.generation).then_some(())
-        }
-    })
-    .await;
-
+    let (client, ns) = (&h.client, &h.ns);
+    let sim = &h.sim;
     let now = Timestamp::now().to_string();
     create(
         &Api::<Event>::namespaced(client.clone(), &ns.name),
@@ -157,7 +207,7 @@ async fn a_group_wait_survives_a_restart_and_dials_when_it_ends() {
     .await;
     // The wait is an object, visible at once: phase Waiting until notBefore.
     let waiting = support::eventually("a Waiting page", || async {
-        let calls = pages(&client, &ns.name).await;
+        let calls = pages(client, &ns.name).await;
         calls
             .into_iter()
             .find(|c| c.status.as_ref().is_some_and(|s| s.phase == Phase::Waiting))
@@ -173,10 +223,10 @@ async fn a_group_wait_survives_a_restart_and_dials_when_it_ends() {
         Timestamp::now() < not_before.0,
         "the test took longer than the wait"
     );
-    assert_eq!(dials(&sim), 0);
+    assert_eq!(dials(sim), 0);
     first.kill().await;
 
-    let second = operator(&client, config("second")).await;
+    let second = h.operator("second").await;
     let name = kube::ResourceExt::name_any(&waiting);
     let calls: Api<AlertCall> = Api::namespaced(client.clone(), &ns.name);
     let dialed = support::eventually("the page to dial after its wait", || {
@@ -198,12 +248,109 @@ async fn a_group_wait_survives_a_restart_and_dials_when_it_ends() {
     );
     assert_eq!(dialed.attempts[0].recipient, "alice");
     support::eventually("the simulator to see the call", || async {
-        (dials(&sim) == 1).then_some(())
+        (dials(sim) == 1).then_some(())
     })
     .await;
     // The relisted Event joined the existing page: still one.
-    assert_eq!(pages(&client, &ns.name).await.len(), 1);
-    second.shutdown().await;
-    sim.shutdown().await;
-    ns.delete().await;
+    assert_eq!(pages(client, &ns.name).await.len(), 1);
+    h.finish(second).await;
+}
+
+fn alert(status: &str, ends_at: &str) -> Value {
+    json!({
+        "version": "4", "status": status, "receiver": "alertcall",
+        "groupKey": "{}:{alertname=\"DiskFull\"}", "groupLabels": {"alertname": "DiskFull"},
+        "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
+        "truncatedAlerts": 0,
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "DiskFull", "severity": "critical", "pod": "db-0"},
+            "annotations": {"summary": "disk full"},
+            "startsAt": Timestamp::now().to_string(), "endsAt": ends_at,
+            "fingerprint": "diskfull-db-0",
+        }]
+    })
+}
+
+async fn post(running: &Running, namespace: &str, body: Value) -> u16 {
+    let url = format!("http://{}/alertmanager/{namespace}/disk", running.addr);
+    reqwest::Client::new()
+        .post(url)
+        .bearer_auth("t0ken")
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST: {e}"))
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_resolve_during_the_wait_cancels_and_a_restart_remembers_it() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::new("pager-resolve").await;
+    let first = h.operator("first").await;
+    h.route(
+        "disk",
+        json!({
+            "alertmanager": {"bearerTokenSecretRef": {"name": "am-token"}},
+            "grouping": {"groupWaitSeconds": 60, "repeatIntervalSeconds": 3600},
+        }),
+    )
+    .await;
+    let ns = h.ns.name.clone();
+    let never = "0001-01-01T00:00:00Z";
+    assert_eq!(post(&first, &ns, alert("firing", never)).await, 200);
+    // 200 means the page exists: in its group wait, no call yet.
+    let pages = h.pages().await;
+    assert_eq!(pages.len(), 1, "{pages:#?}");
+    let waited = kube::ResourceExt::name_any(&pages[0]);
+    let resolved_at = Timestamp::now().to_string();
+    assert_eq!(
+        post(&first, &ns, alert("resolved", &resolved_at)).await,
+        200
+    );
+    // 200 means the resolve is written on the page; the controller cancels it.
+    let calls: Api<AlertCall> = Api::namespaced(h.client.clone(), &ns);
+    let page = calls
+        .get(&waited)
+        .await
+        .unwrap_or_else(|e| panic!("the page: {e}"));
+    assert!(page.spec.source.resolved_at.is_some(), "{page:#?}");
+    let cancelled = support::eventually("the waiting page to be cancelled", || {
+        let (calls, waited) = (calls.clone(), waited.clone());
+        async move {
+            let status = calls.get(&waited).await.ok()?.status?;
+            (status.phase == Phase::Cancelled).then_some(status)
+        }
+    })
+    .await;
+    assert!(cancelled.attempts.is_empty(), "{cancelled:#?}");
+    let reason = cancelled
+        .conditions
+        .iter()
+        .map(|c| c.reason.clone())
+        .collect::<Vec<_>>();
+    first.kill().await;
+
+    // A new process knows the resolve only from the AlertCall: firing again is a new group.
+    let second = h.operator("second").await;
+    assert_eq!(post(&second, &ns, alert("firing", never)).await, 200);
+    let pages = h.pages().await;
+    let names: Vec<String> = pages.iter().map(kube::ResourceExt::name_any).collect();
+    assert_eq!(
+        pages.len(),
+        2,
+        "{names:?} (conditions of the first: {reason:?})"
+    );
+    let again = pages
+        .iter()
+        .find(|p| kube::ResourceExt::name_any(*p) != waited)
+        .unwrap_or_else(|| panic!("{names:?}"));
+    assert!(
+        again.spec.not_before.is_some(),
+        "a reopened group waits again"
+    );
+    assert_eq!(dials(&h.sim), 0);
+    h.finish(second).await;
 }
