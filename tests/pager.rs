@@ -60,6 +60,28 @@ async fn pages(client: &Client, namespace: &str) -> Vec<AlertCall> {
         .unwrap_or_default()
 }
 
+/// Polls the page until its status satisfies `done`; on timeout the failure shows the page.
+async fn until_status(
+    calls: &Api<AlertCall>,
+    name: &str,
+    what: &str,
+    done: impl Fn(&alertcall::api::AlertCallStatus) -> bool,
+) -> alertcall::api::AlertCallStatus {
+    let deadline = tokio::time::Instant::now() + support::WAIT;
+    loop {
+        let call = calls.get_opt(name).await.ok().flatten();
+        if let Some(status) = call.as_ref().and_then(|c| c.status.as_ref()) {
+            if done(status) {
+                return status.clone();
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}: {call:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn dials(sim: &alertcall::twilio::sim::SimHandle) -> usize {
     sim.ledger()
         .entries
@@ -229,13 +251,8 @@ async fn a_group_wait_survives_a_restart_and_dials_when_it_ends() {
     let second = h.operator("second").await;
     let name = kube::ResourceExt::name_any(&waiting);
     let calls: Api<AlertCall> = Api::namespaced(client.clone(), &ns.name);
-    let dialed = support::eventually("the page to dial after its wait", || {
-        let (calls, name) = (calls.clone(), name.clone());
-        async move {
-            let call = calls.get(&name).await.ok()?;
-            let status = call.status?;
-            (!status.attempts.is_empty()).then_some(status)
-        }
+    let dialed = until_status(&calls, &name, "the page to dial after its wait", |s| {
+        !s.attempts.is_empty()
     })
     .await;
     let intent = dialed.attempts[0]
@@ -317,20 +334,12 @@ async fn a_resolve_during_the_wait_cancels_and_a_restart_remembers_it() {
         .await
         .unwrap_or_else(|e| panic!("the page: {e}"));
     assert!(page.spec.source.resolved_at.is_some(), "{page:#?}");
-    let cancelled = support::eventually("the waiting page to be cancelled", || {
-        let (calls, waited) = (calls.clone(), waited.clone());
-        async move {
-            let status = calls.get(&waited).await.ok()?.status?;
-            (status.phase == Phase::Cancelled).then_some(status)
-        }
+    let cancelled = until_status(&calls, &waited, "the waiting page to be cancelled", |s| {
+        s.phase == Phase::Cancelled
     })
     .await;
     assert!(cancelled.attempts.is_empty(), "{cancelled:#?}");
-    let reason = cancelled
-        .conditions
-        .iter()
-        .map(|c| c.reason.clone())
-        .collect::<Vec<_>>();
+    let reason = (cancelled.phase, cancelled.finished_at.clone());
     first.kill().await;
 
     // A new process knows the resolve only from the AlertCall: firing again is a new group.
@@ -338,11 +347,15 @@ async fn a_resolve_during_the_wait_cancels_and_a_restart_remembers_it() {
     assert_eq!(post(&second, &ns, alert("firing", never)).await, 200);
     let pages = h.pages().await;
     let names: Vec<String> = pages.iter().map(kube::ResourceExt::name_any).collect();
-    assert_eq!(
-        pages.len(),
-        2,
-        "{names:?} (conditions of the first: {reason:?})"
-    );
+    let seen: Vec<_> = pages
+        .iter()
+        .map(|p| {
+            let created = p.metadata.creation_timestamp.clone();
+            let resolved = p.spec.source.resolved_at.clone();
+            (kube::ResourceExt::name_any(p), created, resolved)
+        })
+        .collect();
+    assert_eq!(pages.len(), 2, "{seen:?} (first: {reason:?})");
     let again = pages
         .iter()
         .find(|p| kube::ResourceExt::name_any(*p) != waited)
