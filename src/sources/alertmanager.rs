@@ -40,8 +40,9 @@ use crate::routing::{AlertCandidate, AlertStatus, Candidate, RouteKey};
 const TOKEN_TTL: Duration = Duration::from_secs(15);
 /// A missing Secret is remembered this long, so wrong requests do not hammer the API server.
 const MISSING_TTL: Duration = Duration::from_secs(2);
-/// The longest the webhook waits for the pager to settle a payload before answering 503;
-/// under Alertmanager's default notification timeout, so it hears our answer, not its own.
+/// The longest the webhook waits for the pager to settle a payload before answering 503: an
+/// API server that neither accepts nor refuses must not hold Alertmanager's notification, which
+/// is sent again on a 5xx. A create normally settles in milliseconds.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The webhook payload, version 4 (fields alertcall does not use are ignored).
