@@ -65,6 +65,7 @@ pub fn alert_call_spec() -> AlertCallSpec {
         summary: "BackOff on Pod prod/api-7f9".into(),
         source: SourceSpec::default(),
         acknowledged: false,
+        not_before: None,
     }
 }
 

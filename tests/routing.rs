@@ -14,7 +14,7 @@ use alertcall::api::{AlertCall, AlertRoute};
 use alertcall::controller::{self, Config, Running};
 use futures::{stream, StreamExt};
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, ResourceQuota, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
@@ -665,7 +665,7 @@ async fn invalid_matchers_and_templates_show_on_the_route() {
 }
 
 #[tokio::test]
-async fn group_wait_delays_the_page_and_suspended_routes_stay_silent() {
+async fn group_wait_is_carried_by_the_page_and_suspended_routes_stay_silent() {
     let _serial = SERIAL.lock().await;
     alertcall::telemetry::init();
     let client = support::client().await;
@@ -705,13 +705,23 @@ async fn group_wait_delays_the_page_and_suspended_routes_stay_silent() {
     event(&client, &ns.name, &muted).await;
     let mut slow = Ev::new("slow", "api");
     slow.reason = "Slow";
-    let sent = std::time::Instant::now();
+    let sent = Timestamp::now();
     event(&client, &ns.name, &slow).await;
-    until_paged(&client, &ns.name, "message of slow").await;
-    let waited = sent.elapsed();
+    // The page exists at once, carrying the wait: no call before it ends.
+    let calls = until_paged(&client, &ns.name, "message of slow").await;
+    let waited = calls
+        .iter()
+        .find(|c| c.spec.summary.contains("message of slow"))
+        .and_then(|c| c.spec.not_before.as_ref())
+        .map(|t| t.0)
+        .unwrap_or_else(|| panic!("no spec.notBefore: {calls:#?}"));
+    let wait = SignedDuration::from_secs(2);
+    assert!(waited >= sent + wait, "not before {waited}, sent {sent}");
+    // Whole seconds, rounded up.
+    let slack = SignedDuration::from_secs(1);
     assert!(
-        waited >= Duration::from_millis(1900),
-        "paged after {waited:?}"
+        waited <= Timestamp::now() + wait + slack,
+        "not before {waited}"
     );
 
     let mut control = Ev::new("control", "web");
@@ -725,7 +735,7 @@ async fn group_wait_delays_the_page_and_suspended_routes_stay_silent() {
 }
 
 #[tokio::test]
-async fn only_the_leader_pages_and_a_successor_takes_over() {
+async fn the_leader_pages_events_any_replica_takes_alerts_and_a_successor_takes_over() {
     let _serial = SERIAL.lock().await;
     alertcall::telemetry::init();
     let client = support::client().await;
@@ -773,16 +783,42 @@ async fn only_the_leader_pages_and_a_successor_takes_over() {
     event(&client, &ns.name, &Ev::new("first", "api")).await;
     let calls = until_paged(&client, &ns.name, "message of first").await;
     assert_eq!(calls.len(), 1, "both replicas saw the Event; one page");
-    // The follower does not take alerts it could not page for: Alertmanager retries elsewhere.
-    let url = format!("http://{}/alertmanager/{}/both", follower.addr, ns.name);
-    let response = reqwest::Client::new()
-        .post(url)
-        .bearer_auth("t0ken")
-        .json(&payload("Anything", "critical", "api"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST: {e}"));
-    assert_eq!(response.status().as_u16(), 503);
+    // Any replica takes alerts: the follower creates the page (the leader dials it), and 200
+    // means the AlertCall exists.
+    let post = |addr: std::net::SocketAddr, body: Value| {
+        let url = format!("http://{addr}/alertmanager/{}/both", ns.name);
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth("t0ken")
+                .json(&body)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("POST: {e}"));
+            response.status().as_u16()
+        }
+    };
+    let alert_pages = || async {
+        let calls = alert_calls(&client, &ns.name).await;
+        calls
+            .iter()
+            .filter(|c| c.spec.source.kind == alertcall::api::SourceKind::Alertmanager)
+            .map(|c| c.name_any())
+            .collect::<Vec<_>>()
+    };
+    let to_follower = post(follower.addr, payload("Anything", "critical", "api")).await;
+    assert_eq!(to_follower, 200);
+    assert_eq!(alert_pages().await.len(), 1);
+    // The same alert posted to both replicas at once (two Alertmanagers): one page.
+    let both = payload("Both", "critical", "api");
+    let answers = futures::future::join(
+        post(follower.addr, both.clone()),
+        post(leader.addr, both.clone()),
+    )
+    .await;
+    assert_eq!(answers, (200, 200));
+    let pages = alert_pages().await;
+    assert_eq!(pages.len(), 2, "{pages:?}");
 
     leader.kill().await;
     let state = follower.context.leader.clone();
@@ -793,7 +829,84 @@ async fn only_the_leader_pages_and_a_successor_takes_over() {
     .await;
     event(&client, &ns.name, &Ev::new("second", "web")).await;
     let calls = until_paged(&client, &ns.name, "message of second").await;
-    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_eq!(calls.len(), 4, "{calls:#?}");
     follower.shutdown().await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn the_webhook_answers_success_only_once_the_page_exists() {
+    let _serial = SERIAL.lock().await;
+    alertcall::telemetry::init();
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "am-quota").await;
+    // The API server refuses every AlertCall in this namespace, as a full quota would.
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns.name);
+    create(
+        &quotas,
+        json!({
+            "metadata": {"name": "no-pages"},
+            "spec": {"hard": {"count/alertcalls.alertcall.dev": "0"}},
+        }),
+    )
+    .await;
+    let running = start(&client, Some(&ns.name)).await;
+    policy(&client, &ns.name).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
+    create(
+        &secrets,
+        json!({"metadata": {"name": "am-token"}, "stringData": {"token": "t0ken"}}),
+    )
+    .await;
+    route(
+        &client,
+        &ns.name,
+        "quota",
+        json!({
+            "alertmanager": {"bearerTokenSecretRef": {"name": "am-token"}},
+            "message": {"template": "{{ annotations.summary }}"},
+        }),
+    )
+    .await;
+    let url = format!("http://{}/alertmanager/{}/quota", running.addr, ns.name);
+    let post = || {
+        let url = url.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth("t0ken")
+                .json(&payload("Refused", "critical", "api"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("POST: {e}"));
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let body: Value = response.json().await.unwrap_or_default();
+            (status, retry_after, body)
+        }
+    };
+    let (status, retry_after, body) = post().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(retry_after.is_some());
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("cannot create AlertCall") && error.contains("quota"),
+        "{body}"
+    );
+    assert!(alert_calls(&client, &ns.name).await.is_empty());
+
+    quotas
+        .delete("no-pages", &Default::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting the quota: {e}"));
+    // Alertmanager retries until the answer is a success; by then the page exists.
+    eventually("the webhook to succeed without the quota", || async {
+        (post().await.0 == 200).then_some(())
+    })
+    .await;
+    let calls = alert_calls(&client, &ns.name).await;
+    assert_eq!(calls.len(), 1, "{calls:#?}");
+    assert_eq!(calls[0].spec.summary, "Refused fired");
+    running.shutdown().await;
     ns.delete().await;
 }

@@ -24,6 +24,7 @@ use super::LocalRef;
     printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.policyRef.name","priority":1}"#,
     printcolumn = r#"{"name":"Acked-By","type":"string","jsonPath":".status.acknowledgedBy"}"#,
     printcolumn = r#"{"name":"Attempts","type":"integer","jsonPath":".status.attemptCount"}"#,
+    printcolumn = r#"{"name":"Not-Before","type":"string","jsonPath":".status.notBefore","priority":1}"#,
     printcolumn = r#"{"name":"Summary","type":"string","jsonPath":".spec.summary","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -47,6 +48,11 @@ pub struct AlertCallSpec {
     /// Set to true (for example with `kubectl patch`) to acknowledge and stop escalation.
     #[serde(default)]
     pub acknowledged: bool,
+    /// Do not dial before this time (RFC 3339); set by the route's group wait
+    /// (`grouping.groupWaitSeconds`). The page shows phase `Waiting` until then. Absent: dial at
+    /// once, as for a page created by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
 }
 
 /// The kind of signal that created a page.
@@ -79,6 +85,11 @@ pub struct SourceSpec {
     /// How many signals of the group were seen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<i64>,
+    /// When the group was last resolved (an Alertmanager `resolved` alert), recorded by the
+    /// pager. A resolve closes the route's repeat window, so the group pages again when it fires
+    /// again; a page still `Waiting` that was resolved before its `notBefore` is cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Time>,
 }
 
 /// The lifecycle of a page.
@@ -87,6 +98,9 @@ pub enum Phase {
     /// Accepted, no call placed yet.
     #[default]
     Pending,
+    /// Holding for the route's group wait: no call before `status.notBefore`. Cancelled if
+    /// the group is resolved before then.
+    Waiting,
     /// Calls are being placed.
     Calling,
     /// A human acknowledged (keypress or kubectl).
@@ -202,9 +216,12 @@ fn is_zero(n: &u32) -> bool {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertCallStatus {
-    /// Pending, Calling, Acknowledged, Exhausted, Notified, Failed or Cancelled.
+    /// Pending, Waiting, Calling, Acknowledged, Exhausted, Notified, Failed or Cancelled.
     #[serde(default)]
     pub phase: Phase,
+    /// No call before this time (RFC 3339), mirrored from `spec.notBefore` by the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Time>,
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

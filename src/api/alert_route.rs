@@ -109,7 +109,9 @@ pub struct GroupingSpec {
     #[serde(default = "default_group_by")]
     #[schemars(length(max = 20))]
     pub group_by: Vec<String>,
-    /// Wait this long after the first signal of a group before paging (0 = immediately).
+    /// Wait this long after the first signal of a group before calling (0 = immediately). The
+    /// group's AlertCall is created at once with `spec.notBefore` and shows phase `Waiting`;
+    /// resolved before then (Alertmanager), it is cancelled and rings nobody.
     #[serde(default)]
     #[schemars(range(min = 0, max = 3600))]
     pub group_wait_seconds: u32,

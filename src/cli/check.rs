@@ -417,12 +417,20 @@ fn explain_route(
     }
     let grouping = &route.route.spec.grouping;
     match decide(&route.key, &key, grouping, &GroupState::default(), now) {
-        Decision::Page { name, .. } => out.push_str(&format!(
+        Decision::Page {
+            name,
+            not_before: None,
+            ..
+        } => out.push_str(&format!(
             "    AlertCall  {name} (then nothing more for this group for {}s)\n",
             grouping.repeat_interval_seconds
         )),
-        Decision::WaitUntil(_) => out.push_str(&format!(
-            "    AlertCall  after {}s of group wait\n",
+        Decision::Page {
+            name,
+            not_before: Some(_),
+            ..
+        } => out.push_str(&format!(
+            "    AlertCall  {name} at once, Waiting: calls start after {}s of group wait\n",
             grouping.group_wait_seconds
         )),
         Decision::Suppress { .. } => {}

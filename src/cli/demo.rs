@@ -317,8 +317,11 @@ fn route_signal(
         .ok_or_else(|| DemoError::NoRoute(policy_name.clone()))?;
     let grouping = &route.route.spec.grouping;
     let key = GroupKey::of(&grouping.group_by, candidate);
-    let Decision::Page { name, .. } =
-        decide(&route.key, &key, grouping, &GroupState::default(), now)
+    let Decision::Page {
+        name,
+        not_before: None,
+        ..
+    } = decide(&route.key, &key, grouping, &GroupState::default(), now)
     else {
         // The examples page at once (groupWaitSeconds 0) and the demo has no earlier page.
         return Err(DemoError::NoRoute(policy_name));
@@ -330,6 +333,7 @@ fn route_signal(
             group_key: &key,
             name: &name,
             now,
+            not_before: None,
         },
         candidate,
     );

@@ -1196,6 +1196,12 @@ async fn transitions(
                 new.acknowledged_by.as_deref().unwrap_or("-")
             ),
             Phase::Calling => "calling".to_string(),
+            Phase::Waiting => format!(
+                "waiting out the route's group wait; no call before {}",
+                new.not_before
+                    .as_ref()
+                    .map_or("-".to_string(), |t| t.0.to_string())
+            ),
             other => format!(
                 "page finished: {other:?} after {} call(s)",
                 new.attempts.len()

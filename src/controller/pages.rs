@@ -5,12 +5,34 @@
 //! already paged (the page is recorded before its create is even sent) and only update counters.
 //!
 //! ```text
-//!  sources ─Signal─> pager ─ RouteIndex::matching ─ GroupKey ─ decide(last page from AlertCalls)
-//!                      │         Page     ─> create AlertCall (leader; AlreadyExists is harmless)
-//!                      │         Suppress ─> batch spec.source.{lastSeen,count} of the page
-//!                      │         WaitUntil ─> timer, decide again
-//!  watch AlertCalls ───┘ (the last page of each group survives restarts)
+//!  sources ─Signal─> pager ─ RouteIndex::matching ─ GroupKey ─ decide(last page + resolve from AlertCalls)
+//!                      │         Page     ─> create AlertCall (AlreadyExists is harmless);
+//!                      │                     with a group wait: spec.notBefore, phase Waiting
+//!                      │         Suppress ─> batch spec.source.{lastSeen,count} of the page (leader)
+//!                      │         resolved ─> spec.source.resolvedAt of the group's newest page
+//!                      └─reply─> the webhook, once every decision on the signal is durable
+//!  watch AlertCalls ───┘ (last page and last resolve of each group survive restarts)
 //! ```
+//!
+//! - **Nothing waits in memory.** A group wait is the page's `spec.notBefore`: the AlertCall
+//!   exists at once (so later signals only count, and a restart forgets nothing) and the
+//!   AlertCall controller does not dial before then. A resolve during the wait is written on the
+//!   page and the controller cancels it (`ResolvedDuringGroupWait`), as the wait always meant:
+//!   a group that clears by itself within the wait rings nobody. Once a page rings, a resolve
+//!   no longer stops it; only a human does.
+//! - **Webhook signals carry a reply**, sent from `on_done` (the create itself still runs as a
+//!   job, never inside the loop) once the page was created (201) or existed (409), the resolve
+//!   was written, or the signal was suppressed; a failed create or write answers an error, so
+//!   Alertmanager retries. A failed create is also retried here every few seconds.
+//! - **Any replica pages for the alerts posted to it**: a webhook reaches one replica only, and
+//!   page names are deterministic per group and window, so replicas deciding alike create one
+//!   object (the second create is a 409). Only the leader dials (the AlertCall controller),
+//!   writes counters and route status. Resolves are written by whichever replica received them.
+//!   **Events page from the leader alone**: every replica sees every Event, and two pagers
+//!   deciding the same group on either side of a window boundary would name two pages; a
+//!   follower keeps its decisions and makes them again if it takes over. Alerts posted to two
+//!   replicas at a window boundary can make two pages in the same way: rare, and a second call
+//!   is the safe way to be wrong.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,7 +45,7 @@ use kube::core::DeserializeGuard;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::alert_route::{RouteSnapshot, RouteStats, Routes};
@@ -46,7 +68,7 @@ const QUEUE: usize = 10_000;
 const FORGET_AFTER: SignedDuration = SignedDuration::from_hours(8 * 24);
 
 /// A candidate signal, as a source hands it to the pager.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Signal {
     pub candidate: Candidate,
     /// Occurrences this signal adds to its group's count (an Event count bump: the difference).
@@ -54,7 +76,30 @@ pub struct Signal {
     pub received: Timestamp,
     /// From a watch's initial list: a previous process may have counted it already.
     pub replay: bool,
+    /// Told once every matching route's decision on the signal is settled (the webhook answers
+    /// from it). `None` for Events: nobody waits on them.
+    pub reply: Option<oneshot::Sender<PageOutcome>>,
 }
+
+/// How the pager's decisions on one signal ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PageOutcome {
+    /// Durable: the page was created or existed already, the resolve was recorded, or the signal
+    /// was suppressed, counted or matched nothing.
+    Settled,
+    /// A page could not be created or a resolve not recorded; the sender should retry.
+    Failed(String),
+}
+
+/// A signal someone waits on, by the number of decisions still open.
+#[derive(Debug)]
+struct PendingReply {
+    tx: oneshot::Sender<PageOutcome>,
+    open: usize,
+    failure: Option<String>,
+}
+
+type ReplyId = u64;
 
 /// The pager is busy or not ready; the caller should answer 503 (Alertmanager retries).
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +144,8 @@ pub struct PageRecord {
     pub created: Timestamp,
     pub last_seen: Option<Timestamp>,
     pub count: Option<i64>,
+    /// `spec.source.resolvedAt`: the group was resolved after this page was made.
+    pub resolved_at: Option<Timestamp>,
 }
 
 impl PageRecord {
@@ -106,6 +153,7 @@ impl PageRecord {
     fn merge(&mut self, newer: PageRecord) {
         self.created = newer.created;
         self.last_seen = self.last_seen.max(newer.last_seen);
+        self.resolved_at = self.resolved_at.max(newer.resolved_at);
         self.count = match (self.count, newer.count) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -132,6 +180,7 @@ fn record_of(call: &AlertCall) -> Option<(GroupId, PageRecord)> {
             created,
             last_seen: call.spec.source.last_seen.as_ref().map(|t| t.0),
             count: call.spec.source.count,
+            resolved_at: call.spec.source.resolved_at.as_ref().map(|t| t.0),
         },
     ))
 }
@@ -161,6 +210,16 @@ impl PageIndex {
     /// The newest page of a group.
     pub fn latest(&self, id: &GroupId) -> Option<&PageRecord> {
         self.groups.get(id)?.iter().max_by_key(|r| r.created)
+    }
+
+    /// When the group was last resolved, as recorded on its pages: what a restarted pager knows
+    /// of resolves it did not see itself.
+    pub fn resolved_at(&self, id: &GroupId) -> Option<Timestamp> {
+        self.groups
+            .get(id)?
+            .iter()
+            .filter_map(|r| r.resolved_at)
+            .max()
     }
 
     fn find_mut(&mut self, name_namespace: &(String, String)) -> Option<&mut PageRecord> {
@@ -238,6 +297,11 @@ enum Done {
         pending: PendingCounter,
         result: Result<AlertCall, kube::Error>,
     },
+    Resolved {
+        page: (String, String),
+        replies: Vec<ReplyId>,
+        result: Result<AlertCall, kube::Error>,
+    },
 }
 
 /// Starts the pager; its task runs until shutdown.
@@ -260,10 +324,14 @@ struct PagerTask {
     stats: RouteStats,
     tracker: GroupTracker,
     pages: PageIndex,
-    /// Groups to decide again at a time (group wait, create retry).
+    /// Groups to decide again at a time (a create to retry).
     waiting: BTreeMap<Timestamp, Vec<(RouteKey, GroupKey)>>,
     /// The latest candidate of each waiting group.
     held: HashMap<(RouteKey, GroupKey), Candidate>,
+    /// Pages whose create is in flight, by (namespace, name), with the signals waiting on it.
+    in_flight: HashMap<(String, String), Vec<ReplyId>>,
+    replies: HashMap<ReplyId, PendingReply>,
+    next_reply: ReplyId,
     /// Pages decided while another replica leads: decided again if this one takes over.
     deferred: HashMap<(RouteKey, GroupKey), (Candidate, Timestamp)>,
     counters: HashMap<(String, String), PendingCounter>,
@@ -287,6 +355,9 @@ impl PagerTask {
             pages: PageIndex::default(),
             waiting: BTreeMap::new(),
             held: HashMap::new(),
+            in_flight: HashMap::new(),
+            replies: HashMap::new(),
+            next_reply: 0,
             deferred: HashMap::new(),
             counters: HashMap::new(),
             jobs: JoinSet::new(),
@@ -347,10 +418,13 @@ impl PagerTask {
         self.routes.borrow().clone()
     }
 
-    fn on_signal(&mut self, signal: Signal) {
+    fn on_signal(&mut self, mut signal: Signal) {
         let snapshot = self.snapshot();
         let now = Timestamp::now();
         let leader = self.ctx.leader.is_leader();
+        // NB: held open by this decision loop itself, so it cannot settle before every route
+        // had its say; released at the end.
+        let reply = signal.reply.take().map(|tx| self.open_reply(tx));
         for route in snapshot.index.matching(&signal.candidate) {
             let key = GroupKey::of(&route.route.spec.grouping.group_by, &signal.candidate);
             if signal.candidate.is_resolved() {
@@ -358,9 +432,11 @@ impl PagerTask {
                     Candidate::Alert(alert) => alert.ends_at.filter(|t| *t <= now),
                     Candidate::Event(_) => None,
                 };
-                self.tracker.resolved(&route.key, &key, at.unwrap_or(now));
+                let at = at.unwrap_or(now);
+                self.tracker.resolved(&route.key, &key, at);
                 self.held.remove(&(route.key.clone(), key.clone()));
-                self.deferred.remove(&(route.key.clone(), key));
+                self.deferred.remove(&(route.key.clone(), key.clone()));
+                self.record_resolve(&route.key, &key, at, reply);
                 continue;
             }
             if signal.replay && self.covered(&route.key, &key, &signal.candidate) {
@@ -375,8 +451,110 @@ impl PagerTask {
                 });
             }
             self.tracker.firing(&route.key, &key, now);
-            self.decide_group(route, &snapshot, key, &signal.candidate, now, Some(&signal));
+            self.decide_group(
+                route,
+                &snapshot,
+                key,
+                &signal.candidate,
+                now,
+                Some(&signal),
+                reply,
+            );
         }
+        self.release_reply(reply, None);
+    }
+
+    fn open_reply(&mut self, tx: oneshot::Sender<PageOutcome>) -> ReplyId {
+        let id = self.next_reply;
+        self.next_reply = self.next_reply.wrapping_add(1);
+        self.replies.insert(
+            id,
+            PendingReply {
+                tx,
+                open: 1,
+                failure: None,
+            },
+        );
+        id
+    }
+
+    /// One more decision the signal's reply waits for.
+    fn hold_reply(&mut self, id: Option<ReplyId>) {
+        if let Some(pending) = id.and_then(|id| self.replies.get_mut(&id)) {
+            pending.open += 1;
+        }
+    }
+
+    /// One decision of the signal is settled (`failure`: not durable); the last one answers.
+    fn release_reply(&mut self, id: Option<ReplyId>, failure: Option<String>) {
+        let Some(id) = id else {
+            return;
+        };
+        let Some(pending) = self.replies.get_mut(&id) else {
+            return;
+        };
+        if pending.failure.is_none() {
+            pending.failure = failure;
+        }
+        pending.open = pending.open.saturating_sub(1);
+        if pending.open > 0 {
+            return;
+        }
+        if let Some(done) = self.replies.remove(&id) {
+            let outcome = match done.failure {
+                None => PageOutcome::Settled,
+                Some(error) => PageOutcome::Failed(error),
+            };
+            // The webhook may have stopped waiting (its own deadline): nobody to tell.
+            let _ = done.tx.send(outcome);
+        }
+    }
+
+    /// Writes a resolve on the group's newest page (`spec.source.resolvedAt`), so it outlives
+    /// this process: a restarted pager reopens the repeat window from it, and the AlertCall
+    /// controller cancels that page if it is still waiting out its group wait.
+    fn record_resolve(
+        &mut self,
+        route: &RouteKey,
+        key: &GroupKey,
+        at: Timestamp,
+        reply: Option<ReplyId>,
+    ) {
+        let id: GroupId = (route.namespace.clone(), group_hash(route, key));
+        let Some(page) = self.pages.latest(&id) else {
+            return;
+        };
+        // NB: a resolve from before the page neither reopens its window nor may cancel it.
+        if at < page.created || page.resolved_at.is_some_and(|known| known >= at) {
+            return;
+        }
+        let page = (route.namespace.clone(), page.name.clone());
+        if let Some(record) = self.pages.find_mut(&page) {
+            record.resolved_at = Some(at);
+        }
+        if let Some(waiting) = self.in_flight.get_mut(&page) {
+            // Written once the create lands (see on_done); the reply waits for that.
+            waiting.extend(reply);
+            self.hold_reply(reply);
+            return;
+        }
+        self.hold_reply(reply);
+        self.patch_resolved(page, at, reply.into_iter().collect());
+    }
+
+    fn patch_resolved(&mut self, page: (String, String), at: Timestamp, replies: Vec<ReplyId>) {
+        let api: Api<AlertCall> = Api::namespaced(self.ctx.client.clone(), &page.0);
+        let patch = json!({ "spec": { "source": { "resolvedAt": at.to_string() } } });
+        self.jobs.spawn(async move {
+            let result = api
+                .patch(&page.1, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            Done::Resolved {
+                page,
+                replies,
+                result,
+            }
+        });
     }
 
     /// The group's newest page already saw this signal's last occurrence.
@@ -388,6 +566,7 @@ impl PagerTask {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn decide_group(
         &mut self,
         route: &CompiledRoute,
@@ -396,23 +575,37 @@ impl PagerTask {
         candidate: &Candidate,
         now: Timestamp,
         signal: Option<&Signal>,
+        reply: Option<ReplyId>,
     ) {
         let leader = self.ctx.leader.is_leader();
         let id: GroupId = (route.key.namespace.clone(), group_hash(&route.key, &key));
         let mut state = self.tracker.state(&route.key, &key);
-        // NB: the last page comes from AlertCalls (and pages this process just decided), never
-        // from memory alone, so a restarted or newly elected replica does not page a group again.
+        // NB: the last page and the last resolve come from AlertCalls (and what this process
+        // just decided), never from memory alone, so a restarted or newly elected replica
+        // neither pages a group again nor forgets that a resolve reopened its window.
         state.last_page = self.pages.latest(&id).map(|page| page.created);
+        state.resolved_at = state.resolved_at.max(self.pages.resolved_at(&id));
         let group = (route.key.clone(), key.clone());
         match decide(&route.key, &key, &route.route.spec.grouping, &state, now) {
-            Decision::Page { name, .. } => {
+            Decision::Page {
+                name, not_before, ..
+            } => {
                 self.held.remove(&group);
-                if !leader {
+                // NB: every replica sees every Event, so only the leader pages for them (see the
+                // module doc); an alert reached this replica alone, so it pages here.
+                if !leader && !matches!(candidate, Candidate::Alert(_)) {
                     self.deferred.insert(group, (candidate.clone(), now));
                     return;
                 }
                 self.deferred.remove(&group);
-                self.page(route, snapshot, key, candidate, &name, id, now);
+                let page = NewPage {
+                    name: &name,
+                    id,
+                    now,
+                    not_before,
+                    reply,
+                };
+                self.page(route, snapshot, key, candidate, page);
             }
             Decision::Suppress { .. } => {
                 if leader && signal.is_some() {
@@ -423,31 +616,37 @@ impl PagerTask {
                         .get_or_create(&route_labels(&route.key))
                         .inc();
                 }
-                if let (Some(signal), Some(page)) = (signal, self.pages.latest(&id)) {
-                    self.count(&route.key.namespace, page.clone(), signal);
-                }
-            }
-            Decision::WaitUntil(at) => {
-                self.held.insert(group.clone(), candidate.clone());
-                let queue = self.waiting.entry(at).or_default();
-                if !queue.contains(&group) {
-                    queue.push(group);
+                if let Some(page) = self.pages.latest(&id).cloned() {
+                    // NB: the page this signal joins may still be on its way: the signal is
+                    // settled only once it is there.
+                    let creating = (route.key.namespace.clone(), page.name.clone());
+                    if let Some(waiting) = self.in_flight.get_mut(&creating) {
+                        waiting.extend(reply);
+                        self.hold_reply(reply);
+                    }
+                    if let Some(signal) = signal {
+                        self.count(&route.key.namespace, page, signal);
+                    }
                 }
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn page(
         &mut self,
         route: &CompiledRoute,
         snapshot: &RouteSnapshot,
         key: GroupKey,
         candidate: &Candidate,
-        name: &str,
-        id: GroupId,
-        now: Timestamp,
+        new: NewPage<'_>,
     ) {
+        let NewPage {
+            name,
+            id,
+            now,
+            not_before,
+            reply,
+        } = new;
         let template = snapshot.template_of(route);
         let built = build_alert_call(
             PageRequest {
@@ -456,6 +655,7 @@ impl PagerTask {
                 group_key: &key,
                 name,
                 now,
+                not_before,
             },
             candidate,
         );
@@ -474,8 +674,14 @@ impl PagerTask {
                 created: now,
                 last_seen: built.call.spec.source.last_seen.as_ref().map(|t| t.0),
                 count: built.call.spec.source.count,
+                resolved_at: None,
             },
         );
+        self.in_flight
+            .entry((route.key.namespace.clone(), name.to_string()))
+            .or_default()
+            .extend(reply);
+        self.hold_reply(reply);
         let api: Api<AlertCall> = Api::namespaced(self.ctx.client.clone(), &route.key.namespace);
         let call = built.call;
         let namespace = route.key.namespace.clone();
@@ -522,59 +728,133 @@ impl PagerTask {
                 candidate,
                 name,
                 result,
-            } => match result {
-                Ok(call) => {
-                    tracing::info!(namespace = %namespace, alertcall = %name, route = %group.0, group = %group.1, "paged");
-                    self.ctx
-                        .metrics
-                        .pages
-                        .get_or_create(&route_labels(&group.0))
-                        .inc();
-                    self.stats
-                        .update(&group.0, |a| a.last_alert_call = Some(name.clone()));
-                    if let Some((id, record)) = record_of(&call) {
-                        self.pages.upsert(id, record);
+            } => {
+                let page = (namespace.clone(), name.clone());
+                let waiting = self.in_flight.remove(&page).unwrap_or_default();
+                let failure = match &result {
+                    Ok(_) => None,
+                    Err(kube::Error::Api(status)) if status.code == 409 => None,
+                    Err(error) => Some(format!(
+                        "cannot create AlertCall {namespace}/{name}: {error}"
+                    )),
+                };
+                // A resolve that came while the create was in flight is written now.
+                let resolved = self.pages.find_mut(&page).and_then(|r| r.resolved_at);
+                let written = match &result {
+                    Ok(call) => call.spec.source.resolved_at.as_ref().map(|t| t.0),
+                    Err(_) => None,
+                };
+                self.on_created(namespace, id, group, candidate, name, result);
+                match resolved {
+                    Some(at) if failure.is_none() && written < Some(at) => {
+                        self.patch_resolved(page, at, waiting);
+                    }
+                    _ => {
+                        for reply in waiting {
+                            self.release_reply(Some(reply), failure.clone());
+                        }
                     }
                 }
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    // Another replica, a previous process or a duplicate signal made it first.
-                    tracing::debug!(namespace = %namespace, alertcall = %name, "page exists already");
-                }
-                Err(error) => {
-                    tracing::error!(namespace = %namespace, alertcall = %name, %error, "cannot create the AlertCall; retrying");
-                    self.ctx.metrics.reconcile_error("pager", "CreateFailed");
-                    self.pages.remove(&id, &name);
-                    let at = Timestamp::now()
-                        .saturating_add(CREATE_RETRY)
-                        .unwrap_or_else(|_| Timestamp::now());
-                    self.held.insert(group.clone(), *candidate);
-                    self.waiting.entry(at).or_default().push(group);
-                }
-            },
+            }
             Done::Patched {
                 page,
                 pending,
                 result,
-            } => match result {
-                Ok(call) => {
-                    if let Some((id, record)) = record_of(&call) {
-                        self.pages.upsert(id, record);
-                    }
-                }
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(error) => {
-                    tracing::warn!(alertcall = %page.1, %error, "updating page counters");
-                    if let Some(record) = self.pages.find_mut(&page) {
-                        if pending.counted {
-                            record.count = record.count.map(|c| c - pending.add);
+            } => self.on_patched(page, pending, result),
+            Done::Resolved {
+                page,
+                replies,
+                result,
+            } => {
+                let failure = match result {
+                    Ok(call) => {
+                        if let Some((id, record)) = record_of(&call) {
+                            self.pages.upsert(id, record);
                         }
+                        None
                     }
-                    let retry = self.counters.entry(page).or_default();
-                    retry.add += pending.add;
-                    retry.counted |= pending.counted;
-                    retry.last_seen = retry.last_seen.max(pending.last_seen);
+                    // Deleted meanwhile: nothing left to cancel, and this process remembers.
+                    Err(kube::Error::Api(status)) if status.code == 404 => None,
+                    Err(error) => {
+                        tracing::warn!(namespace = %page.0, alertcall = %page.1, %error, "recording a resolve");
+                        Some(format!(
+                            "cannot record the resolve on AlertCall {}/{}: {error}",
+                            page.0, page.1
+                        ))
+                    }
+                };
+                for reply in replies {
+                    self.release_reply(Some(reply), failure.clone());
                 }
-            },
+            }
+        }
+    }
+
+    fn on_created(
+        &mut self,
+        namespace: String,
+        id: GroupId,
+        group: (RouteKey, GroupKey),
+        candidate: Box<Candidate>,
+        name: String,
+        result: Result<AlertCall, kube::Error>,
+    ) {
+        match result {
+            Ok(call) => {
+                tracing::info!(namespace = %namespace, alertcall = %name, route = %group.0, group = %group.1, "paged");
+                self.ctx
+                    .metrics
+                    .pages
+                    .get_or_create(&route_labels(&group.0))
+                    .inc();
+                self.stats
+                    .update(&group.0, |a| a.last_alert_call = Some(name.clone()));
+                if let Some((id, record)) = record_of(&call) {
+                    self.pages.upsert(id, record);
+                }
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                // Another replica, a previous process or a duplicate signal made it first.
+                tracing::debug!(namespace = %namespace, alertcall = %name, "page exists already");
+            }
+            Err(error) => {
+                tracing::error!(namespace = %namespace, alertcall = %name, %error, "cannot create the AlertCall; retrying");
+                self.ctx.metrics.reconcile_error("pager", "CreateFailed");
+                self.pages.remove(&id, &name);
+                let at = Timestamp::now()
+                    .saturating_add(CREATE_RETRY)
+                    .unwrap_or_else(|_| Timestamp::now());
+                self.held.insert(group.clone(), *candidate);
+                self.waiting.entry(at).or_default().push(group);
+            }
+        }
+    }
+
+    fn on_patched(
+        &mut self,
+        page: (String, String),
+        pending: PendingCounter,
+        result: Result<AlertCall, kube::Error>,
+    ) {
+        match result {
+            Ok(call) => {
+                if let Some((id, record)) = record_of(&call) {
+                    self.pages.upsert(id, record);
+                }
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => {
+                tracing::warn!(alertcall = %page.1, %error, "updating page counters");
+                if let Some(record) = self.pages.find_mut(&page) {
+                    if pending.counted {
+                        record.count = record.count.map(|c| c - pending.add);
+                    }
+                }
+                let retry = self.counters.entry(page).or_default();
+                retry.add += pending.add;
+                retry.counted |= pending.counted;
+                retry.last_seen = retry.last_seen.max(pending.last_seen);
+            }
         }
     }
 
@@ -589,7 +869,7 @@ impl PagerTask {
                 };
                 match snapshot.index.get(&group.0) {
                     Some(route) if route.matches(&candidate) => {
-                        self.decide_group(route, &snapshot, group.1, &candidate, now, None);
+                        self.decide_group(route, &snapshot, group.1, &candidate, now, None, None);
                     }
                     _ => {
                         self.held.remove(&group);
@@ -632,7 +912,7 @@ impl PagerTask {
             }
             if let Some(route) = snapshot.index.get(&route_key) {
                 if route.matches(&candidate) {
-                    self.decide_group(route, &snapshot, key, &candidate, now, None);
+                    self.decide_group(route, &snapshot, key, &candidate, now, None, None);
                 }
             }
         }
@@ -674,6 +954,16 @@ impl PagerTask {
     }
 }
 
+/// What [`PagerTask::page`] creates, beyond the route and candidate.
+struct NewPage<'a> {
+    name: &'a str,
+    id: GroupId,
+    now: Timestamp,
+    /// The group wait's end: the page is created now and dialed then.
+    not_before: Option<Timestamp>,
+    reply: Option<ReplyId>,
+}
+
 fn route_labels(key: &RouteKey) -> RouteLabels {
     RouteLabels {
         namespace: key.namespace.clone(),
@@ -688,6 +978,7 @@ mod tests {
     use crate::controller::alert_route::RouteActivity;
     use crate::controller::Config;
     use crate::routing::{AlertCandidate, RouteIndex};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     /// A pager on a client that reaches nothing: decisions only (creates fail in the background).
     fn pager(spec: AlertRouteSpec) -> (PagerTask, RouteStats) {
@@ -725,6 +1016,7 @@ mod tests {
             occurrences: 1,
             received: last_seen,
             replay,
+            reply: None,
         }
     }
 
@@ -766,6 +1058,7 @@ mod tests {
                 created: long_ago,
                 last_seen: Some(long_ago),
                 count: Some(1),
+                resolved_at: None,
             },
         );
         pager.on_signal(signal);
@@ -796,6 +1089,7 @@ mod tests {
             occurrences: 1,
             received: Timestamp::now(),
             replay: false,
+            reply: None,
         };
         pager.on_signal(alert(crate::routing::AlertStatus::Firing));
         pager.on_signal(alert(crate::routing::AlertStatus::Firing));
@@ -805,12 +1099,197 @@ mod tests {
         assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 2);
     }
 
+    fn alert_route_spec() -> AlertRouteSpec {
+        let mut spec = crate::fixtures::route_spec();
+        spec.alertmanager = Some(crate::api::AlertmanagerSpec {
+            matchers: vec!["severity=critical".into()],
+            bearer_token_secret_ref: crate::api::SecretKeyRef {
+                name: "t".into(),
+                key: "token".into(),
+            },
+        });
+        spec
+    }
+
+    fn alert_signal(
+        severity: &str,
+        status: crate::routing::AlertStatus,
+        reply: Option<oneshot::Sender<PageOutcome>>,
+    ) -> Signal {
+        Signal {
+            candidate: Candidate::Alert(AlertCandidate {
+                labels: BTreeMap::from([("severity".to_string(), severity.to_string())]),
+                status,
+                route: RouteKey::new("prod", "r"),
+                ..Default::default()
+            }),
+            occurrences: 1,
+            received: Timestamp::now(),
+            replay: false,
+            reply,
+        }
+    }
+
+    fn group_of(signal: &Signal) -> GroupId {
+        let key = GroupKey::of(
+            &crate::api::GroupingSpec::default().group_by,
+            &signal.candidate,
+        );
+        (
+            "prod".to_string(),
+            group_hash(&RouteKey::new("prod", "r"), &key),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_group_wait_makes_the_page_at_once_and_later_signals_only_count() {
+        let mut spec = crate::fixtures::route_spec();
+        spec.grouping.group_wait_seconds = 30;
+        let (mut pager, stats) = pager(spec);
+        let now = Timestamp::now();
+        pager.on_signal(backoff(1, now, false));
+        // Nothing is held in memory: the page is on its way to the API server, waiting there.
+        assert!(pager.held.is_empty() && pager.waiting.is_empty());
+        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 1);
+        pager.on_signal(backoff(2, now, false));
+        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 1);
+        assert_eq!(activity(&stats).suppressed, 1);
+    }
+
+    #[tokio::test]
+    async fn a_resolve_recorded_on_the_page_reopens_the_window_after_a_restart() {
+        let spec = alert_route_spec();
+        let firing = || alert_signal("critical", crate::routing::AlertStatus::Firing, None);
+        let id = group_of(&firing());
+        let now = Timestamp::now();
+        let paged = PageRecord {
+            name: "r-0123456789".into(),
+            created: now - SignedDuration::from_secs(100),
+            last_seen: None,
+            count: None,
+            resolved_at: None,
+        };
+        for (resolved, pages) in [(None, 1), (Some(now - SignedDuration::from_secs(50)), 2)] {
+            // A fresh process: its tracker knows nothing, the AlertCalls tell.
+            let (mut pager, _) = pager(spec.clone());
+            let record = PageRecord {
+                resolved_at: resolved,
+                ..paged.clone()
+            };
+            pager.pages.upsert(id.clone(), record);
+            pager.on_signal(firing());
+            let made = pager.pages.groups.values().map(Vec::len).sum::<usize>();
+            assert_eq!(made, pages, "resolved at {resolved:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_resolve_is_written_on_the_newest_page_only_when_it_is_news() {
+        let (mut pager, _) = pager(alert_route_spec());
+        let now = Timestamp::now();
+        let resolved = || {
+            let mut signal = alert_signal("critical", crate::routing::AlertStatus::Resolved, None);
+            if let Candidate::Alert(alert) = &mut signal.candidate {
+                alert.ends_at = Some(now - SignedDuration::from_secs(10));
+            }
+            signal
+        };
+        let id = group_of(&resolved());
+        // No page: nothing to write.
+        pager.on_signal(resolved());
+        assert!(pager.jobs.is_empty());
+        let record = |resolved_at| PageRecord {
+            name: "r-0123456789".into(),
+            created: now - SignedDuration::from_secs(100),
+            last_seen: None,
+            count: None,
+            resolved_at,
+        };
+        pager.pages.upsert(id.clone(), record(None));
+        pager.on_signal(resolved());
+        assert_eq!(pager.jobs.len(), 1);
+        assert!(pager.pages.resolved_at(&id).is_some());
+        // Already recorded (a duplicate from another Alertmanager): no second write.
+        pager.on_signal(resolved());
+        assert_eq!(pager.jobs.len(), 1);
+    }
+
+    #[test]
+    fn the_index_rebuilds_resolves_from_listed_alert_calls() {
+        let call = |name: &str, created: i64, resolved: Option<i64>| {
+            let mut spec = crate::fixtures::alert_call_spec();
+            spec.source.resolved_at = resolved.map(|t| Time(crate::fixtures::at(t)));
+            let mut call = AlertCall::new(name, spec);
+            call.metadata.namespace = Some("prod".into());
+            call.metadata.creation_timestamp = Some(Time(crate::fixtures::at(created)));
+            call.metadata.labels = Some(BTreeMap::from([(
+                LABEL_GROUP_HASH.to_string(),
+                "abc".to_string(),
+            )]));
+            DeserializeGuard(Ok(call))
+        };
+        let id = ("prod".to_string(), "abc".to_string());
+        let mut index = PageIndex::default();
+        assert!(!index.on_event(watcher::Event::Init));
+        index.on_event(watcher::Event::InitApply(call("a", 100, Some(150))));
+        index.on_event(watcher::Event::InitApply(call("b", 200, None)));
+        assert_eq!(index.resolved_at(&id), None, "only complete lists count");
+        assert!(index.on_event(watcher::Event::InitDone));
+        assert_eq!(index.resolved_at(&id), Some(crate::fixtures::at(150)));
+        assert_eq!(index.latest(&id).map(|r| r.name.as_str()), Some("b"));
+        // A later resolve written on the newest page, seen through the watch.
+        index.on_event(watcher::Event::Apply(call("b", 200, Some(250))));
+        assert_eq!(index.resolved_at(&id), Some(crate::fixtures::at(250)));
+        // A stale event does not take a recorded resolve back.
+        index.on_event(watcher::Event::Apply(call("b", 200, None)));
+        assert_eq!(index.resolved_at(&id), Some(crate::fixtures::at(250)));
+    }
+
+    /// Runs the pager's finished jobs through `on_done`, as its loop does.
+    async fn finish_jobs(pager: &mut PagerTask) {
+        while let Some(done) = pager.jobs.join_next().await {
+            if let Ok(done) = done {
+                pager.on_done(done);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn replies_wait_for_the_create_and_carry_its_failure() {
+        let (mut pager, _) = pager(alert_route_spec());
+        let (first, first_rx) = oneshot::channel();
+        let (second, mut second_rx) = oneshot::channel();
+        let (other, other_rx) = oneshot::channel();
+        let firing = crate::routing::AlertStatus::Firing;
+        pager.on_signal(alert_signal("critical", firing, Some(first)));
+        // The same group while its create is in flight: settled only with the create.
+        pager.on_signal(alert_signal("critical", firing, Some(second)));
+        assert!(second_rx.try_recv().is_err());
+        // An alert no route matches is settled at once.
+        pager.on_signal(alert_signal("info", firing, Some(other)));
+        assert_eq!(other_rx.await.ok(), Some(PageOutcome::Settled));
+        // This pager's API server is unreachable: the create fails, and both hear it.
+        finish_jobs(&mut pager).await;
+        for rx in [first_rx, second_rx] {
+            match rx.await {
+                Ok(PageOutcome::Failed(error)) => {
+                    assert!(error.contains("cannot create AlertCall prod/r-"), "{error}")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(pager.replies.is_empty() && pager.in_flight.is_empty());
+        // The pager retries on its own too (an Event's page has nobody else to retry it).
+        assert_eq!(pager.held.len(), 1);
+    }
+
     fn record(name: &str, created: i64, count: Option<i64>) -> PageRecord {
         PageRecord {
             name: name.into(),
             created: crate::fixtures::at(created),
             last_seen: Some(crate::fixtures::at(created)),
             count,
+            resolved_at: None,
         }
     }
 

@@ -167,13 +167,44 @@ fn decide(plan: &mut Plan<'_>) {
         plan.finish(Phase::Cancelled, reason, message.into());
         return;
     }
-    if plan.status.phase == Phase::Pending {
+    if holds_for_group_wait(plan) {
+        return;
+    }
+    if matches!(plan.status.phase, Phase::Pending | Phase::Waiting) {
         plan.start();
     }
     match plan.policy.strategy.mode {
         Mode::Sequential => sequential::advance(plan),
         Mode::Simultaneous => simultaneous::advance(plan),
     }
+}
+
+/// A page with `spec.notBefore` that has not started holds until then, in phase `Waiting`, and
+/// wakes exactly then. Resolved before the wait ended, it is cancelled: the group wait exists so
+/// that signals which clear by themselves never ring anyone. True while the page holds (or was
+/// just cancelled).
+fn holds_for_group_wait(plan: &mut Plan<'_>) -> bool {
+    if !matches!(plan.status.phase, Phase::Pending | Phase::Waiting) {
+        return false;
+    }
+    let Some(not_before) = plan.call.not_before.as_ref().map(|t| t.0) else {
+        return false;
+    };
+    plan.status.not_before = Some(Time(not_before));
+    let resolved = plan.call.source.resolved_at.as_ref().map(|t| t.0);
+    if let Some(resolved) = resolved.filter(|at| *at < not_before) {
+        let message = format!(
+            "resolved during group wait: resolved at {resolved}, the wait ended at {not_before}"
+        );
+        plan.finish(Phase::Cancelled, "ResolvedDuringGroupWait", message);
+        return true;
+    }
+    if plan.now < not_before {
+        plan.status.phase = Phase::Waiting;
+        plan.wake(not_before);
+        return true;
+    }
+    false
 }
 
 /// The decision under construction, shared by the strategies.
@@ -794,6 +825,196 @@ mod tests {
         };
         let d = step(&policy, &spec, &pending(), at(0), &wide);
         assert_eq!(dial_ids(&d), vec!["r1-bob"]);
+    }
+
+    // ---- Group wait (spec.notBefore) ----------------------------------------------------------
+
+    #[test]
+    fn a_page_holds_until_not_before_unless_resolved_first() {
+        struct Case {
+            name: &'static str,
+            not_before: Option<i64>,
+            resolved: Option<i64>,
+            acknowledged: bool,
+            now: i64,
+            phase: Phase,
+            dials: Vec<&'static str>,
+            wake: Option<i64>,
+            reason: Option<&'static str>,
+        }
+        let case = |name, not_before, resolved, now, phase, dials, wake, reason| Case {
+            name,
+            not_before,
+            resolved,
+            acknowledged: false,
+            now,
+            phase,
+            dials,
+            wake,
+            reason,
+        };
+        let grace = INTENT_GRACE.as_secs();
+        let mut table = vec![
+            case(
+                "waits",
+                Some(130),
+                None,
+                100,
+                Phase::Waiting,
+                vec![],
+                Some(130),
+                None,
+            ),
+            case(
+                "dials when the wait is over",
+                Some(130),
+                None,
+                130,
+                Phase::Calling,
+                vec!["r1-alice"],
+                Some(130 + grace),
+                None,
+            ),
+            case(
+                "dials late after downtime",
+                Some(130),
+                None,
+                900,
+                Phase::Calling,
+                vec!["r1-alice"],
+                Some(900 + grace),
+                None,
+            ),
+            case(
+                "no notBefore dials at once",
+                None,
+                None,
+                100,
+                Phase::Calling,
+                vec!["r1-alice"],
+                Some(100 + grace),
+                None,
+            ),
+            case(
+                "a resolve without notBefore changes nothing",
+                None,
+                Some(90),
+                100,
+                Phase::Calling,
+                vec!["r1-alice"],
+                Some(100 + grace),
+                None,
+            ),
+            case(
+                "resolved during the wait",
+                Some(130),
+                Some(110),
+                120,
+                Phase::Cancelled,
+                vec![],
+                None,
+                Some("ResolvedDuringGroupWait"),
+            ),
+            case(
+                "resolved during the wait, seen later",
+                Some(130),
+                Some(110),
+                500,
+                Phase::Cancelled,
+                vec![],
+                None,
+                Some("ResolvedDuringGroupWait"),
+            ),
+            case(
+                "resolved after the wait ended",
+                Some(130),
+                Some(140),
+                150,
+                Phase::Calling,
+                vec!["r1-alice"],
+                Some(150 + grace),
+                None,
+            ),
+        ];
+        table.push(Case {
+            acknowledged: true,
+            ..case(
+                "acknowledged with kubectl while waiting",
+                Some(130),
+                None,
+                100,
+                Phase::Acknowledged,
+                vec![],
+                None,
+                Some("AcknowledgedByKubectl"),
+            )
+        });
+        for c in table {
+            let mut spec = alert_call_spec();
+            spec.not_before = c.not_before.map(|t| Time(at(t)));
+            spec.source.resolved_at = c.resolved.map(|t| Time(at(t)));
+            spec.acknowledged = c.acknowledged;
+            let d = step(
+                &sequential(),
+                &spec,
+                &pending(),
+                at(c.now),
+                &StepContext::default(),
+            );
+            assert_eq!(d.status.phase, c.phase, "{}", c.name);
+            assert_eq!(dial_ids(&d), c.dials, "{}", c.name);
+            assert_eq!(d.wake_at(), c.wake.map(at), "{}", c.name);
+            assert_eq!(finish(&d).map(|f| f.1), c.reason, "{}", c.name);
+            if !c.acknowledged {
+                assert_eq!(d.status.not_before, spec.not_before, "{}", c.name);
+            }
+            // Replayed on its own result at the same time, the decision holds still.
+            let again = step(
+                &sequential(),
+                &spec,
+                &d.status,
+                at(c.now),
+                &StepContext::default(),
+            );
+            assert!(dial_ids(&again).is_empty(), "{}", c.name);
+            assert_eq!(again.status.phase, c.phase, "{}", c.name);
+        }
+    }
+
+    #[test]
+    fn a_waiting_page_dials_at_its_wake_and_a_later_resolve_does_not_stop_it() {
+        let mut spec = alert_call_spec();
+        spec.not_before = Some(Time(at(130)));
+        let waiting = step(
+            &sequential(),
+            &spec,
+            &pending(),
+            at(100),
+            &StepContext::default(),
+        );
+        assert_eq!(waiting.status.phase, Phase::Waiting);
+        let woken = waiting.wake_at().unwrap_or_else(|| panic!("no wake"));
+        let calling = step(
+            &sequential(),
+            &spec,
+            &waiting.status,
+            woken,
+            &StepContext::default(),
+        );
+        assert_eq!(dial_ids(&calling), vec!["r1-alice"]);
+        assert_eq!(calling.status.started_at, Some(Time(at(130))));
+        // Once it rings, only a human stops it: a resolve recorded now (even one dated during
+        // the wait, as Alertmanager's endsAt may be) does not cancel the page.
+        spec.source.resolved_at = Some(Time(at(120)));
+        let later = step(
+            &sequential(),
+            &spec,
+            &calling.status,
+            at(131),
+            &StepContext::default(),
+        );
+        assert_eq!(later.status.phase, Phase::Calling);
+        assert!(finish(&later).is_none());
     }
 
     // ---- Acknowledged from kubectl, withdrawn, limits, refusals -------------------------------

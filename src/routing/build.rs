@@ -51,6 +51,8 @@ pub struct PageRequest<'a> {
     /// From [`super::group::decide`].
     pub name: &'a str,
     pub now: Timestamp,
+    /// From [`super::group::decide`]: the end of the group wait, carried as `spec.notBefore`.
+    pub not_before: Option<Timestamp>,
 }
 
 /// The AlertCall to create, and the template error if the summary fell back to plain text (for
@@ -189,8 +191,10 @@ pub fn build_alert_call(request: PageRequest<'_>, candidate: &Candidate) -> Buil
                 first_seen: Some(Time(first_seen)),
                 last_seen: Some(Time(last_seen)),
                 count: candidate.count(),
+                resolved_at: None,
             },
             acknowledged: false,
+            not_before: request.not_before.map(Time),
         },
         status: None,
     };
@@ -267,6 +271,7 @@ mod tests {
                 group_key: &key,
                 name: &name,
                 now: ts(200),
+                not_before: None,
             },
             candidate,
         )
@@ -315,6 +320,25 @@ mod tests {
             Some("BackOff")
         );
         assert!(!call.spec.acknowledged);
+        assert_eq!(call.spec.not_before, None);
+    }
+
+    #[test]
+    fn the_group_wait_is_carried_in_the_spec() {
+        let route = route("r");
+        let key = GroupKey::of(&route.spec.grouping.group_by, &backoff());
+        let request = PageRequest {
+            route: &route,
+            policy_template: DEFAULT_TEMPLATE,
+            group_key: &key,
+            name: "r-0123456789",
+            now: ts(200),
+            not_before: Some(ts(230)),
+        };
+        let built = build_alert_call(request, &backoff());
+        // NB: status is a subresource the create ignores; only the spec can carry the wait.
+        assert_eq!(built.call.spec.not_before, Some(Time(ts(230))));
+        assert!(built.call.status.is_none());
     }
 
     #[test]

@@ -173,12 +173,16 @@ impl GroupState {
 /// What to do with a firing signal of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Create the AlertCall with this name.
-    Page { name: String, window: Window },
+    /// Create the AlertCall with this name now. `not_before` is set while a new group's
+    /// `groupWaitSeconds` runs: the page exists at once (so the wait survives restarts and later
+    /// signals only count), and is not dialed before then.
+    Page {
+        name: String,
+        window: Window,
+        not_before: Option<Timestamp>,
+    },
     /// The group paged within the repeat window; counts as suppressed. It may page again at `until`.
     Suppress { until: Timestamp },
-    /// A new group waits for `groupWaitSeconds`; decide again at this time.
-    WaitUntil(Timestamp),
 }
 
 /// The sliding-window decision for a firing signal of `key` on `route` at `now`.
@@ -202,22 +206,31 @@ pub fn decide(
         }
     }
     let new_group = state.last_page.is_none() || reopened.is_some();
+    let mut not_before = None;
     if new_group && grouping.group_wait_seconds > 0 {
         let mut start = state.first_seen.unwrap_or(now);
         if let Some(resolved) = reopened {
             start = start.max(resolved);
         }
         let wait = SignedDuration::from_secs(i64::from(grouping.group_wait_seconds));
-        let until = start.saturating_add(wait).unwrap_or(start);
-        if now < until {
-            return Decision::WaitUntil(until);
-        }
+        let until = ceil_second(start.saturating_add(wait).unwrap_or(start));
+        not_before = (now < until).then_some(until);
     }
     let window = Window::at(now, grouping.repeat_interval_seconds, reopened);
     Decision::Page {
         name: alert_call_name(route, key, &window),
         window,
+        not_before,
     }
+}
+
+/// NB: `spec.notBefore` is a metav1.Time, stored in whole seconds; rounded up, the stored time
+/// never ends a wait early.
+fn ceil_second(at: Timestamp) -> Timestamp {
+    if at.subsec_nanosecond() == 0 {
+        return at;
+    }
+    Timestamp::from_second(at.as_second().saturating_add(1)).unwrap_or(at)
 }
 
 /// In-memory group states of one replica: what it saw since it started. Pure bookkeeping; the
@@ -467,6 +480,7 @@ mod tests {
     enum Want {
         Page,
         Suppress(i64),
+        /// A page created now, not dialed before this time.
         Wait(i64),
     }
 
@@ -560,11 +574,34 @@ mod tests {
         let key = GroupKey("g".into());
         for (name, grouping, state, now, want) in table {
             let got = match decide(&route, &key, &grouping, &state, ts(now)) {
-                Decision::Page { .. } => Want::Page,
+                Decision::Page {
+                    not_before: None, ..
+                } => Want::Page,
+                Decision::Page {
+                    not_before: Some(until),
+                    ..
+                } => Want::Wait(until.as_second()),
                 Decision::Suppress { until } => Want::Suppress(until.as_second()),
-                Decision::WaitUntil(until) => Want::Wait(until.as_second()),
             };
             assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_group_wait_ends_on_a_whole_second_never_early() {
+        let route = RouteKey::new("prod", "r");
+        let key = GroupKey("g".into());
+        let now = ts(1000) + SignedDuration::from_millis(250);
+        let state = GroupState {
+            first_seen: Some(now),
+            ..GroupState::default()
+        };
+        match decide(&route, &key, &grouping(30, 3600), &state, now) {
+            Decision::Page {
+                not_before: Some(at),
+                ..
+            } => assert_eq!(at, ts(1031)),
+            other => panic!("{other:?}"),
         }
     }
 

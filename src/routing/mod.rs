@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  source ─> Candidate ─> RouteIndex::matching ─> for each route: GroupKey::of ─> decide(state, now)
-//!                                                   Page { name } ─> build_alert_call ─> create
-//!                                                   Suppress / WaitUntil ─> route status, requeue
+//!                                                   Page { name, not_before } ─> build_alert_call ─> create
+//!                                                   Suppress ─> route status, page counters
 //! ```
 //! The controller rebuilds the [`RouteIndex`] when an AlertRoute changes and reads each route's
 //! matcher and selector errors from it for the `Ready` condition.

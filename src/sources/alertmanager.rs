@@ -3,10 +3,14 @@
 //!
 //! - Fail closed, and alike: an unknown route, a route without `alertmanager`, a missing Secret
 //!   or key and a wrong token all answer the same 401, so callers learn nothing about which.
-//! - The answer does not wait for AlertCalls: alerts are queued to the pager and acknowledged
-//!   (the token is cached briefly, so a request usually costs no API call at all).
-//! - A replica that does not lead answers 503: Alertmanager retries, and sooner or later
-//!   reaches the leader, instead of an alert being accepted and then dropped.
+//! - 200 means durable: the answer waits until the pager settled every alert of the payload
+//!   (its AlertCall created or found existing, its resolve written, or it was suppressed or
+//!   matched nothing). A failed create, a full queue or no answer within [`REPLY_TIMEOUT`]
+//!   answers 503 with Retry-After and the error, so Alertmanager sends it again. The token is
+//!   cached briefly, so a request usually costs one AlertCall create at most.
+//! - Any replica takes webhooks, leader or not: AlertCall names are deterministic per group and
+//!   window, so creates from several replicas meet in one object, and only the leader dials
+//!   (see [`crate::controller::pages`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,9 +29,10 @@ use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::oneshot;
 
 use crate::controller::alert_route::Routes;
-use crate::controller::pages::{Pager, Signal};
+use crate::controller::pages::{PageOutcome, Pager, Signal};
 use crate::controller::Context;
 use crate::routing::{AlertCandidate, AlertStatus, Candidate, RouteKey};
 
@@ -39,6 +44,10 @@ const MISSING_TTL: Duration = Duration::from_secs(2);
 /// body (thousands of alerts with their labels and annotations come to a few MiB), and the whole
 /// body is held in memory while it is parsed.
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// The longest the webhook waits for the pager to settle a payload before answering 503: an
+/// API server that neither accepts nor refuses must not hold Alertmanager's notification, which
+/// is sent again on a 5xx. A create normally settles in milliseconds.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The webhook payload, version 4 (fields alertcall does not use are ignored).
 #[derive(Debug, Clone, Deserialize)]
@@ -285,29 +294,61 @@ async fn receive(
         Ok(payload) => payload,
         Err(error) => return answer(StatusCode::BAD_REQUEST, &error.to_string()),
     };
-    if !hook.ctx.leader.is_leader() {
-        return unavailable("this replica does not lead; retry");
-    }
     let received = Timestamp::now();
     let alerts = payload.candidates(&key);
     let accepted = alerts.len();
+    let mut outcomes = Vec::with_capacity(accepted);
     for alert in alerts {
+        let (reply, outcome) = oneshot::channel();
         let signal = Signal {
             candidate: Candidate::Alert(alert),
             occurrences: 1,
             received,
             replay: false,
+            reply: Some(reply),
         };
         if hook.pager.try_send(signal).is_err() {
             return unavailable("busy; retry");
         }
+        outcomes.push(outcome);
     }
-    tracing::debug!(route = %key, alerts = accepted, "alertmanager webhook accepted");
-    (
-        StatusCode::OK,
-        Json(json!({ "status": "success", "alerts": accepted })),
-    )
-        .into_response()
+    let settled = tokio::time::timeout(REPLY_TIMEOUT, futures::future::join_all(outcomes)).await;
+    match verdict(settled.ok()) {
+        Ok(()) => {
+            tracing::debug!(route = %key, alerts = accepted, "alertmanager webhook accepted");
+            (
+                StatusCode::OK,
+                Json(json!({ "status": "success", "alerts": accepted })),
+            )
+                .into_response()
+        }
+        Err(error) => {
+            tracing::warn!(route = %key, %error, "alertmanager webhook not settled; asking for a retry");
+            unavailable(&error)
+        }
+    }
+}
+
+/// Whether every alert of a payload is settled; the first error otherwise. `None`: the pager
+/// did not answer in time.
+fn verdict(
+    outcomes: Option<Vec<Result<PageOutcome, oneshot::error::RecvError>>>,
+) -> Result<(), String> {
+    let Some(outcomes) = outcomes else {
+        return Err(format!(
+            "the pager did not settle the alerts within {}s; retry",
+            REPLY_TIMEOUT.as_secs()
+        ));
+    };
+    for outcome in outcomes {
+        match outcome {
+            Ok(PageOutcome::Settled) => {}
+            Ok(PageOutcome::Failed(error)) => return Err(error),
+            // NB: the pager stopped (shutdown) with the alert undecided.
+            Err(_) => return Err("the pager stopped before settling the alerts; retry".into()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -370,6 +411,29 @@ mod tests {
             Payload::parse(b"{not json"),
             Err(PayloadError::Parse(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn only_all_settled_alerts_answer_success() {
+        let settled =
+            || -> Result<PageOutcome, oneshot::error::RecvError> { Ok(PageOutcome::Settled) };
+        let failed = || -> Result<PageOutcome, oneshot::error::RecvError> {
+            Ok(PageOutcome::Failed(
+                "cannot create AlertCall prod/x: quota".into(),
+            ))
+        };
+        let (tx, rx) = oneshot::channel::<PageOutcome>();
+        drop(tx);
+        let dropped = rx.await;
+        assert!(dropped.is_err());
+        assert_eq!(verdict(Some(vec![])), Ok(()));
+        assert_eq!(verdict(Some(vec![settled(), settled()])), Ok(()));
+        assert_eq!(
+            verdict(Some(vec![settled(), failed()])),
+            Err("cannot create AlertCall prod/x: quota".into())
+        );
+        assert!(verdict(Some(vec![settled(), dropped])).is_err_and(|e| e.contains("stopped")));
+        assert!(verdict(None).is_err_and(|e| e.contains("within 10s")));
     }
 
     #[test]

@@ -234,6 +234,7 @@ pub async fn run(ctx: Arc<Context>, routes: Routes, pager: Pager) {
                     occurrences,
                     received: now,
                     replay,
+                    reply: None,
                 }))
             }
             .boxed()
