@@ -12,118 +12,64 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alertcall::api::{AlertCall, AlertCallStatus, AttemptStatus, CallPolicy, Phase};
-use alertcall::controller::{self, callbacks, Config, HookPoint, Hooks, Running, TwilioEndpoints};
+use alertcall::controller::{self, callbacks, Config, HookPoint, Hooks, Running};
 use alertcall::routing::build::{LABEL_TRUNCATED, SOURCE_LABEL_VALUE_MAX, TRUNCATED_SUFFIX};
 use alertcall::sources::alertmanager::MAX_BODY_BYTES;
 use alertcall::twilio::signature;
-use alertcall::twilio::sim::{Event, Outcome, Recipient, Script, SimConfig, Simulator};
+use alertcall::twilio::sim::{Outcome, Recipient, Script};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use support::eventually;
 use support::paging::*;
+use support::{create, eventually};
 
 /// One operator at a time: the machine is shared, so the timing bounds below measure the
 /// operator, not a neighbour; and an operator that watches every namespace must not find another
 /// test's page to take over.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-const AUTH_TOKEN: &str = "hostile-test-token";
 const BEARER: &str = "hostile-s3cret";
 
-async fn create<K>(api: &Api<K>, object: Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).unwrap_or_else(|e| panic!("object: {e}"));
-    api.create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("create {}: {e}", object.name_any()))
-}
-
+/// The CallPolicy `oncall` the webhook's route pages through.
 async fn policy(client: &Client, namespace: &str) {
     let api: Api<CallPolicy> = Api::namespaced(client.clone(), namespace);
+    let spec = policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 10, "rounds": 1}),
+        &[("alice", ALICE)],
+        10,
+    );
     create(
         &api,
         json!({
             "apiVersion": "alertcall.dev/v1alpha1", "kind": "CallPolicy",
-            "metadata": {"name": "oncall"},
-            "spec": {
-                "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": FROM},
-                "recipients": [{"name": "alice", "phone": ALICE}],
-                "strategy": {"mode": "Sequential", "ringTimeoutSeconds": 10, "rounds": 1},
-                "acknowledgement": {"digits": "1", "gatherTimeoutSeconds": 3},
-                "message": {"repeat": 1, "language": "en-US"},
-                "limits": {"callsPerSecond": 10, "maxCallsPerHour": 0},
-            }
+            "metadata": {"name": "oncall"}, "spec": spec,
         }),
     )
-    .await;
-}
-
-async fn ready(running: &Running) {
-    let url = format!("http://{}/readyz", running.addr);
-    eventually("the operator to be ready", || {
-        let url = url.clone();
-        async move {
-            let response = reqwest::get(url).await.ok()?;
-            response.status().is_success().then_some(())
-        }
-    })
     .await;
 }
 
 #[tokio::test]
 async fn a_summary_that_escapes_past_the_twiml_limit_still_rings() {
     let _serial = SERIAL.lock().await;
-    alertcall::telemetry::init();
-    let client = support::client().await;
-    let ns = support::TestNamespace::new(&client, "hostile-twiml").await;
-    let sim = Simulator::start(SimConfig {
-        script: Script::default().with(ALICE, Recipient::presses(2.0, "1")),
-        time_scale: 20.0,
-        calls_per_second: 100.0,
-        ..SimConfig::new(AC, AUTH_TOKEN)
-    })
-    .await
-    .unwrap_or_else(|e| panic!("simulator: {e}"));
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
-    create(
-        &secrets,
-        json!({"metadata": {"name": "twilio"}, "stringData": {"accountSid": AC, "authToken": AUTH_TOKEN}}),
-    )
+    let script = Script::default().with(ALICE, Recipient::presses(2.0, "1"));
+    let h = Harness::new("hostile-twiml", script, 20.0).await;
+    let op = h
+        .operator("hostile-twiml", any_port(), true, Hooks::default())
+        .await;
+    h.policy(policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 10, "rounds": 1}),
+        &[("alice", ALICE)],
+        10,
+    ))
     .await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    let addr = listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("local addr: {e}"));
-    let sim_url = url::Url::parse(&sim.api_url()).ok();
-    let config = Config {
-        namespace: Some(ns.name.clone()),
-        public_url: url::Url::parse(&format!("http://{addr}")).ok(),
-        twilio: TwilioEndpoints {
-            api_url: sim_url.clone(),
-            serverless_url: sim_url,
-            ..TwilioEndpoints::default()
-        },
-        poll_interval: Duration::from_millis(500),
-        ..Config::local("hostile-twiml")
-    };
-    let running = controller::start_with_listener(client.clone(), config, listener)
-        .await
-        .unwrap_or_else(|e| panic!("starting the operator: {e}"));
-    policy(&client, &ns.name).await;
     // 2,000 `&` (the schema's longest summary) are 10,000 characters once escaped: the call
     // used to be refused locally and the page ended Exhausted with nobody called.
-    let calls: Api<AlertCall> = Api::namespaced(client.clone(), &ns.name);
     create(
-        &calls,
+        &h.calls(),
         json!({
             "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertCall",
             "metadata": {"name": "ampersands"},
@@ -135,29 +81,19 @@ async fn a_summary_that_escapes_past_the_twiml_limit_still_rings() {
         }),
     )
     .await;
-    let status = eventually("the page to be acknowledged", || {
-        let calls = calls.clone();
-        async move {
-            let status = calls.get("ampersands").await.ok()?.status?;
+    let status = h
+        .wait_status("ampersands", "the page to be acknowledged", |s| {
             assert!(
-                !matches!(status.phase, Phase::Exhausted | Phase::Failed),
-                "{status:#?}"
+                !matches!(s.phase, Phase::Exhausted | Phase::Failed),
+                "{s:#?}"
             );
-            (status.phase == Phase::Acknowledged).then_some(status)
-        }
-    })
-    .await;
+            s.phase == Phase::Acknowledged
+        })
+        .await;
     assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
-    let ledger = sim.ledger();
-    let dialed = ledger
-        .entries
-        .iter()
-        .filter(|e| matches!(&e.event, Event::CallCreated { to, .. } if to == ALICE))
-        .count();
-    assert_eq!(dialed, 1, "{ledger:#?}");
-    running.shutdown().await;
-    sim.shutdown().await;
-    ns.delete().await;
+    let counts = calls_to(&h.sim.ledger());
+    assert_eq!(counts.get(ALICE), Some(&1), "{counts:?}");
+    h.finish(vec![op]).await;
 }
 
 /// An operator with an Alertmanager route `am` (bearer [`BEARER`], grouping by every label).
@@ -180,7 +116,7 @@ impl Webhook {
         let running = controller::start(client.clone(), config)
             .await
             .unwrap_or_else(|e| panic!("start: {e}"));
-        ready(&running).await;
+        support::until_ready(running.addr).await;
         policy(&client, &ns.name).await;
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
         create(
@@ -397,6 +333,26 @@ fn code(response: Result<reqwest::Response, reqwest::Error>) -> u16 {
         .unwrap_or_else(|e| panic!("request: {e}"))
 }
 
+fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Sends what Twilio would: a form POST (or, without a form, a GET) signed with `token`. The
+/// status code of the answer.
+async fn as_twilio(url: &str, token: &str, params: &[(String, String)]) -> u16 {
+    let signed = signature::compute(token, url, params);
+    let http = reqwest::Client::new();
+    let request = if params.is_empty() {
+        http.get(url)
+    } else {
+        http.post(url).form(params)
+    };
+    code(request.header("X-Twilio-Signature", signed).send().await)
+}
+
 /// A namespace with its own Secret and CallPolicy `mine`, as any tenant can make.
 async fn attacker(h: &Harness) -> support::TestNamespace {
     let ns = support::TestNamespace::new(&h.client, "hostile-attacker").await;
@@ -459,47 +415,26 @@ async fn another_namespace_cannot_acknowledge_or_end_a_page_even_with_its_own_va
     let nonce = before.nonce.clone().unwrap_or_default();
     let query = callbacks::callback_query(&h.ns.name, "page", "r1-victim", &nonce);
     let base = format!("http://{}", op.addr);
-    let http = reqwest::Client::new();
 
     // 1. A keypress on the attacker's own ack path, naming the victim's page.
-    let forged_ack = format!("{base}/twiml/ack/{}/mine?{query}&Digits=1", evil.name);
-    let signed = signature::compute(ATTACKER_TOKEN, &forged_ack, &[]);
-    let response = http
-        .get(&forged_ack)
-        .header("X-Twilio-Signature", signed)
-        .send()
-        .await;
-    assert_eq!(code(response), 403);
     let forged_ack = format!("{base}/twiml/ack/{}/mine?{query}", evil.name);
-    let params = vec![
-        ("AccountSid".to_string(), ATTACKER_AC.to_string()),
-        ("CallSid".to_string(), victim_sid.clone()),
-        ("Digits".to_string(), "1".to_string()),
-    ];
-    let signed = signature::compute(ATTACKER_TOKEN, &forged_ack, &params);
-    let response = http
-        .post(&forged_ack)
-        .form(&params)
-        .header("X-Twilio-Signature", signed)
-        .send()
-        .await;
-    assert_eq!(code(response), 403);
+    let digits = format!("{forged_ack}&Digits=1");
+    assert_eq!(as_twilio(&digits, ATTACKER_TOKEN, &[]).await, 403);
+    let keypress = form(&[
+        ("AccountSid", ATTACKER_AC),
+        ("CallSid", &victim_sid),
+        ("Digits", "1"),
+    ]);
+    assert_eq!(as_twilio(&forged_ack, ATTACKER_TOKEN, &keypress).await, 403);
 
     // 2. A status callback for the victim's attempt, with the attacker's account.
     let status_url = format!("{base}/twilio/status?{query}");
-    let params = vec![
-        ("AccountSid".to_string(), ATTACKER_AC.to_string()),
-        ("CallSid".to_string(), victim_sid.clone()),
-        ("CallStatus".to_string(), "completed".to_string()),
-    ];
-    let signed = signature::compute(ATTACKER_TOKEN, &status_url, &params);
-    let response = http
-        .post(&status_url)
-        .form(&params)
-        .header("X-Twilio-Signature", signed)
-        .send()
-        .await;
-    assert_eq!(code(response), 403);
+    let ended = form(&[
+        ("AccountSid", ATTACKER_AC),
+        ("CallSid", &victim_sid),
+        ("CallStatus", "completed"),
+    ]);
+    assert_eq!(as_twilio(&status_url, ATTACKER_TOKEN, &ended).await, 403);
 
     // Nothing changed: the call still rings, nobody acknowledged, nothing was counted.
     let after = h.status("page").await;
@@ -514,33 +449,19 @@ async fn another_namespace_cannot_acknowledge_or_end_a_page_even_with_its_own_va
     );
 
     // The victim's own, correctly signed requests still work.
-    let params = vec![
-        ("AccountSid".to_string(), AC.to_string()),
-        ("CallSid".to_string(), victim_sid.clone()),
-        ("CallStatus".to_string(), "ringing".to_string()),
-    ];
-    let signed = signature::compute(TOKEN, &status_url, &params);
-    let response = http
-        .post(&status_url)
-        .form(&params)
-        .header("X-Twilio-Signature", signed)
-        .send()
-        .await;
-    assert_eq!(code(response), 204);
+    let ringing = form(&[
+        ("AccountSid", AC),
+        ("CallSid", &victim_sid),
+        ("CallStatus", "ringing"),
+    ]);
+    assert_eq!(as_twilio(&status_url, TOKEN, &ringing).await, 204);
     let ack = format!("{base}/twiml/ack/{}/oncall?{query}", h.ns.name);
-    let params = vec![
-        ("AccountSid".to_string(), AC.to_string()),
-        ("CallSid".to_string(), victim_sid.clone()),
-        ("Digits".to_string(), "1".to_string()),
-    ];
-    let signed = signature::compute(TOKEN, &ack, &params);
-    let response = http
-        .post(&ack)
-        .form(&params)
-        .header("X-Twilio-Signature", signed)
-        .send()
-        .await;
-    assert_eq!(code(response), 200);
+    let keypress = form(&[
+        ("AccountSid", AC),
+        ("CallSid", &victim_sid),
+        ("Digits", "1"),
+    ]);
+    assert_eq!(as_twilio(&ack, TOKEN, &keypress).await, 200);
     let acked = h.wait_phase("page", Phase::Acknowledged).await;
     assert_eq!(acked.acknowledged_by.as_deref(), Some("victim"));
     op.shutdown().await;

@@ -4,6 +4,8 @@
 
 mod support;
 
+use support::create;
+
 use std::time::Duration;
 
 use alertcall::api::{AlertCall, Phase};
@@ -13,7 +15,7 @@ use alertcall::twilio::sim::{
 };
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -26,29 +28,11 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Long enough to kill and restart the operator inside it, short enough for a test.
 const GROUP_WAIT: i64 = 8;
 
-async fn create<K>(api: &Api<K>, object: Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).unwrap_or_else(|e| panic!("object: {e}"));
-    api.create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("create: {e}"))
-}
-
 async fn operator(client: &Client, config: Config) -> Running {
     let running = controller::start(client.clone(), config)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
-    let url = format!("http://{}/readyz", running.addr);
-    support::eventually("the operator to be ready", || {
-        let url = url.clone();
-        async move {
-            let response = reqwest::get(url).await.ok()?;
-            response.status().is_success().then_some(())
-        }
-    })
-    .await;
+    support::until_ready(running.addr).await;
     running
 }
 

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 /// One operator at a time: the selector test watches every namespace, and the machine is shared.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-use support::eventually;
+use support::{create, eventually};
 
 async fn start(client: &Client, namespace: Option<&str>) -> Running {
     let config = Config {
@@ -36,26 +36,8 @@ async fn start_with(client: &Client, config: Config) -> Running {
     let running = controller::start(client.clone(), config)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
-    let url = format!("http://{}/readyz", running.addr);
-    eventually("the operator to be ready", || {
-        let url = url.clone();
-        async move {
-            let response = reqwest::get(url).await.ok()?;
-            response.status().is_success().then_some(())
-        }
-    })
-    .await;
+    support::until_ready(running.addr).await;
     running
-}
-
-async fn create<K>(api: &Api<K>, object: Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).unwrap_or_else(|e| panic!("object: {e}"));
-    api.create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("create {}: {e}", object.name_any()))
 }
 
 async fn policy(client: &Client, namespace: &str) {

@@ -236,3 +236,27 @@ where
 pub async fn until<F: FnMut() -> bool>(what: &str, mut check: F) {
     eventually(what, || std::future::ready(check().then_some(()))).await
 }
+
+/// Creates `object` (JSON) through `api`, failing the test when the API server refuses it.
+pub async fn create<K>(api: &Api<K>, object: serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object).unwrap_or_else(|e| panic!("object: {e}"));
+    api.create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("create {}: {e}", kube::ResourceExt::name_any(&object)))
+}
+
+/// Waits (bounded) until the operator at `addr` answers `/readyz` with 200.
+pub async fn until_ready(addr: std::net::SocketAddr) {
+    let url = format!("http://{addr}/readyz");
+    eventually("the operator to be ready", || {
+        let url = url.clone();
+        async move {
+            let response = reqwest::get(url).await.ok()?;
+            response.status().is_success().then_some(())
+        }
+    })
+    .await;
+}
