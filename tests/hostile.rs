@@ -67,32 +67,43 @@ async fn a_summary_that_escapes_past_the_twiml_limit_still_rings() {
     ))
     .await;
     // 2,000 `&` (the schema's longest summary) are 10,000 characters once escaped: the call
-    // used to be refused locally and the page ended Exhausted with nobody called.
-    create(
-        &h.calls(),
-        json!({
-            "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertCall",
-            "metadata": {"name": "ampersands"},
-            "spec": {
-                "policyRef": {"name": "oncall"},
-                "summary": "&".repeat(2000),
-                "source": {"kind": "Manual"},
-            },
-        }),
-    )
-    .await;
-    let status = h
-        .wait_status("ampersands", "the page to be acknowledged", |s| {
-            assert!(
-                !matches!(s.phase, Phase::Exhausted | Phase::Failed),
-                "{s:#?}"
-            );
-            s.phase == Phase::Acknowledged
-        })
+    // used to be refused locally and the page ended Exhausted with nobody called. `<` escapes
+    // alike; Japanese text is long in bytes, not in characters.
+    let pages = [
+        ("ampersands", "&".repeat(2000)),
+        ("less-than", "<".repeat(2000)),
+        ("japanese", "障害".repeat(750)),
+    ];
+    for (name, summary) in &pages {
+        create(
+            &h.calls(),
+            json!({
+                "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertCall",
+                "metadata": {"name": name},
+                "spec": {
+                    "policyRef": {"name": "oncall"},
+                    "summary": summary,
+                    "source": {"kind": "Manual"},
+                },
+            }),
+        )
         .await;
-    assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
+    }
+    for (name, _) in &pages {
+        let status = h
+            .wait_status(name, "the page to be acknowledged", |s| {
+                assert!(
+                    !matches!(s.phase, Phase::Exhausted | Phase::Failed),
+                    "{s:#?}"
+                );
+                s.phase == Phase::Acknowledged
+            })
+            .await;
+        assert_eq!(status.acknowledged_by.as_deref(), Some("alice"), "{name}");
+        assert_eq!(status.attempts.len(), 1, "{name}: {status:#?}");
+    }
     let counts = calls_to(&h.sim.ledger());
-    assert_eq!(counts.get(ALICE), Some(&1), "{counts:?}");
+    assert_eq!(counts.get(ALICE), Some(&pages.len()), "{counts:?}");
     h.finish(vec![op]).await;
 }
 

@@ -26,7 +26,7 @@ const ALICE: &str = "+15005550101";
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Long enough to kill and restart the operator inside it, short enough for a test.
-const GROUP_WAIT: i64 = 8;
+const GROUP_WAIT: i64 = 30;
 
 async fn operator(client: &Client, config: Config) -> Running {
     let running = controller::start(client.clone(), config)
