@@ -288,6 +288,24 @@ impl Callbacks {
             return Some(recorded.clone());
         }
         let given = given?;
+        // NB: the dial's own report may have recorded this very SID since the request was
+        // verified; then it is this attempt's, not a claim of another page.
+        let page = ObjectRef::<Guarded>::new(&verified.call.name_any())
+            .within(&verified.call.namespace().unwrap_or_default());
+        let recorded_since = self
+            .pages
+            .get(&page)
+            .and_then(|guarded| guarded.0.as_ref().ok().and_then(|c| c.status.clone()))
+            .and_then(|status| {
+                status
+                    .attempts
+                    .into_iter()
+                    .find(|a| a.id == verified.attempt.id)
+            })
+            .and_then(|attempt| attempt.call_sid);
+        if let Some(recorded) = recorded_since {
+            return (recorded == given).then_some(recorded);
+        }
         if claimed_sids(&self.pages).contains(given) {
             return None;
         }
