@@ -219,8 +219,8 @@ async fn simultaneous_first_ack_cancels_the_others_and_calls_nobody_again() {
             == 2
     })
     .await;
-    // Nobody is called again, however long we look.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nobody is called again: once the page settled, no call of it can still be placed.
+    h.wait_settled("page", &[&op]).await;
     let counts = calls_to(&h.sim.ledger());
     assert_eq!(
         counts.values().copied().collect::<Vec<_>>(),
@@ -403,7 +403,7 @@ async fn two_controllers_at_once_dial_each_attempt_once() {
     h.page("page").await;
     let status = h.wait_phase("page", Phase::Acknowledged).await;
     assert_eq!(status.acknowledged_by.as_deref(), Some("carol"));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.wait_settled("page", &[&a, &b]).await;
     let counts = calls_to(&h.sim.ledger());
     assert_eq!(counts.get(ALICE), Some(&1), "{counts:?}");
     assert_eq!(counts.get(BOB), Some(&1), "{counts:?}");
@@ -588,16 +588,16 @@ fn has_finalizer(call: &AlertCall) -> bool {
 
 /// Waits (bounded) until the AlertCall is gone.
 async fn wait_gone(h: &Harness, name: &str) {
-    for _ in 0..300 {
-        match h.calls().get_opt(name).await {
-            Ok(None) => return,
-            Ok(Some(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
+    let gone = support::within(PAGE_WAIT, || async {
+        matches!(h.calls().get_opt(name).await, Ok(None)).then_some(())
+    })
+    .await;
+    if gone.is_none() {
+        panic!(
+            "{name} was not deleted; status: {:#?}",
+            h.status(name).await
+        );
     }
-    panic!(
-        "{name} was not deleted; status: {:#?}",
-        h.status(name).await
-    );
 }
 
 /// A page whose only recipient never answers, so its call rings as long as Twilio lets it.
@@ -699,17 +699,15 @@ async fn an_acknowledged_page_holds_no_finalizer_and_deletes_at_once() {
     h.page("page").await;
     h.wait_phase("page", Phase::Acknowledged).await;
     // Alice stays in the room; her call is not the page's to end, so it holds nothing.
-    let mut released = false;
-    for _ in 0..100 {
-        match h.calls().get_opt("page").await {
-            Ok(Some(call)) if !has_finalizer(&call) => {
-                released = true;
-                break;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-    assert!(released, "the acknowledged page kept its finalizer");
+    let released = support::within(PAGE_WAIT, || async {
+        let call = h.calls().get_opt("page").await.ok().flatten()?;
+        (!has_finalizer(&call)).then_some(())
+    })
+    .await;
+    assert!(
+        released.is_some(),
+        "the acknowledged page kept its finalizer"
+    );
     h.calls()
         .delete("page", &Default::default())
         .await

@@ -51,18 +51,18 @@ async fn until_status(
     what: &str,
     done: impl Fn(&alertcall::api::AlertCallStatus) -> bool,
 ) -> alertcall::api::AlertCallStatus {
-    let deadline = tokio::time::Instant::now() + support::WAIT;
-    loop {
-        let call = calls.get_opt(name).await.ok().flatten();
-        if let Some(status) = call.as_ref().and_then(|c| c.status.as_ref()) {
-            if done(status) {
-                return status.clone();
-            }
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}: {call:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let found = support::within(support::WAIT, || async {
+        let call = calls.get_opt(name).await.ok().flatten()?;
+        let status = call.status?;
+        done(&status).then_some(status)
+    })
+    .await;
+    match found {
+        Some(status) => status,
+        None => panic!(
+            "timed out waiting for {what}: {:#?}",
+            calls.get_opt(name).await.ok().flatten()
+        ),
     }
 }
 

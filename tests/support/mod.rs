@@ -213,22 +213,34 @@ pub fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
 /// How long a test waits for the operator to do something before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// Polls `probe` until it yields a value, or fails the test after [`WAIT`]. Bounded polling on
-/// observable state, never a sleep standing in for an assertion.
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+/// Polls `probe` until it yields a value, or `None` once `limit` passed. The one bounded wait
+/// of the tests: polling on observable state, never a sleep standing in for an assertion.
+pub async fn within<T, F, Fut>(limit: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = probe().await {
-            return value;
+            return Some(value);
         }
         if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// [`within`] [`WAIT`], failing the test when it passes.
+pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match within(WAIT, probe).await {
+        Some(value) => value,
+        None => panic!("timed out waiting for {what}"),
     }
 }
 

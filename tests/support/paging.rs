@@ -25,6 +25,9 @@ pub const BOB: &str = "+15005550102";
 pub const CAROL: &str = "+15005550103";
 pub const DAVE: &str = "+15005550104";
 
+/// How long a page may take in these tests: a lost intent alone waits out the 30 s grace.
+pub const PAGE_WAIT: Duration = Duration::from_secs(120);
+
 pub struct Harness {
     pub client: Client,
     pub ns: super::TestNamespace,
@@ -148,22 +151,25 @@ impl Harness {
         }
     }
 
-    /// Waits (bounded) until the page's status satisfies `done`.
+    /// Waits (bounded by [`PAGE_WAIT`]) until the page's status satisfies `done`.
     pub async fn wait_status(
         &self,
         name: &str,
         what: &str,
         done: impl Fn(&AlertCallStatus) -> bool,
     ) -> AlertCallStatus {
-        for _ in 0..600 {
+        let found = super::within(PAGE_WAIT, || async {
             let status = self.status(name).await;
-            if done(&status) {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            done(&status).then_some(status)
+        })
+        .await;
+        match found {
+            Some(status) => status,
+            None => panic!(
+                "timed out waiting for {what}; status: {:#?}",
+                self.status(name).await
+            ),
         }
-        let status = self.status(name).await;
-        panic!("timed out waiting for {what}; status: {status:#?}");
     }
 
     pub async fn wait_phase(&self, name: &str, phase: Phase) -> AlertCallStatus {
@@ -172,17 +178,50 @@ impl Harness {
     }
 
     pub async fn wait_ledger(&self, what: &str, done: impl Fn(&Ledger) -> bool) -> Ledger {
-        for _ in 0..600 {
+        let found = super::within(PAGE_WAIT, || async {
             let ledger = self.sim.ledger();
-            if done(&ledger) {
-                return ledger;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            done(&ledger).then_some(ledger)
+        })
+        .await;
+        match found {
+            Some(ledger) => ledger,
+            None => panic!(
+                "timed out waiting for {what}; ledger: {:#?}",
+                self.sim.ledger()
+            ),
         }
-        panic!(
-            "timed out waiting for {what}; ledger: {:#?}",
-            self.sim.ledger()
-        );
+    }
+
+    /// Waits until the page can place no more calls: finished, its finalizer released (the
+    /// controller saw it settled), and no operator holds a dial of it. What the simulator's
+    /// ledger shows then is final, so "nobody is called again" needs no sleep.
+    pub async fn wait_settled(&self, name: &str, operators: &[&Running]) -> AlertCall {
+        let settled = super::within(PAGE_WAIT, || async {
+            let call = self.calls().get_opt(name).await.ok().flatten()?;
+            let status = call.status.clone().unwrap_or_default();
+            let released = !call
+                .metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == controller::alert_call::FINALIZER);
+            let ended = status
+                .attempts
+                .iter()
+                .all(|a| a.status.is_final() || a.acknowledged);
+            let idle = operators
+                .iter()
+                .all(|op| op.context.runner.dialing(&self.ns.name, name).is_empty());
+            (status.phase.is_terminal() && released && ended && idle).then_some(call)
+        })
+        .await;
+        match settled {
+            Some(call) => call,
+            None => panic!(
+                "{name} never settled; status: {:#?}",
+                self.status(name).await
+            ),
+        }
     }
 
     pub fn room(&self) -> String {
@@ -200,13 +239,11 @@ impl Harness {
 
 pub async fn bind(addr: SocketAddr) -> TcpListener {
     // NB: a restarted operator binds the port its predecessor released a moment ago.
-    for _ in 0..50 {
-        if let Ok(listener) = TcpListener::bind(addr).await {
-            return listener;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("cannot bind {addr}");
+    let bound = super::within(Duration::from_secs(5), || async {
+        TcpListener::bind(addr).await.ok()
+    })
+    .await;
+    bound.unwrap_or_else(|| panic!("cannot bind {addr}"))
 }
 
 pub fn any_port() -> SocketAddr {
