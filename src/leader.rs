@@ -12,18 +12,51 @@ pub struct Leadership {
     is_leader: watch::Receiver<bool>,
 }
 
-/// Where the Lease lives and who this replica is.
+/// Where the Lease lives, who this replica is, and its timing.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
     pub namespace: String,
     pub name: String,
     pub identity: String,
+    /// How long a Lease stays held after its last renewal; a successor waits this long after a
+    /// leader dies. Whole seconds: the Lease counts seconds.
     pub duration: Duration,
+    /// How long after its last renewal the holder renews. Shorter than `duration`; the rest of
+    /// the duration is the margin for a slow API server and clock skew between nodes.
+    pub renew: Duration,
+}
+
+impl LeaseConfig {
+    /// Checks the timing the lease manager needs (it panics on what this rejects).
+    pub fn check(&self) -> Result<(), String> {
+        let whole = |name: &str, d: Duration| {
+            if d.as_secs() == 0 || d.subsec_nanos() != 0 {
+                Err(format!(
+                    "{name} must be a whole number of seconds, at least 1s (got {d:?}): the Lease counts seconds"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        whole("the lease duration", self.duration)?;
+        whole("the lease renew period", self.renew)?;
+        if self.renew >= self.duration {
+            return Err(format!(
+                "the lease renew period ({:?}) must be shorter than the lease duration ({:?}), or the Lease expires before its holder renews it",
+                self.renew, self.duration
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("leader election: {0}")]
-pub struct LeaderError(#[from] kube_lease_manager::LeaseManagerError);
+pub enum LeaderError {
+    #[error("leader election: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    #[error("leader election: {0}")]
+    Timing(String),
+}
 
 /// Keeps this replica in the election; dropping it stops renewing the Lease.
 pub struct LeaderTask(AbortOnDrop<()>);
@@ -59,12 +92,15 @@ impl Leadership {
         client: kube::Client,
         config: &LeaseConfig,
     ) -> Result<(Self, LeaderTask), LeaderError> {
-        let seconds = config.duration.as_secs().max(2);
+        config.check().map_err(LeaderError::Timing)?;
+        let seconds = config.duration.as_secs();
+        // NB: the lease manager renews `grace` seconds before expiry, not at a period.
+        let grace = seconds - config.renew.as_secs();
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client, &config.name)
             .with_namespace(&config.namespace)
             .with_identity(&config.identity)
             .with_duration(seconds)
-            .with_grace((seconds / 3).max(1))
+            .with_grace(grace)
             .with_field_manager("alertcall-leader")
             .build()
             .await?;

@@ -12,6 +12,9 @@
 //! I/O happens at the edges (`controller`, `sources`, `runner`, `calls`, `twilio::client`). `calls`
 //! is the Twilio side of a page (polls, dial requests, cancels, lookups) without Kubernetes, shared
 //! by the AlertCall controller and `alertcall demo`.
+//!
+//! `docs/architecture.md` names the functions from a labeled Event to a dial, in order;
+//! `docs/design.md` states what each resource means and what is guaranteed.
 
 #![forbid(unsafe_code)]
 

@@ -191,6 +191,7 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
             name: "alertcall-leader".into(),
             identity: "chart-test".into(),
             duration: Duration::from_secs(15),
+            renew: Duration::from_secs(10),
         }),
         twilio: alertcall::controller::TwilioEndpoints {
             api_url: sim_url.clone(),

@@ -66,6 +66,7 @@ async fn only_one_replica_leads_and_the_other_takes_over() {
             name: "alertcall-leader".into(),
             identity: identity.into(),
             duration: Duration::from_secs(2),
+            renew: Duration::from_secs(1),
         }),
         namespace: Some(ns.name.clone()),
         ..Config::local(identity)

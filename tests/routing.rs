@@ -729,6 +729,7 @@ async fn the_leader_pages_events_any_replica_takes_alerts_and_a_successor_takes_
             name: "alertcall-leader".into(),
             identity: identity.into(),
             duration: Duration::from_secs(2),
+            renew: Duration::from_secs(1),
         }),
         ..Config::local(identity)
     };

@@ -99,7 +99,9 @@ pub struct Config {
 }
 
 impl Config {
-    /// Defaults for a single in-process replica; tests and the demo adjust fields.
+    /// Defaults for a single in-process replica; tests and the demo adjust fields. Not the
+    /// production values: `alertcall run` sets every field from its flags
+    /// (`crate::cli::run::defaults`).
     pub fn local(identity: &str) -> Self {
         Self {
             namespace: None,
