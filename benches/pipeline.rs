@@ -670,14 +670,24 @@ async fn bench_end_to_end() {
     let result = end_to_end(&client, &ns.name).await;
     ns.delete().await;
     match result {
-        Ok(latencies) => {
-            Stats::of(latencies).row("matching Event create -> first dial");
+        Ok(run) => {
+            Stats::of(run.first_dial).row("matching Event create -> first dial");
+            // The window in which a crash leaves an intent without its call SID: a restart
+            // then has to find the call at Twilio (or dial again), since Twilio's Calls create
+            // takes no idempotency key.
+            Stats::of(run.intent_to_sid).row("dial intent written -> call SID recorded");
         }
         Err(error) => println!("  FAILED (no numbers): {error}"),
     }
 }
 
-async fn end_to_end(client: &Client, namespace: &str) -> Result<Vec<Duration>, String> {
+/// What one end-to-end run measured, per matching Event.
+struct EndToEnd {
+    first_dial: Vec<Duration>,
+    intent_to_sid: Vec<Duration>,
+}
+
+async fn end_to_end(client: &Client, namespace: &str) -> Result<EndToEnd, String> {
     let sim = Simulator::start(SimConfig {
         script: Script {
             default: Recipient::with_outcome(Outcome::NoAnswer),
@@ -698,7 +708,7 @@ async fn end_to_end_with(
     client: &Client,
     namespace: &str,
     sim: &alertcall::twilio::sim::SimHandle,
-) -> Result<Vec<Duration>, String> {
+) -> Result<EndToEnd, String> {
     create::<Secret>(
         &Api::namespaced(client.clone(), namespace),
         json!({"metadata": {"name": "twilio"}, "stringData": {"accountSid": AC, "authToken": TOKEN}}),
@@ -733,7 +743,7 @@ async fn measure(
     namespace: &str,
     sim: &alertcall::twilio::sim::SimHandle,
     running: &controller::Running,
-) -> Result<Vec<Duration>, String> {
+) -> Result<EndToEnd, String> {
     let readyz = format!("http://{}/readyz", running.addr);
     wait_for("the operator to be ready", Duration::from_secs(60), || {
         let url = readyz.clone();
@@ -796,6 +806,7 @@ async fn measure(
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let calls: Api<alertcall::api::AlertCall> = Api::namespaced(client.clone(), namespace);
     let mut latencies = Vec::new();
+    let mut windows = Vec::new();
     // Round 0 is a warm-up (watch connections, first account lookup).
     for round in 0..=REPEATS {
         let storm_start = Instant::now();
@@ -880,7 +891,20 @@ async fn measure(
         pages.items.len(),
         created(&sim.ledger()).len()
     );
-    Ok(latencies)
+    // Both ends are the operator's own clock: the intent's time and the SID's adoption.
+    for page in &pages.items {
+        let attempts = page.status.iter().flat_map(|s| s.attempts.iter());
+        for attempt in attempts {
+            if let (Some(intent), Some(started)) = (&attempt.intent_at, &attempt.started_at) {
+                let window = started.0.duration_since(intent.0);
+                windows.push(Duration::try_from(window).unwrap_or_default());
+            }
+        }
+    }
+    Ok(EndToEnd {
+        first_dial: latencies,
+        intent_to_sid: windows,
+    })
 }
 
 fn main() {
