@@ -22,10 +22,10 @@ use tokio::sync::mpsc;
 
 use super::check::{namespace_of, qualified, Manifests};
 use crate::api::{AlertCall, AlertCallStatus, CallPolicy, Mode, Phase};
-use crate::calls;
 use crate::controller::Account;
 use crate::escalation::{observe, step, Action, Observation, StepContext};
 use crate::metrics::Metrics;
+use crate::page::calls;
 use crate::routing::{
     build_alert_call, decide, Candidate, Decision, EventCandidate, GroupKey, GroupState,
     PageRequest, RouteIndex, RouteKey,
