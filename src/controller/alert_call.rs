@@ -1011,3 +1011,41 @@ async fn transitions(
         publish(ctx, call, type_, &reason, "Escalate", &note).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_carries_the_query_only_to_our_own_endpoints() {
+        let public = url::Url::parse("https://pager.example/").ok();
+        let own = "https://pager.example/twiml/ack/ns/oncall";
+        let hosted = "https://svc-1234.twil.io/alertcall/ns/oncall/ack.xml";
+        let query = "ns=ns&name=page&attempt=r1-alice&nonce=n1";
+        let cases = [
+            (
+                public.as_ref(),
+                own,
+                format!("{own}?{query}"),
+                Some(format!("https://pager.example/twilio/status?{query}")),
+            ),
+            (
+                public.as_ref(),
+                hosted,
+                hosted.to_string(),
+                Some(format!("https://pager.example/twilio/status?{query}")),
+            ),
+            (None, hosted, hosted.to_string(), None),
+        ];
+        for (public, ack_base, ack, status_callback) in cases {
+            assert_eq!(
+                dial_urls(public, ack_base, query),
+                DialUrls {
+                    ack,
+                    status_callback
+                },
+                "{ack_base}"
+            );
+        }
+    }
+}

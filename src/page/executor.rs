@@ -291,3 +291,116 @@ async fn report<O: Outcomes>(
     };
     outcomes.record(attempt_id, observations).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use jiff::SignedDuration;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::twilio::sim::{SimConfig, Simulator};
+    use crate::twilio::{Credentials, TwilioClient, TwilioConfig};
+
+    const AC: &str = "ACexec0000000000000000000000000000";
+    const TOKEN: &str = "exec-token";
+
+    /// Dial outcomes as recorded: attempt id and observations.
+    type Recorded = Vec<(String, Vec<Observation>)>;
+
+    #[derive(Clone, Default)]
+    struct Kept(Arc<Mutex<Recorded>>);
+
+    impl Outcomes for Kept {
+        async fn record(&self, attempt_id: String, observations: Vec<Observation>) {
+            if let Ok(mut kept) = self.0.lock() {
+                kept.push((attempt_id, observations));
+            }
+        }
+
+        fn claimed_sids(&self) -> BTreeSet<String> {
+            BTreeSet::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn lookups_that_find_nothing_lose_the_intent_and_the_wake_time_is_returned() {
+        let sim = match Simulator::start(SimConfig::new(AC, TOKEN)).await {
+            Ok(sim) => sim,
+            Err(error) => panic!("simulator: {error}"),
+        };
+        let client = url::Url::parse(&sim.api_url())
+            .map_err(|error| error.to_string())
+            .and_then(|base| {
+                TwilioClient::new(
+                    TwilioConfig::new(Credentials::AuthToken {
+                        account_sid: AC.to_string(),
+                        auth_token: TOKEN.to_string(),
+                    })
+                    .with_single_base(base),
+                )
+                .map_err(|error| error.to_string())
+            })
+            .unwrap_or_else(|error| panic!("client: {error}"));
+        let account = Arc::new(Account {
+            account_sid: AC.to_string(),
+            auth_token: Some(TOKEN.to_string()),
+            client,
+        });
+        let runner = Arc::new(Runner::new(Arc::new(Metrics::new())));
+        let policy = crate::fixtures::policy_spec();
+        let urls = |_: &str| DialUrls {
+            ack: "https://example.test/ack".to_string(),
+            status_callback: None,
+        };
+        let hooks = Hooks::default();
+        let outcomes = Kept::default();
+        let executor = Executor {
+            runner: &runner,
+            account: &account,
+            policy: &policy,
+            summary: "disk full",
+            namespace: "ns",
+            name: "page",
+            limits: calls::limits(&policy),
+            urls: &urls,
+            hooks: &hooks,
+            outcomes: outcomes.clone(),
+        };
+        let now = sim.now();
+        let wake = now + SignedDuration::from_secs(30);
+        let executed = executor
+            .run(
+                vec![
+                    Action::LookUp {
+                        attempt_id: "r1-alice".into(),
+                        to: "+15005550101".into(),
+                        intent_at: Some(now),
+                    },
+                    // An intent nobody is dialing: nothing to end at Twilio.
+                    Action::Cancel {
+                        attempt_id: "r1-bob".into(),
+                        call_sid: None,
+                        hang_up: false,
+                    },
+                    Action::WakeAt(wake),
+                ],
+                &AlertCallStatus::default(),
+                now,
+            )
+            .await;
+        sim.shutdown().await;
+        let recorded = outcomes.0.lock().map(|r| r.len()).unwrap_or_default();
+        assert_eq!(recorded, 0, "no dial, so no dial outcome");
+        assert_eq!(executed.wake, Some(wake));
+        assert!(executed.unreachable.is_empty(), "{executed:?}");
+        assert!(
+            matches!(
+                executed.found.as_slice(),
+                [Observation::IntentLost { attempt_id, .. }] if attempt_id == "r1-alice"
+            ),
+            "{executed:?}"
+        );
+    }
+}
