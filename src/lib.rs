@@ -9,9 +9,10 @@
 //! ```
 //!
 //! Deciding is pure (`api::validate`, `message`, `routing`, `escalation`, `twilio::twiml`);
-//! I/O happens at the edges (`controller`, `sources`, `runner`, `calls`, `twilio::client`). `calls`
-//! is the Twilio side of a page (polls, dial requests, cancels, lookups) without Kubernetes, shared
-//! by the AlertCall controller and `alertcall demo`.
+//! I/O happens at the edges (`controller`, `sources`, `runner`, `page`, `twilio::client`). `page`
+//! is the Twilio side of a page without Kubernetes: `page::calls` (polls, dial requests, cancels,
+//! lookups) and `page::executor`, the one runner of `escalation::step`'s actions, shared by the
+//! AlertCall controller (status in Kubernetes) and `alertcall demo` (status in memory).
 //!
 //! `docs/architecture.md` names the functions from a labeled Event to a dial, in order;
 //! `docs/design.md` states what each resource means and what is guaranteed.
@@ -19,7 +20,6 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
-pub mod calls;
 pub mod cli;
 pub mod controller;
 pub mod escalation;
@@ -27,6 +27,7 @@ pub mod http;
 pub mod leader;
 pub mod message;
 pub mod metrics;
+pub mod page;
 pub mod routing;
 pub mod runner;
 pub mod sources;

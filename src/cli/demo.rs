@@ -3,7 +3,7 @@
 //! ```text
 //!  sample Event / alert ─> routing (RouteIndex, GroupKey, decide, build_alert_call) ─> AlertCall
 //!  CallPolicy ─> publish_documents ─> simulator's Serverless assets (the hosted ack document)
-//!  loop: calls::poll ─> escalation::observe ─> escalation::step ─> runner (paced dials), cancels
+//!  loop: calls::poll ─> escalation::observe ─> escalation::step ─> page::Executor (the operator's)
 //!  the simulator's ledger + the status transitions ─> the printed timeline
 //! ```
 //!
@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -21,16 +21,17 @@ use kube::ResourceExt;
 use tokio::sync::mpsc;
 
 use super::check::{namespace_of, qualified, Manifests};
+use crate::api::TwimlStatus;
 use crate::api::{AlertCall, AlertCallStatus, CallPolicy, Mode, Phase};
-use crate::calls;
-use crate::controller::Account;
+use crate::controller::{Account, Hooks};
 use crate::escalation::{observe, step, Action, Observation, StepContext};
 use crate::metrics::Metrics;
+use crate::page::{calls, DialUrls, Executor, Outcomes};
 use crate::routing::{
     build_alert_call, decide, Candidate, Decision, EventCandidate, GroupKey, GroupState,
     PageRequest, RouteIndex, RouteKey,
 };
-use crate::runner::{DialJob, JobKey, Runner};
+use crate::runner::Runner;
 use crate::sources::alertmanager::Payload;
 use crate::twilio::documents::{room_name, HostedDocuments};
 use crate::twilio::sim::{self, Event, Outcome, Recipient, SimConfig, SimHandle, Simulator};
@@ -394,34 +395,9 @@ async fn drive(
 ) -> Result<DemoRun, DemoError> {
     let spec = &policy.spec;
     let namespace = namespace_of(policy);
-    let policy_name = policy.name_any();
     let (call, route_text) = route_signal(manifests, policy, candidate, sim.now())?;
     let page = call.name_any();
-
-    sim.add_number(&spec.twilio.from);
-    if let Some(bridge) = &spec.twilio.bridge_number {
-        sim.add_number(bridge);
-    }
-    let base = url::Url::parse(&sim.api_url())
-        .map_err(|error| DemoError::Examples(format!("simulator URL: {error}")))?;
-    let client = TwilioClient::new(
-        TwilioConfig::new(Credentials::AuthToken {
-            account_sid: ACCOUNT_SID.to_string(),
-            auth_token: AUTH_TOKEN.to_string(),
-        })
-        .with_single_base(base),
-    )?;
-    let room = room_name(spec, &namespace, &policy_name);
-    let docs = HostedDocuments::render(spec, &room);
-    let twiml = crate::controller::call_policy::publish_documents(
-        &client,
-        ACCOUNT_SID,
-        INSTANCE,
-        &namespace,
-        &policy_name,
-        &docs,
-    )
-    .await?;
+    let (client, twiml) = stage(sim, policy).await?;
     let ack_base = twiml.urls.ack.clone();
 
     let strategy = &spec.strategy;
@@ -452,6 +428,148 @@ async fn drive(
         format!("cast     {} (scripted in the simulator)", describe_cast(roles)),
     ];
 
+    let paged = run_page(sim, &client, policy, &call, &ack_base, roles, time_scale).await?;
+    let room = room_name(spec, &namespace, &policy.name_any());
+    wait_for_the_room(sim, &paged.status, &room, time_scale).await;
+
+    let mut timeline = ledger_moments(sim, &paged.status, &paged.cast_of_attempt, &room);
+    timeline.extend(paged.notes);
+    // NB: stable sort: at equal times a dial stays before what the ledger says about it.
+    timeline.sort_by_key(|m| m.at);
+    let summary = summary(&paged.status);
+    Ok(DemoRun {
+        header,
+        timeline,
+        status: paged.status,
+        summary,
+        time_scale,
+    })
+}
+
+/// One page of `policy` with `summary`, the way `alertcall demo` runs it, against a simulator
+/// whose recipients follow `script`: the page's final status, as the operator would have
+/// written it. The same loop as the demo, without its routing and its printed report.
+pub async fn page(
+    policy: &CallPolicy,
+    summary: &str,
+    script: sim::Script,
+    time_scale: f64,
+) -> Result<AlertCallStatus, DemoError> {
+    let call: AlertCall = serde_json::from_value(serde_json::json!({
+        "apiVersion": "alertcall.dev/v1alpha1",
+        "kind": "AlertCall",
+        "metadata": {"name": "page", "namespace": namespace_of(policy)},
+        "spec": {
+            "policyRef": {"name": policy.name_any()},
+            "summary": summary,
+            "source": {"kind": "Manual"},
+        },
+    }))
+    .map_err(|error| DemoError::Examples(format!("the page: {error}")))?;
+    let sim = Simulator::start(SimConfig {
+        time_scale,
+        calls_per_second: f64::from(policy.spec.limits.calls_per_second.max(1)),
+        script,
+        ..SimConfig::new(ACCOUNT_SID, AUTH_TOKEN)
+    })
+    .await?;
+    let result = async {
+        let (client, twiml) = stage(&sim, policy).await?;
+        run_page(
+            &sim,
+            &client,
+            policy,
+            &call,
+            &twiml.urls.ack,
+            &[],
+            time_scale,
+        )
+        .await
+    }
+    .await;
+    sim.shutdown().await;
+    result.map(|paged| paged.status)
+}
+
+/// Sets the simulated account up for `policy`: its numbers and its published TwiML documents.
+async fn stage(
+    sim: &SimHandle,
+    policy: &CallPolicy,
+) -> Result<(TwilioClient, TwimlStatus), DemoError> {
+    let spec = &policy.spec;
+    let namespace = namespace_of(policy);
+    let policy_name = policy.name_any();
+    sim.add_number(&spec.twilio.from);
+    if let Some(bridge) = &spec.twilio.bridge_number {
+        sim.add_number(bridge);
+    }
+    let base = url::Url::parse(&sim.api_url())
+        .map_err(|error| DemoError::Examples(format!("simulator URL: {error}")))?;
+    let client = TwilioClient::new(
+        TwilioConfig::new(Credentials::AuthToken {
+            account_sid: ACCOUNT_SID.to_string(),
+            auth_token: AUTH_TOKEN.to_string(),
+        })
+        .with_single_base(base),
+    )?;
+    let room = room_name(spec, &namespace, &policy_name);
+    let docs = HostedDocuments::render(spec, &room);
+    let twiml = crate::controller::call_policy::publish_documents(
+        &client,
+        ACCOUNT_SID,
+        INSTANCE,
+        &namespace,
+        &policy_name,
+        &docs,
+    )
+    .await?;
+    Ok((client, twiml))
+}
+
+/// What paging did: the final status and the demo's own notes about it.
+struct Paged {
+    status: AlertCallStatus,
+    notes: Vec<Moment>,
+    cast_of_attempt: HashMap<String, &'static str>,
+}
+
+/// Dial outcomes come back over a channel into the loop that holds the status; an ambiguous
+/// dial's lookup skips the SIDs that status records.
+#[derive(Clone)]
+struct InMemory {
+    tx: mpsc::UnboundedSender<Vec<Observation>>,
+    claimed: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Outcomes for InMemory {
+    async fn record(&self, _attempt_id: String, observations: Vec<Observation>) {
+        // NB: the loop is gone only once the page is over; nothing is left to record then.
+        let _ = self.tx.send(observations);
+    }
+
+    fn claimed_sids(&self) -> BTreeSet<String> {
+        self.claimed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// The operator's loop for one page, with the status in memory: poll, observe, step, and the
+/// shared [`Executor`] for the actions.
+async fn run_page(
+    sim: &SimHandle,
+    client: &TwilioClient,
+    policy: &CallPolicy,
+    call: &AlertCall,
+    ack_base: &str,
+    roles: &[Role],
+    time_scale: f64,
+) -> Result<Paged, DemoError> {
+    let spec = &policy.spec;
+    let namespace = namespace_of(policy);
+    let page = call.name_any();
+    let room = room_name(spec, &namespace, &policy.name_any());
     let metrics = Arc::new(Metrics::new());
     let runner = Arc::new(Runner::new(metrics));
     let account = Arc::new(Account {
@@ -462,8 +580,30 @@ async fn drive(
     // NB: the pacer counts real time; scaled, its calls per second are per simulated second.
     let mut limits = calls::limits(spec);
     limits.calls_per_second = scaled_rate(limits.calls_per_second, time_scale);
-
+    // The hosted acknowledgement document, and no status callback: the demo polls.
+    let urls = |_: &str| DialUrls {
+        ack: ack_base.to_string(),
+        status_callback: None,
+    };
+    let hooks = Hooks::default();
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Observation>>();
+    let outcomes = InMemory {
+        tx,
+        claimed: Arc::new(Mutex::new(BTreeSet::new())),
+    };
+    let executor = Executor {
+        runner: &runner,
+        account: &account,
+        policy: spec,
+        summary: &call.spec.summary,
+        namespace: &namespace,
+        name: &page,
+        limits,
+        urls: &urls,
+        hooks: &hooks,
+        outcomes: outcomes.clone(),
+    };
+
     let mut status = AlertCallStatus::default();
     let mut notes: Vec<Moment> = Vec::new();
     let mut found: Vec<Observation> = Vec::new();
@@ -478,7 +618,7 @@ async fn drive(
         for observation in found.drain(..) {
             observe(&mut status, &observation, now);
         }
-        for observation in calls::poll(&client, &status, &room, &ack_base, now).await {
+        for observation in calls::poll(client, &status, &room, ack_base, now).await {
             observe(&mut status, &observation, now);
         }
         let dialing = runner.dialing(&namespace, &page);
@@ -492,6 +632,14 @@ async fn drive(
         let decision = step(spec, &call.spec, &status, now, &step_ctx);
         note_transitions(&mut notes, &status, &decision.status, now);
         status = decision.status;
+        *outcomes
+            .claimed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = status
+            .attempts
+            .iter()
+            .filter_map(|a| a.call_sid.clone())
+            .collect();
 
         let live: HashSet<String> = status
             .attempts
@@ -501,113 +649,27 @@ async fn drive(
             .collect();
         runner.sync_live(ACCOUNT_SID, &namespace, &page, &live);
 
-        let mut wake = now + SignedDuration::from_secs_f64(POLL_SECONDS);
-        for action in decision.actions {
-            match action {
-                Action::Dial { attempt, to } => {
-                    let nth = calls_of.entry(attempt.recipient.clone()).or_default();
-                    if let Some((behaviour, what)) = role_call(roles, &attempt.recipient, *nth) {
-                        sim.set_recipient(&to, behaviour.clone());
-                        cast_of_attempt.insert(attempt.id.clone(), what);
-                    }
-                    *nth += 1;
-                    notes.push(Moment {
-                        at: now,
-                        text: format!("dial {} ({to}) round {}", attempt.recipient, attempt.round),
-                    });
-                    let request =
-                        match calls::dial_request(spec, &call.spec.summary, to, &ack_base, None) {
-                            Ok(request) => request,
-                            Err(error) => {
-                                found.push(Observation::DialRefused {
-                                    attempt_id: attempt.id.clone(),
-                                    error_code: None,
-                                    message: format!("the call's TwiML cannot be built: {error}"),
-                                });
-                                continue;
-                            }
-                        };
-                    let tx = tx.clone();
-                    let attempt_id = attempt.id.clone();
-                    runner.submit(DialJob {
-                        key: JobKey {
-                            namespace: namespace.clone(),
-                            name: page.clone(),
-                            attempt_id: attempt.id,
-                        },
-                        account: account.clone(),
-                        limits,
-                        request,
-                        report: Box::new(move |outcome| {
-                            Box::pin(async move {
-                                // Ambiguous: the LookUp action finds the call later.
-                                if let Some(observations) =
-                                    calls::outcome_observations(&attempt_id, &outcome)
-                                {
-                                    let _ = tx.send(observations);
-                                }
-                            })
-                        }),
-                    });
-                }
-                Action::Cancel {
-                    attempt_id,
-                    call_sid,
-                    hang_up,
-                } => match call_sid {
-                    Some(sid) => {
-                        // NB: repeated every step until the call is seen final.
-                        if let Err(error) = calls::end_call(&client, &sid, hang_up).await {
-                            tracing::warn!(call_sid = %sid, %error, "ending a call");
-                        }
-                    }
-                    None => {
-                        runner.cancel(&JobKey {
-                            namespace: namespace.clone(),
-                            name: page.clone(),
-                            attempt_id,
-                        });
-                    }
-                },
-                Action::LookUp {
-                    attempt_id,
-                    to,
-                    intent_at,
-                } => {
-                    let claimed: BTreeSet<String> = status
-                        .attempts
-                        .iter()
-                        .filter_map(|a| a.call_sid.clone())
-                        .collect();
-                    let intent_at = intent_at.unwrap_or_else(Timestamp::now);
-                    match calls::look_up(&client, &spec.twilio.from, &to, intent_at, &claimed).await
-                    {
-                        Ok(Some(placed)) => {
-                            found.push(Observation::DialAccepted {
-                                attempt_id: attempt_id.clone(),
-                                call_sid: placed.sid.clone(),
-                                at: None,
-                            });
-                            found.extend(calls::update_of(&placed, Some(attempt_id)));
-                        }
-                        Ok(None) => found.push(Observation::IntentLost {
-                            attempt_id,
-                            reason: format!("no call to {to} found after the intent; dialed again"),
-                        }),
-                        Err(error) => tracing::warn!(%error, "looking up a lost dial"),
-                    }
-                }
-                Action::Poll {
-                    attempt_id,
-                    call_sid,
-                } => match client.fetch_call(&call_sid).await {
-                    Ok(fetched) => found.extend(calls::update_of(&fetched, Some(attempt_id))),
-                    Err(error) => tracing::warn!(%call_sid, %error, "polling a call"),
-                },
-                Action::Acknowledged { .. } | Action::Finish { .. } => {}
-                Action::WakeAt(at) => wake = wake.min(at),
+        // The cast plays each dial before it is placed.
+        for action in &decision.actions {
+            let Action::Dial { attempt, to } = action else {
+                continue;
+            };
+            let nth = calls_of.entry(attempt.recipient.clone()).or_default();
+            if let Some((behaviour, what)) = role_call(roles, &attempt.recipient, *nth) {
+                sim.set_recipient(to, behaviour.clone());
+                cast_of_attempt.insert(attempt.id.clone(), what);
             }
+            *nth += 1;
+            notes.push(Moment {
+                at: now,
+                text: format!("dial {} ({to}) round {}", attempt.recipient, attempt.round),
+            });
         }
+        let executed = executor.run(decision.actions, &status, now).await;
+        found.extend(executed.found);
+        let poll_at = now + SignedDuration::from_secs_f64(POLL_SECONDS);
+        let wake = executed.wake.map_or(poll_at, |at| at.min(poll_at));
+
         let settled = status
             .attempts
             .iter()
@@ -624,19 +686,10 @@ async fn drive(
         tokio::time::sleep(Duration::from_secs_f64(real_wait)).await;
     }
     runner.abort_all();
-    wait_for_the_room(sim, &status, &room, time_scale).await;
-
-    let mut timeline = ledger_moments(sim, &status, &cast_of_attempt, &room);
-    timeline.extend(notes);
-    // NB: stable sort: at equal times a dial stays before what the ledger says about it.
-    timeline.sort_by_key(|m| m.at);
-    let summary = summary(&status);
-    Ok(DemoRun {
-        header,
-        timeline,
+    Ok(Paged {
         status,
-        summary,
-        time_scale,
+        notes,
+        cast_of_attempt,
     })
 }
 

@@ -21,15 +21,13 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Resource, ResourceExt};
 
-use super::hooks::HookPoint;
-use super::{Account, AccountError, Context, FIELD_MANAGER};
+use super::{callbacks, AccountError, Context, FIELD_MANAGER};
 use crate::api::{
     conditions, validate, AlertCall, AlertCallStatus, AlertRoute, AttemptStatus, CallPolicy, Order,
     Phase,
 };
-use crate::calls;
-use crate::escalation::{self, observe, step, Action, Observation, StepContext, Withdrawn};
-use crate::runner::{DialJob, DialOutcome, JobKey};
+use crate::escalation::{self, observe, step, Observation, StepContext, Withdrawn};
+use crate::page::{calls, DialUrls, Executed, Executor, Outcomes};
 use crate::twilio::documents;
 
 /// Name of this controller in metrics and readiness.
@@ -401,91 +399,36 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
     ctx.runner
         .sync_live(&account.account_sid, &namespace, &name, &live);
 
-    let mut found = Vec::new();
-    let mut wake = None;
-    let mut unreachable: Vec<String> = Vec::new();
-    for action in decision.actions {
-        match action {
-            Action::Dial { attempt, to } => {
-                ctx.hooks.point(HookPoint::AfterIntent).await;
-                let nonce = decided.nonce.as_deref().unwrap_or_default();
-                dial(
-                    &state,
-                    call,
-                    &policy,
-                    &account,
-                    &ack_base,
-                    nonce,
-                    &attempt.id,
-                    to,
-                );
-            }
-            Action::Cancel {
-                attempt_id,
-                call_sid,
-                hang_up,
-            } => {
-                let sid = call_sid.clone();
-                if let Err(error) = cancel(
-                    ctx, &account, &namespace, &name, attempt_id, call_sid, hang_up,
-                )
-                .await
-                {
-                    tracing::warn!(call_sid = sid.as_deref().unwrap_or("-"), %error, "ending a call");
-                    unreachable.push(format!("{}: {error}", sid.as_deref().unwrap_or("-")));
-                }
-            }
-            Action::LookUp {
-                attempt_id,
-                to,
-                intent_at,
-            } => {
-                let mut claimed = claimed_sids(&state.calls);
-                claimed.extend(decided.attempts.iter().filter_map(|a| a.call_sid.clone()));
-                let from = &policy.spec.twilio.from;
-                let intent_at = intent_at.unwrap_or(now);
-                match calls::look_up(&account.client, from, &to, intent_at, &claimed).await {
-                    Ok(Some(found_call)) => {
-                        tracing::info!(attempt = %attempt_id, call_sid = %found_call.sid, "lost dial found at Twilio");
-                        found.push(Observation::DialAccepted {
-                            attempt_id: attempt_id.clone(),
-                            call_sid: found_call.sid.clone(),
-                            at: None,
-                        });
-                        found.extend(calls::update_of(&found_call, Some(attempt_id)));
-                    }
-                    Ok(None) => {
-                        tracing::warn!(attempt = %attempt_id, "no call found at Twilio for the intent; dialing again");
-                        found.push(Observation::IntentLost {
-                            attempt_id,
-                            reason: format!(
-                                "no call to {to} found at Twilio after the intent; dialed again"
-                            ),
-                        })
-                    }
-                    Err(error) => {
-                        tracing::warn!(attempt = %attempt_id, %error, "looking up a lost dial")
-                    }
-                }
-            }
-            Action::Poll {
-                attempt_id,
-                call_sid,
-            } => match account.client.fetch_call(&call_sid).await {
-                Ok(fetched) => found.extend(calls::update_of(&fetched, Some(attempt_id))),
-                Err(error) => tracing::warn!(%call_sid, %error, "polling a call"),
-            },
-            Action::Acknowledged { by, .. } => {
-                tracing::info!(acknowledged_by = %by, "page acknowledged");
-            }
-            Action::Finish {
-                phase,
-                reason,
-                message,
-            } => tracing::info!(?phase, reason, %message, "page finished"),
-            Action::WakeAt(at) => wake = Some(at),
-        }
-    }
+    let urls = |attempt_id: &str| {
+        let nonce = decided.nonce.as_deref().unwrap_or_default();
+        dial_urls(
+            ctx.config.public_url.as_ref(),
+            &ack_base,
+            &callbacks::callback_query(&namespace, &name, attempt_id, nonce),
+        )
+    };
+    let executor = Executor {
+        runner: &ctx.runner,
+        account: &account,
+        policy: &policy.spec,
+        summary: &call.spec.summary,
+        namespace: &namespace,
+        name: &name,
+        limits: calls::limits(&policy.spec),
+        urls: &urls,
+        hooks: &ctx.hooks,
+        outcomes: Recorded {
+            ctx: ctx.clone(),
+            pages: state.calls.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+        },
+    };
+    let Executed {
+        found,
+        unreachable,
+        wake,
+    } = executor.run(decision.actions, &decided, now).await;
     if !found.is_empty() {
         if let Err(error) = record(ctx, &namespace, &name, &found).await {
             tracing::warn!(%error, "recording lookups and polls");
@@ -656,183 +599,41 @@ fn calls_last_hour(
     u32::try_from(others + recent(status)).unwrap_or(u32::MAX)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn dial(
-    state: &Arc<State>,
-    call: &AlertCall,
-    policy: &CallPolicy,
-    account: &Arc<Account>,
-    ack_base: &str,
-    nonce: &str,
-    attempt_id: &str,
-    to: String,
-) {
-    let ctx = &state.ctx;
-    let namespace = call.namespace().unwrap_or_default();
-    let name = call.name_any();
-    let key = JobKey {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        attempt_id: attempt_id.to_string(),
-    };
-    let callback_query = super::callbacks::callback_query(&namespace, &name, attempt_id, nonce);
-    // Our own endpoint learns from the query which attempt pressed a key; a hosted document
-    // is static, and the keypress is seen in the call's Events instead.
-    let own = ctx.config.public_url.as_ref().is_some_and(|public| {
-        ack_base.starts_with(public.as_str().trim_end_matches('/'))
-            && ack_base.contains("/twiml/ack/")
-    });
-    let ack_url = if own {
-        format!("{ack_base}?{callback_query}")
-    } else {
-        ack_base.to_string()
-    };
-    let report_ctx = ctx.clone();
-    let report_pages = state.calls.clone();
-    let report_key = key.clone();
-    let lookup = LookUpArgs {
-        account: account.clone(),
-        from: policy.spec.twilio.from.clone(),
-        to: to.clone(),
-        intent_at: Timestamp::now(),
-    };
-    let status_callback = ctx.config.public_url.as_ref().map(|public| {
-        format!(
-            "{}/twilio/status?{callback_query}",
-            public.as_str().trim_end_matches('/')
-        )
-    });
-    let request = match calls::dial_request(
-        &policy.spec,
-        &call.spec.summary,
-        to,
-        &ack_url,
-        status_callback,
-    ) {
-        Ok(request) => request,
-        Err(error) => {
-            let ctx = ctx.clone();
-            let message = format!("the call's TwiML cannot be built: {error}");
-            tokio::spawn(async move {
-                report(
-                    &ctx,
-                    &report_pages,
-                    &report_key,
-                    None,
-                    DialOutcome::Refused {
-                        code: None,
-                        message,
-                    },
-                )
-                .await;
-            });
-            return;
-        }
-    };
-    let limits = calls::limits(&policy.spec);
-    ctx.runner.submit(DialJob {
-        key,
-        account: account.clone(),
-        limits,
-        request,
-        report: Box::new(move |outcome| {
-            Box::pin(async move {
-                report(
-                    &report_ctx,
-                    &report_pages,
-                    &report_key,
-                    Some(lookup),
-                    outcome,
-                )
-                .await
-            })
-        }),
-    });
-}
-
-/// What an ambiguous dial needs to find its call.
-struct LookUpArgs {
-    account: Arc<Account>,
-    from: String,
-    to: String,
-    intent_at: Timestamp,
-}
-
-/// Records a dial's outcome in the AlertCall status.
-async fn report(
-    ctx: &Context,
-    pages: &Pages,
-    key: &JobKey,
-    lookup: Option<LookUpArgs>,
-    outcome: DialOutcome,
-) {
-    let attempt_id = key.attempt_id.clone();
-    match &outcome {
-        DialOutcome::Accepted(placed) => {
-            tracing::info!(alertcall = %format!("{}/{}", key.namespace, key.name), attempt = %attempt_id, call_sid = %placed.sid, "call placed");
-            ctx.hooks.point(HookPoint::AfterAccepted).await;
-        }
-        DialOutcome::Refused { message, .. } => {
-            tracing::warn!(attempt = %attempt_id, %message, "Twilio refused the call");
-        }
-        DialOutcome::Ambiguous(message) => {
-            tracing::warn!(attempt = %attempt_id, %message, "dial outcome unknown; looking the call up");
-        }
-        DialOutcome::NotPlaced => {}
-    }
-    let observations = match calls::outcome_observations(&attempt_id, &outcome) {
-        Some(observations) => observations,
-        None => {
-            // Found now: recorded. Not found: the call may still appear, so the controller
-            // looks again once the intent is past its grace period. Never dialed again.
-            let Some(args) = lookup else { return };
-            let claimed = claimed_sids(pages);
-            match calls::look_up(
-                &args.account.client,
-                &args.from,
-                &args.to,
-                args.intent_at,
-                &claimed,
-            )
-            .await
-            {
-                Ok(Some(found)) => vec![Observation::DialAccepted {
-                    attempt_id,
-                    call_sid: found.sid.clone(),
-                    at: None,
-                }],
-                Ok(None) => return,
-                Err(error) => {
-                    tracing::warn!(attempt = %key.attempt_id, %error, "looking up an ambiguous dial");
-                    return;
-                }
-            }
-        }
-    };
-    if let Err(error) = record(ctx, &key.namespace, &key.name, &observations).await {
-        tracing::error!(attempt = %key.attempt_id, %error, "recording a dial outcome");
+/// The URLs of one call. Our own acknowledgement endpoint learns from the query which attempt
+/// pressed a key; a hosted document is static, and the keypress is seen in the call's Events
+/// instead. Twilio reports progress to our status endpoint only when it can reach us.
+fn dial_urls(public_url: Option<&url::Url>, ack_base: &str, callback_query: &str) -> DialUrls {
+    let public = public_url.map(|public| public.as_str().trim_end_matches('/'));
+    let own = public
+        .is_some_and(|public| ack_base.starts_with(public) && ack_base.contains("/twiml/ack/"));
+    DialUrls {
+        ack: if own {
+            format!("{ack_base}?{callback_query}")
+        } else {
+            ack_base.to_string()
+        },
+        status_callback: public.map(|public| format!("{public}/twilio/status?{callback_query}")),
     }
 }
 
-async fn cancel(
-    ctx: &Context,
-    account: &Account,
-    namespace: &str,
-    name: &str,
-    attempt_id: String,
-    call_sid: Option<String>,
-    hang_up: bool,
-) -> Result<(), crate::twilio::TwilioError> {
-    match call_sid {
-        Some(sid) => calls::end_call(&account.client, &sid, hang_up).await,
-        None => {
-            ctx.runner.cancel(&JobKey {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-                attempt_id,
-            });
-            Ok(())
+/// Dial outcomes go into the AlertCall's status; lookups skip every SID any page records.
+#[derive(Clone)]
+struct Recorded {
+    ctx: Arc<Context>,
+    pages: Pages,
+    namespace: String,
+    name: String,
+}
+
+impl Outcomes for Recorded {
+    async fn record(&self, attempt_id: String, observations: Vec<Observation>) {
+        if let Err(error) = record(&self.ctx, &self.namespace, &self.name, &observations).await {
+            tracing::error!(attempt = %attempt_id, %error, "recording a dial outcome");
         }
+    }
+
+    fn claimed_sids(&self) -> BTreeSet<String> {
+        claimed_sids(&self.pages)
     }
 }
 
@@ -1208,5 +1009,43 @@ async fn transitions(
             ),
         };
         publish(ctx, call, type_, &reason, "Escalate", &note).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_carries_the_query_only_to_our_own_endpoints() {
+        let public = url::Url::parse("https://pager.example/").ok();
+        let own = "https://pager.example/twiml/ack/ns/oncall";
+        let hosted = "https://svc-1234.twil.io/alertcall/ns/oncall/ack.xml";
+        let query = "ns=ns&name=page&attempt=r1-alice&nonce=n1";
+        let cases = [
+            (
+                public.as_ref(),
+                own,
+                format!("{own}?{query}"),
+                Some(format!("https://pager.example/twilio/status?{query}")),
+            ),
+            (
+                public.as_ref(),
+                hosted,
+                hosted.to_string(),
+                Some(format!("https://pager.example/twilio/status?{query}")),
+            ),
+            (None, hosted, hosted.to_string(), None),
+        ];
+        for (public, ack_base, ack, status_callback) in cases {
+            assert_eq!(
+                dial_urls(public, ack_base, query),
+                DialUrls {
+                    ack,
+                    status_callback
+                },
+                "{ack_base}"
+            );
+        }
     }
 }

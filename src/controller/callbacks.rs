@@ -34,8 +34,8 @@ use subtle::ConstantTimeEq;
 use super::alert_call::{claimed_sids, record, Pages};
 use super::{Account, Context, Policies};
 use crate::api::{AlertCall, Attempt, CallPolicy};
-use crate::calls::{attempt_status, LOOKUP_SKEW};
 use crate::escalation::{CallUpdate, Observation};
+use crate::page::calls::{attempt_status, LOOKUP_SKEW};
 use crate::twilio::{documents, signature};
 
 /// The routes Twilio calls.
