@@ -329,6 +329,7 @@ async fn a_storm_of_copies_pages_once_and_only_counts() {
     let call_writes = count_writes(Api::<AlertCall>::namespaced(client.clone(), &ns.name));
 
     let copies = 1000;
+    let storm_started = std::time::Instant::now();
     let namespace = ns.name.clone();
     stream::iter(0..copies)
         .for_each_concurrent(16, |i| {
@@ -373,10 +374,14 @@ async fn a_storm_of_copies_pages_once_and_only_counts() {
     })
     .await;
     assert_eq!(alert_calls(&client, &ns.name).await.len(), 2);
-    // Counters are written in batches: a handful of writes, not one per event.
+    // Counters are written in batches: at most one write per counter interval while the storm
+    // lasts (how long depends on the machine), plus the page's own writes; not one per event.
     let (route_writes, call_writes) = (route_writes.abort_count(), call_writes.abort_count());
-    assert!(route_writes < 15, "{route_writes} AlertRoute writes");
-    assert!(call_writes < 15, "{call_writes} AlertCall writes");
+    let intervals = storm_started.elapsed().as_secs()
+        / alertcall::controller::pages::COUNTER_INTERVAL.as_secs().max(1);
+    let batched = usize::try_from(intervals).unwrap_or(usize::MAX) + 8;
+    assert!(route_writes <= batched, "{route_writes} AlertRoute writes, {batched} allowed");
+    assert!(call_writes <= batched, "{call_writes} AlertCall writes, {batched} allowed");
     let metrics = reqwest::get(format!("http://{}/metrics", running.addr))
         .await
         .unwrap_or_else(|e| panic!("metrics: {e}"))
