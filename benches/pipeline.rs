@@ -22,7 +22,7 @@ use alertcall::controller::pages::{PageIndex, PageRecord};
 use alertcall::controller::{self, Account, Config, TwilioEndpoints};
 use alertcall::metrics::Metrics;
 use alertcall::routing::{
-    decide, group_hash, Candidate, Decision, EventCandidate, GroupKey, GroupTracker,
+    decide, group_hash, Candidate, EventCandidate, GroupDecision, GroupKey, GroupTracker,
     InvolvedObject, RouteIndex,
 };
 use alertcall::runner::{DialJob, DialOutcome, JobKey, Limits, Runner};
@@ -294,7 +294,7 @@ fn bench_dedup() {
                 let mut state = tracker.state(&route.key, &key);
                 state.last_page = pages.latest(&id).map(|page| page.created);
                 match decide(&route.key, &key, &route.route.spec.grouping, &state, now) {
-                    Decision::Page { name, .. } => {
+                    GroupDecision::Page { name, .. } => {
                         pages.upsert(
                             id,
                             PageRecord {
@@ -308,7 +308,7 @@ fn bench_dedup() {
                         tracker.paged(&route.key, &key, now);
                         paged += 1;
                     }
-                    Decision::Suppress { .. } => suppressed += 1,
+                    GroupDecision::Suppress { .. } => suppressed += 1,
                 }
             }
         }

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -279,7 +280,10 @@ impl Runner {
         let runner = self.clone();
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         while tasks.try_join_next().is_some() {}
-        tasks.spawn(async move { runner.execute(job, cancel).await });
+        // NB: the dial runs after the reconcile that submitted it returned; it keeps that span,
+        // so its lines name the page, and carries its attempt.
+        let span = tracing::info_span!("dial", attempt = %job.key.attempt_id);
+        tasks.spawn(async move { runner.execute(job, cancel).await }.instrument(span.or_current()));
         true
     }
 

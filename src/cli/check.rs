@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::api::{self, AlertCall, AlertRoute, CallPolicy, Mode, Order};
 use crate::routing::{
-    decide, Candidate, Decision, EventCandidate, GroupKey, GroupState, RouteIndex, RouteKey,
+    decide, Candidate, EventCandidate, GroupDecision, GroupKey, GroupState, RouteIndex, RouteKey,
 };
 use crate::sources::alertmanager::Payload;
 
@@ -417,7 +417,7 @@ fn explain_route(
     }
     let grouping = &route.route.spec.grouping;
     match decide(&route.key, &key, grouping, &GroupState::default(), now) {
-        Decision::Page {
+        GroupDecision::Page {
             name,
             not_before: None,
             ..
@@ -425,7 +425,7 @@ fn explain_route(
             "    AlertCall  {name} (then nothing more for this group for {}s)\n",
             grouping.repeat_interval_seconds
         )),
-        Decision::Page {
+        GroupDecision::Page {
             name,
             not_before: Some(_),
             ..
@@ -433,7 +433,7 @@ fn explain_route(
             "    AlertCall  {name} at once, Waiting: calls start after {}s of group wait\n",
             grouping.group_wait_seconds
         )),
-        Decision::Suppress { .. } => {}
+        GroupDecision::Suppress { .. } => {}
     }
     let template = route
         .route

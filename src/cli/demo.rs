@@ -28,7 +28,7 @@ use crate::escalation::{observe, step, Action, Observation, StepContext};
 use crate::metrics::Metrics;
 use crate::page::{calls, DialUrls, Executor, Outcomes};
 use crate::routing::{
-    build_alert_call, decide, Candidate, Decision, EventCandidate, GroupKey, GroupState,
+    build_alert_call, decide, Candidate, EventCandidate, GroupDecision, GroupKey, GroupState,
     PageRequest, RouteIndex, RouteKey,
 };
 use crate::runner::Runner;
@@ -318,7 +318,7 @@ fn route_signal(
         .ok_or_else(|| DemoError::NoRoute(policy_name.clone()))?;
     let grouping = &route.route.spec.grouping;
     let key = GroupKey::of(&grouping.group_by, candidate);
-    let Decision::Page {
+    let GroupDecision::Page {
         name,
         not_before: None,
         ..

@@ -86,7 +86,7 @@ impl Error {
 
 struct State {
     ctx: Arc<Context>,
-    calls: Store<Guarded>,
+    pages: Pages,
     /// Pages being deleted whose calls could not be ended, by `namespace/name`: how many
     /// times in a row, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -152,7 +152,7 @@ async fn run(
     let mapper_store = store.clone();
     let state = Arc::new(State {
         ctx: ctx.clone(),
-        calls: store.clone(),
+        pages: store.clone(),
         failures: Mutex::new(HashMap::new()),
     });
     let readiness = ctx.readiness.clone();
@@ -235,7 +235,7 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
                     secondary: None,
                 };
                 if let Err(error) = ctx.recorder.publish(&event, &guarded.object_ref(&())).await {
-                    tracing::debug!(%error, "publishing an event");
+                    tracing::debug!(%error, "recording an event");
                 }
             }
             return Ok(Requeue::await_change());
@@ -343,8 +343,8 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
         }
     }
     let step_ctx = StepContext {
-        start_index: start_index(&state.calls, call, &policy),
-        calls_last_hour: calls_last_hour(ctx, &state.calls, call, &next, now),
+        start_index: start_index(&state.pages, call, &policy),
+        calls_last_hour: calls_last_hour(ctx, &state.pages, call, &next, now),
         withdrawn: withdrawn(ctx, call, &namespace).await,
         dialing: dialing.clone(),
         conference_room: Some(room.clone()),
@@ -419,7 +419,7 @@ async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, 
         hooks: &ctx.hooks,
         outcomes: Recorded {
             ctx: ctx.clone(),
-            pages: state.calls.clone(),
+            pages: state.pages.clone(),
             namespace: namespace.clone(),
             name: name.clone(),
         },
@@ -514,7 +514,7 @@ async fn blocked(
     if changed {
         tracing::warn!(reason, %message, "page blocked");
         match write_status(ctx, call, &next).await {
-            Ok(_) => publish(ctx, call, EventType::Warning, reason, "Resolve", message).await,
+            Ok(_) => emit_event(ctx, call, EventType::Warning, reason, "Resolve", message).await,
             Err(error) if is_conflict(&error) => {
                 return Ok(Requeue::requeue(Duration::from_millis(500)))
             }
@@ -537,14 +537,14 @@ async fn withdrawn(ctx: &Context, call: &AlertCall, namespace: &str) -> Option<W
 }
 
 /// RoundRobin: where this page starts, after the previous page of the same policy.
-fn start_index(calls: &Store<Guarded>, call: &AlertCall, policy: &CallPolicy) -> u32 {
+fn start_index(pages: &Pages, call: &AlertCall, policy: &CallPolicy) -> u32 {
     if policy.spec.strategy.order != Order::RoundRobin {
         return 0;
     }
     let namespace = call.namespace();
     let created = |c: &AlertCall| (c.metadata.creation_timestamp.clone(), c.name_any());
     let this = created(call);
-    let all = calls.state();
+    let all = pages.state();
     let previous = all
         .iter()
         .filter_map(|guarded| valid(guarded))
@@ -566,7 +566,7 @@ fn start_index(calls: &Store<Guarded>, call: &AlertCall, policy: &CallPolicy) ->
 /// Calls placed on the same Twilio account in the last hour, across all pages.
 fn calls_last_hour(
     ctx: &Context,
-    calls: &Store<Guarded>,
+    pages: &Pages,
     call: &AlertCall,
     status: &AlertCallStatus,
     now: Timestamp,
@@ -582,7 +582,7 @@ fn calls_last_hour(
     let account = ctx
         .runner
         .account_of(&namespace, &call.spec.policy_ref.name);
-    let all = calls.state();
+    let all = pages.state();
     let others: usize = all
         .iter()
         .filter_map(|guarded| valid(guarded))
@@ -707,7 +707,7 @@ async fn abandon(
         "deleted without ending its calls, which cannot be reached: {message}; any still ringing stop at their ring timeout"
     );
     tracing::warn!(reason, %note, "page deleted");
-    publish(ctx, call, EventType::Warning, reason, "Delete", &note).await;
+    emit_event(ctx, call, EventType::Warning, reason, "Delete", &note).await;
     remove_finalizer(ctx, call).await?;
     Ok(Requeue::await_change())
 }
@@ -752,7 +752,7 @@ async fn deletion_waits(
             .await
             .map_err(Error::Status)?
     {
-        publish(
+        emit_event(
             ctx,
             call,
             EventType::Warning,
@@ -863,7 +863,8 @@ pub async fn record(
     Ok(false)
 }
 
-async fn publish(
+/// Records a Kubernetes Event on the page.
+async fn emit_event(
     ctx: &Context,
     call: &AlertCall,
     type_: EventType,
@@ -879,7 +880,7 @@ async fn publish(
         secondary: None,
     };
     if let Err(error) = ctx.recorder.publish(&event, &call.object_ref(&())).await {
-        tracing::debug!(%error, reason, "publishing an event");
+        tracing::debug!(%error, reason, "recording an event");
     }
 }
 
@@ -896,7 +897,7 @@ async fn transitions(
         let sid = attempt.call_sid.as_deref().unwrap_or("-");
         if attempt.call_sid.is_some() && before.and_then(|b| b.call_sid.as_ref()).is_none() {
             tracing::info!(call_sid = %sid, attempt = %attempt.id, "dialed");
-            publish(
+            emit_event(
                 ctx,
                 call,
                 EventType::Normal,
@@ -908,7 +909,7 @@ async fn transitions(
         }
         let was = before.map(|b| b.status).unwrap_or_default();
         if attempt.status == AttemptStatus::InProgress && was != AttemptStatus::InProgress {
-            publish(
+            emit_event(
                 ctx,
                 call,
                 EventType::Normal,
@@ -920,7 +921,7 @@ async fn transitions(
         }
         if attempt.acknowledged && !before.is_some_and(|b| b.acknowledged) {
             tracing::info!(call_sid = %sid, attempt = %attempt.id, "key pressed");
-            publish(
+            emit_event(
                 ctx,
                 call,
                 EventType::Normal,
@@ -956,7 +957,7 @@ async fn transitions(
                 .as_deref()
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default();
-            publish(
+            emit_event(
                 ctx,
                 call,
                 type_,
@@ -969,7 +970,7 @@ async fn transitions(
     }
     if let (Some(url), None) = (&new.recording_url, &old.recording_url) {
         tracing::info!(recording_url = %url, "room recorded");
-        publish(
+        emit_event(
             ctx,
             call,
             EventType::Normal,
@@ -1008,7 +1009,7 @@ async fn transitions(
                 new.attempts.len()
             ),
         };
-        publish(ctx, call, type_, &reason, "Escalate", &note).await;
+        emit_event(ctx, call, type_, &reason, "Escalate", &note).await;
     }
 }
 

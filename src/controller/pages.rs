@@ -54,7 +54,7 @@ use crate::api::AlertCall;
 use crate::metrics::RouteLabels;
 use crate::routing::build::LABEL_GROUP_HASH;
 use crate::routing::{
-    build_alert_call, decide, group_hash, Candidate, CompiledRoute, Decision, GroupKey,
+    build_alert_call, decide, group_hash, Candidate, CompiledRoute, GroupDecision, GroupKey,
     GroupTracker, PageRequest, RouteKey,
 };
 
@@ -587,7 +587,7 @@ impl PagerTask {
         state.resolved_at = state.resolved_at.max(self.pages.resolved_at(&id));
         let group = (route.key.clone(), key.clone());
         match decide(&route.key, &key, &route.route.spec.grouping, &state, now) {
-            Decision::Page {
+            GroupDecision::Page {
                 name, not_before, ..
             } => {
                 self.held.remove(&group);
@@ -607,7 +607,7 @@ impl PagerTask {
                 };
                 self.page(route, snapshot, key, candidate, page);
             }
-            Decision::Suppress { .. } => {
+            GroupDecision::Suppress { .. } => {
                 if leader && signal.is_some() {
                     self.stats.update(&route.key, |a| a.suppressed += 1);
                     self.ctx
@@ -776,7 +776,7 @@ impl PagerTask {
                     // Deleted meanwhile: nothing left to cancel, and this process remembers.
                     Err(kube::Error::Api(status)) if status.code == 404 => None,
                     Err(error) => {
-                        tracing::warn!(namespace = %page.0, alertcall = %page.1, %error, "recording a resolve");
+                        tracing::warn!(alertcall = %format!("{}/{}", page.0, page.1), %error, "recording a resolve");
                         Some(format!(
                             "cannot record the resolve on AlertCall {}/{}: {error}",
                             page.0, page.1
@@ -801,7 +801,7 @@ impl PagerTask {
     ) {
         match result {
             Ok(call) => {
-                tracing::info!(namespace = %namespace, alertcall = %name, route = %group.0, group = %group.1, "paged");
+                tracing::info!(alertcall = %format!("{namespace}/{name}"), route = %group.0, group = %group.1, "paged");
                 self.ctx
                     .metrics
                     .pages
@@ -815,10 +815,10 @@ impl PagerTask {
             }
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 // Another replica, a previous process or a duplicate signal made it first.
-                tracing::debug!(namespace = %namespace, alertcall = %name, "page exists already");
+                tracing::debug!(alertcall = %format!("{namespace}/{name}"), "page exists already");
             }
             Err(error) => {
-                tracing::error!(namespace = %namespace, alertcall = %name, %error, "cannot create the AlertCall; retrying");
+                tracing::error!(alertcall = %format!("{namespace}/{name}"), %error, "cannot create the AlertCall; retrying");
                 self.ctx.metrics.reconcile_error("pager", "CreateFailed");
                 self.pages.remove(&id, &name);
                 let at = Timestamp::now()
@@ -844,7 +844,7 @@ impl PagerTask {
             }
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(error) => {
-                tracing::warn!(alertcall = %page.1, %error, "updating page counters");
+                tracing::warn!(alertcall = %format!("{}/{}", page.0, page.1), %error, "updating page counters");
                 if let Some(record) = self.pages.find_mut(&page) {
                     if pending.counted {
                         record.count = record.count.map(|c| c - pending.add);

@@ -172,7 +172,7 @@ impl GroupState {
 
 /// What to do with a firing signal of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub enum GroupDecision {
     /// Create the AlertCall with this name now. `not_before` is set while a new group's
     /// `groupWaitSeconds` runs: the page exists at once (so the wait survives restarts and later
     /// signals only count), and is not dialed before then.
@@ -196,13 +196,13 @@ pub fn decide(
     grouping: &GroupingSpec,
     state: &GroupState,
     now: Timestamp,
-) -> Decision {
+) -> GroupDecision {
     let repeat = SignedDuration::from_secs(i64::from(grouping.repeat_interval_seconds.max(1)));
     let reopened = state.reopened();
     if let (Some(last), None) = (state.last_page, reopened) {
         let until = last.saturating_add(repeat).unwrap_or(last);
         if now < until {
-            return Decision::Suppress { until };
+            return GroupDecision::Suppress { until };
         }
     }
     let new_group = state.last_page.is_none() || reopened.is_some();
@@ -217,7 +217,7 @@ pub fn decide(
         not_before = (now < until).then_some(until);
     }
     let window = Window::at(now, grouping.repeat_interval_seconds, reopened);
-    Decision::Page {
+    GroupDecision::Page {
         name: alert_call_name(route, key, &window),
         window,
         not_before,
@@ -574,14 +574,14 @@ mod tests {
         let key = GroupKey("g".into());
         for (name, grouping, state, now, want) in table {
             let got = match decide(&route, &key, &grouping, &state, ts(now)) {
-                Decision::Page {
+                GroupDecision::Page {
                     not_before: None, ..
                 } => Want::Page,
-                Decision::Page {
+                GroupDecision::Page {
                     not_before: Some(until),
                     ..
                 } => Want::Wait(until.as_second()),
-                Decision::Suppress { until } => Want::Suppress(until.as_second()),
+                GroupDecision::Suppress { until } => Want::Suppress(until.as_second()),
             };
             assert_eq!(got, want, "{name}");
         }
@@ -597,7 +597,7 @@ mod tests {
             ..GroupState::default()
         };
         match decide(&route, &key, &grouping(30, 3600), &state, now) {
-            Decision::Page {
+            GroupDecision::Page {
                 not_before: Some(at),
                 ..
             } => assert_eq!(at, ts(1031)),
@@ -623,7 +623,9 @@ mod tests {
             ts(3900),
         );
         match (first, again) {
-            (Decision::Page { name: a, .. }, Decision::Page { name: b, .. }) => assert_ne!(a, b),
+            (GroupDecision::Page { name: a, .. }, GroupDecision::Page { name: b, .. }) => {
+                assert_ne!(a, b)
+            }
             other => panic!("{other:?}"),
         }
     }
@@ -633,7 +635,7 @@ mod tests {
         let route = RouteKey::new("prod", "r");
         let key = GroupKey("g".into());
         let spec = grouping(0, 3600);
-        let names: Vec<Decision> = [3600, 4000, 7199]
+        let names: Vec<GroupDecision> = [3600, 4000, 7199]
             .into_iter()
             .map(|now| decide(&route, &key, &spec, &GroupState::default(), ts(now)))
             .collect();
@@ -650,19 +652,19 @@ mod tests {
         tracker.firing(&route, &key, ts(100));
         assert!(matches!(
             decide(&route, &key, &spec, &tracker.state(&route, &key), ts(100)),
-            Decision::Page { .. }
+            GroupDecision::Page { .. }
         ));
         tracker.paged(&route, &key, ts(100));
         tracker.firing(&route, &key, ts(200));
         assert!(matches!(
             decide(&route, &key, &spec, &tracker.state(&route, &key), ts(200)),
-            Decision::Suppress { .. }
+            GroupDecision::Suppress { .. }
         ));
         tracker.resolved(&route, &key, ts(300));
         tracker.firing(&route, &key, ts(400));
         assert!(matches!(
             decide(&route, &key, &spec, &tracker.state(&route, &key), ts(400)),
-            Decision::Page { .. }
+            GroupDecision::Page { .. }
         ));
         tracker.forget_before(ts(401));
         assert!(tracker.is_empty());

@@ -21,7 +21,7 @@ pub use candidate::{
     AlertCandidate, AlertStatus, Candidate, EventCandidate, InvolvedObject, RouteKey,
 };
 pub use group::{
-    alert_call_name, decide, group_hash, Decision, GroupKey, GroupState, GroupTracker, Window,
+    alert_call_name, decide, group_hash, GroupDecision, GroupKey, GroupState, GroupTracker, Window,
 };
 pub use index::{CompiledRoute, RouteError, RouteIndex};
 pub use matchers::{MatchOp, Matcher, MatcherError, Matchers};

@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
 use super::decide::asset_prefix;
-use super::{find_number, publish_event, twilio, Error, State, PREVIOUS_WEBHOOK_ANNOTATION};
+use super::{emit_event, find_number, twilio, Error, State, PREVIOUS_WEBHOOK_ANNOTATION};
 use crate::api::{CallPolicy, TwimlStatus};
 use crate::twilio::client::HttpMethod;
 use crate::twilio::types::VoiceWebhook;
@@ -185,6 +185,6 @@ async fn configure_bridge_fresh(
         action: "UpdateVoiceUrl".into(),
         secondary: None,
     };
-    publish_event(state, policy, event).await;
+    emit_event(state, policy, event).await;
     Ok(Some(number.sid))
 }

@@ -587,7 +587,7 @@ async fn policy_attempts(
 
 // ---- publishing -----------------------------------------------------------------------------
 
-async fn publish_event(state: &State, policy: &CallPolicy, event: Event) {
+async fn emit_event(state: &State, policy: &CallPolicy, event: Event) {
     let reference = policy.object_ref(&());
     if let Err(error) = state.ctx.recorder.publish(&event, &reference).await {
         tracing::debug!(%error, "cannot publish event");
@@ -640,7 +640,7 @@ async fn give_up(policy: &CallPolicy, state: &State, error: &Error) -> Result<Ac
         action: "Cleanup".into(),
         secondary: None,
     };
-    publish_event(state, policy, event).await;
+    emit_event(state, policy, event).await;
     tracing::warn!(namespace = policy.namespace(), name = policy.name_any(), %error, "cleanup skipped");
     Ok(Action::await_change())
 }
