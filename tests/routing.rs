@@ -378,10 +378,18 @@ async fn a_storm_of_copies_pages_once_and_only_counts() {
     // lasts (how long depends on the machine), plus the page's own writes; not one per event.
     let (route_writes, call_writes) = (route_writes.abort_count(), call_writes.abort_count());
     let intervals = storm_started.elapsed().as_secs()
-        / alertcall::controller::pages::COUNTER_INTERVAL.as_secs().max(1);
+        / alertcall::controller::pages::COUNTER_INTERVAL
+            .as_secs()
+            .max(1);
     let batched = usize::try_from(intervals).unwrap_or(usize::MAX) + 8;
-    assert!(route_writes <= batched, "{route_writes} AlertRoute writes, {batched} allowed");
-    assert!(call_writes <= batched, "{call_writes} AlertCall writes, {batched} allowed");
+    assert!(
+        route_writes <= batched,
+        "{route_writes} AlertRoute writes, {batched} allowed"
+    );
+    assert!(
+        call_writes <= batched,
+        "{call_writes} AlertCall writes, {batched} allowed"
+    );
     let metrics = reqwest::get(format!("http://{}/metrics", running.addr))
         .await
         .unwrap_or_else(|e| panic!("metrics: {e}"))
