@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! A loopback Twilio: the subset of the REST API alertcall uses (v2010 Calls, Call Events,
 //! Conferences, Participants, IncomingPhoneNumbers; Serverless v1 Services, Environments, Assets,
 //! Asset Versions, Builds, Deployments) with Twilio's paths, form parameters, JSON shapes and error
@@ -40,6 +41,7 @@ pub mod ledger;
 mod routes;
 pub mod script;
 mod serverless;
+pub mod signature;
 mod state;
 pub mod twiml;
 

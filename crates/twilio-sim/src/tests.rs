@@ -10,7 +10,7 @@ use axum::response::IntoResponse;
 use serde_json::Value;
 
 use super::*;
-use crate::twilio::signature;
+use crate::signature;
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "sim-test-token";
