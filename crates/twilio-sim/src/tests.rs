@@ -1212,3 +1212,21 @@ async fn url_documents_redirect_relative_urls_and_pause() {
     );
     sim.shutdown().await;
 }
+
+/// The router is hand-written `match` arms; `ROUTES` lists them for the OpenAPI contract test.
+/// Counting arms catches a route added to one and not the other.
+#[test]
+fn routes_list_every_match_arm_of_the_router() {
+    fn arms(source: &str) -> usize {
+        ["GET", "POST", "DELETE", "PUT"]
+            .iter()
+            .map(|m| source.matches(&format!("(\"{m}\", [")).count())
+            .sum()
+    }
+    let count = |prefix: &str| ROUTES.iter().filter(|(_, p)| p.starts_with(prefix)).count();
+    // routes.rs: the v2010 arms, plus the 6 arms of the `/__sim` control endpoints.
+    assert_eq!(arms(include_str!("routes.rs")) - 6, count("/2010-04-01/"));
+    // serverless.rs: its arms, plus `/v1/Services` GET and POST (matched by method alone) and
+    // the upload (matched before the body is read).
+    assert_eq!(arms(include_str!("serverless.rs")) + 3, count("/v1/"));
+}
