@@ -16,8 +16,8 @@ scripts/helm-env.sh >/dev/null
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "starting the control plane"
 # A control plane that was already running (a developer's) is left running afterwards.
@@ -26,5 +26,5 @@ if ! scripts/control-plane.sh status; then
 fi
 scripts/control-plane.sh start >/dev/null
 
-step "cargo test"
-cargo test --locked
+step "cargo test --workspace"
+cargo test --workspace --locked

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod check;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod run;
+#[cfg(feature = "sim")]
 pub mod twilio_sim;
 
 #[derive(Parser, Debug)]
@@ -30,8 +32,10 @@ pub enum Command {
     /// Validate policies and routes offline, as a GitOps CI step.
     Check(check::CheckArgs),
     /// Run the paging pipeline on the embedded examples, with no cluster and no Twilio account.
+    #[cfg(feature = "sim")]
     Demo(demo::DemoArgs),
     /// Run the Twilio simulator as a standalone loopback server.
+    #[cfg(feature = "sim")]
     TwilioSim(twilio_sim::TwilioSimArgs),
 }
 
@@ -42,7 +46,9 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Crd => print_crds(),
         Command::Check(args) => check::run(&args),
+        #[cfg(feature = "sim")]
         Command::Demo(args) => demo::run(&args),
+        #[cfg(feature = "sim")]
         Command::TwilioSim(args) => twilio_sim::run(&args),
     }
 }

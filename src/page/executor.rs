@@ -300,8 +300,8 @@ mod tests {
 
     use super::*;
     use crate::metrics::Metrics;
-    use crate::twilio::sim::{SimConfig, Simulator};
     use crate::twilio::{Credentials, TwilioClient, TwilioConfig};
+    use twilio_sim::{SimConfig, Simulator};
 
     const AC: &str = "ACexec0000000000000000000000000000";
     const TOKEN: &str = "exec-token";

@@ -13,7 +13,7 @@ use super::script::{Outcome, Recipient};
 use super::state::{rfc2822, Call, Conference, Inner, Instructions, Interrupt, Participant};
 use super::twiml::{self, ConferenceAttrs, DialTarget, Verb};
 use super::SimError;
-use crate::twilio::signature;
+use crate::signature;
 
 type Params = Vec<(String, String)>;
 

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::routes::{error, get, get_all, json_status, missing, not_found, parse_form, Form};
 use super::state::{iso8601, Asset, AssetVersion, Build, Deployment, Environment, Inner, Service};
-use crate::twilio::signature;
+use crate::signature;
 
 /// Lists with Serverless paging (`meta` with `next_page_url`).
 fn page(sim: &Inner, items: Vec<Value>, key: &str, path: &str, query: &Form) -> Value {

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 //! A loopback Twilio: the subset of the REST API alertcall uses (v2010 Calls, Call Events,
 //! Conferences, Participants, IncomingPhoneNumbers; Serverless v1 Services, Environments, Assets,
 //! Asset Versions, Builds, Deployments) with Twilio's paths, form parameters, JSON shapes and error
@@ -40,6 +41,7 @@ pub mod ledger;
 mod routes;
 pub mod script;
 mod serverless;
+pub mod signature;
 mod state;
 pub mod twiml;
 
@@ -54,6 +56,114 @@ pub use ledger::{Entry, Event, Ledger};
 pub use script::{Outcome, Recipient, Script};
 
 use state::Inner;
+pub use state::NUMBER_FIELDS;
+
+/// Every Twilio REST route the simulator serves, as (method, OpenAPI path template), in the
+/// templates of Twilio's OpenAPI documents (`twilio_api_v2010.json`, `twilio_serverless_v1.json`).
+/// `tests/openapi.rs` checks each against those documents; a unit test counts the router's match
+/// arms so that a route added to the router without an entry here fails.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/2010-04-01/Accounts/{AccountSid}/Calls.json"),
+    ("GET", "/2010-04-01/Accounts/{AccountSid}/Calls.json"),
+    ("GET", "/2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json"),
+    ("POST", "/2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json"),
+    (
+        "DELETE",
+        "/2010-04-01/Accounts/{AccountSid}/Calls/{Sid}.json",
+    ),
+    (
+        "GET",
+        "/2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}/Events.json",
+    ),
+    ("GET", "/2010-04-01/Accounts/{AccountSid}/Conferences.json"),
+    (
+        "GET",
+        "/2010-04-01/Accounts/{AccountSid}/Conferences/{Sid}.json",
+    ),
+    (
+        "POST",
+        "/2010-04-01/Accounts/{AccountSid}/Conferences/{Sid}.json",
+    ),
+    (
+        "GET",
+        "/2010-04-01/Accounts/{AccountSid}/Conferences/{ConferenceSid}/Recordings.json",
+    ),
+    (
+        "GET",
+        "/2010-04-01/Accounts/{AccountSid}/Conferences/{ConferenceSid}/Participants.json",
+    ),
+    (
+        "GET",
+        "/2010-04-01/Accounts/{AccountSid}/Conferences/{ConferenceSid}/Participants/{CallSid}.json",
+    ),
+    (
+        "GET",
+        "/2010-04-01/Accounts/{AccountSid}/OutgoingCallerIds.json",
+    ),
+    (
+        "GET",
+        "/2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers.json",
+    ),
+    (
+        "POST",
+        "/2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers.json",
+    ),
+    (
+        "GET",
+        "/2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers/{Sid}.json",
+    ),
+    (
+        "POST",
+        "/2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers/{Sid}.json",
+    ),
+    (
+        "DELETE",
+        "/2010-04-01/Accounts/{AccountSid}/IncomingPhoneNumbers/{Sid}.json",
+    ),
+    ("GET", "/v1/Services"),
+    ("POST", "/v1/Services"),
+    ("GET", "/v1/Services/{Sid}"),
+    ("DELETE", "/v1/Services/{Sid}"),
+    ("GET", "/v1/Services/{ServiceSid}/Environments"),
+    ("POST", "/v1/Services/{ServiceSid}/Environments"),
+    ("GET", "/v1/Services/{ServiceSid}/Environments/{Sid}"),
+    ("DELETE", "/v1/Services/{ServiceSid}/Environments/{Sid}"),
+    (
+        "GET",
+        "/v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Deployments",
+    ),
+    (
+        "GET",
+        "/v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Deployments/{Sid}",
+    ),
+    (
+        "POST",
+        "/v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Deployments",
+    ),
+    ("GET", "/v1/Services/{ServiceSid}/Assets"),
+    ("POST", "/v1/Services/{ServiceSid}/Assets"),
+    ("GET", "/v1/Services/{ServiceSid}/Assets/{Sid}"),
+    ("POST", "/v1/Services/{ServiceSid}/Assets/{Sid}"),
+    ("DELETE", "/v1/Services/{ServiceSid}/Assets/{Sid}"),
+    (
+        "GET",
+        "/v1/Services/{ServiceSid}/Assets/{AssetSid}/Versions",
+    ),
+    (
+        "GET",
+        "/v1/Services/{ServiceSid}/Assets/{AssetSid}/Versions/{Sid}",
+    ),
+    // NB: the upload, served by Twilio on serverless-upload.twilio.com, is not in the document.
+    (
+        "POST",
+        "/v1/Services/{ServiceSid}/Assets/{AssetSid}/Versions",
+    ),
+    ("GET", "/v1/Services/{ServiceSid}/Builds"),
+    ("POST", "/v1/Services/{ServiceSid}/Builds"),
+    ("GET", "/v1/Services/{ServiceSid}/Builds/{Sid}"),
+    ("GET", "/v1/Services/{ServiceSid}/Builds/{Sid}/Status"),
+    ("DELETE", "/v1/Services/{ServiceSid}/Builds/{Sid}"),
+];
 
 /// How to run a simulator.
 #[derive(Clone, Debug)]

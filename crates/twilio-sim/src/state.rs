@@ -277,7 +277,7 @@ pub(crate) struct Number {
 }
 
 /// Update parameter names of IncomingPhoneNumbers and the JSON fields they set.
-pub(crate) const NUMBER_FIELDS: &[(&str, &str)] = &[
+pub const NUMBER_FIELDS: &[(&str, &str)] = &[
     ("VoiceUrl", "voice_url"),
     ("VoiceMethod", "voice_method"),
     ("VoiceFallbackUrl", "voice_fallback_url"),
