@@ -1,10 +1,24 @@
 #!/usr/bin/env bash
-# Runs the pipeline benchmarks (benches/pipeline.rs) in an optimized build and prints their table.
-#   scripts/bench.sh                 all five
-#   scripts/bench.sh routing 4       some, by name (routing, dedup, memory, pacing, e2e) or number
-# The end-to-end benchmark (5) starts or reuses the loopback control plane through the test
-# harness (scripts/control-plane.sh); when it cannot, it prints why it was skipped.
+# Runs the benchmarks in an optimized build (cargo's bench profile) and prints their tables.
+#   scripts/bench.sh                 all: benches/pipeline.rs (five), then benches/memory.rs
+#   scripts/bench.sh routing 4       some pipeline ones, by name (routing, dedup, memory, pacing,
+#                                    e2e) or number
+#   scripts/bench.sh rss             only benches/memory.rs: RSS of the real `alertcall run`
+#                                    process (built by cargo for the bench) around two
+#                                    5,000-alert webhook bodies, about 45 s
+# The end-to-end (5) and rss benchmarks start or reuse the loopback control plane through the
+# test harness (scripts/control-plane.sh); when they cannot, they print why they were skipped.
 # Benchmarks print numbers; they assert only correctness (one page per storm, no burst).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-exec cargo bench --bench pipeline -- "$@"
+pipeline=()
+rss=0
+for arg in "$@"; do
+  if [ "$arg" = rss ]; then rss=1; else pipeline+=("$arg"); fi
+done
+if [ "$#" -eq 0 ] || [ "${#pipeline[@]}" -gt 0 ]; then
+  cargo bench --bench pipeline -- "${pipeline[@]}"
+fi
+if [ "$#" -eq 0 ] || [ "$rss" = 1 ]; then
+  cargo bench --bench memory
+fi
