@@ -381,7 +381,12 @@ async fn a_storm_of_copies_pages_once_and_only_counts() {
         / alertcall::controller::pages::COUNTER_INTERVAL
             .as_secs()
             .max(1);
-    let batched = usize::try_from(intervals).unwrap_or(usize::MAX) + 8;
+    // NB: 14 held on an idle machine (the creates, the controller's own status writes, a few
+    // batches); a loaded one stretches the storm over more intervals.
+    let batched = usize::try_from(intervals)
+        .unwrap_or(usize::MAX)
+        .saturating_add(9)
+        .max(14);
     assert!(
         route_writes <= batched,
         "{route_writes} AlertRoute writes, {batched} allowed"
