@@ -24,7 +24,7 @@ use alertcall::api::{AlertCall, AlertRoute, CallPolicy};
 use alertcall::sources::alertmanager::MAX_BODY_BYTES;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -143,36 +143,6 @@ impl Drop for Operator {
     }
 }
 
-async fn create<K>(api: &Api<K>, object: Value) -> Result<K, String>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).map_err(|e| e.to_string())?;
-    api.create(&PostParams::default(), &object)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(value) = probe().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "timed out after {}s waiting for {what}",
-                WAIT.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A version-4 body of `ALERTS` firing alerts, all with one `alertname` (the route groups by it,
 /// so the body is one page), each with the labels and annotations a real rule carries.
 fn payload(batch: usize) -> Vec<u8> {
@@ -212,17 +182,17 @@ fn payload(batch: usize) -> Vec<u8> {
 
 async fn setup(client: &Client, namespace: &str) -> Result<(), String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    create(
+    support::try_create(
         &secrets,
         json!({"metadata": {"name": "twilio"}, "stringData": {"accountSid": AC, "authToken": TOKEN}}),
     )
     .await?;
-    create(
+    support::try_create(
         &secrets,
         json!({"metadata": {"name": "am-token"}, "stringData": {"token": BEARER}}),
     )
     .await?;
-    create::<CallPolicy>(
+    support::try_create::<CallPolicy>(
         &Api::namespaced(client.clone(), namespace),
         json!({
             "apiVersion": "alertcall.dev/v1alpha1", "kind": "CallPolicy",
@@ -235,7 +205,7 @@ async fn setup(client: &Client, namespace: &str) -> Result<(), String> {
         }),
     )
     .await?;
-    create::<AlertRoute>(
+    support::try_create::<AlertRoute>(
         &Api::namespaced(client.clone(), namespace),
         json!({
             "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertRoute",
@@ -270,14 +240,14 @@ async fn measure(
         .build()
         .map_err(|e| e.to_string())?;
     let readyz = format!("http://{}/readyz", operator.addr);
-    wait_for("the operator's /readyz", || {
+    support::wait_for("the operator's /readyz", WAIT, || {
         let request = http.get(&readyz).send();
         async move { request.await.ok()?.status().is_success().then_some(()) }
     })
     .await?;
     setup(client, namespace).await?;
     let routes: Api<AlertRoute> = Api::namespaced(client.clone(), namespace);
-    wait_for("the AlertRoute to be observed", || {
+    support::wait_for("the AlertRoute to be observed", WAIT, || {
         let routes = routes.clone();
         async move {
             let route = routes.get("am").await.ok()?;

@@ -34,7 +34,7 @@ use alertcall::twilio::{Credentials, TwilioClient, TwilioConfig};
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -611,16 +611,6 @@ const STORM: usize = 500;
 const REPEATS: usize = 10;
 const SCALE: f64 = 50.0;
 
-async fn create<K>(api: &Api<K>, object: Value) -> Result<K, String>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).map_err(|e| e.to_string())?;
-    api.create(&PostParams::default(), &object)
-        .await
-        .map_err(|e| e.to_string())
-}
-
 fn k8s_event(namespace: &str, name: &str, reason: &str, kind: &str, object: &str) -> Value {
     let at = Timestamp::now().to_string();
     json!({
@@ -630,23 +620,6 @@ fn k8s_event(namespace: &str, name: &str, reason: &str, kind: &str, object: &str
         "firstTimestamp": at, "lastTimestamp": at,
         "source": {"component": "alertcall-bench"},
     })
-}
-
-async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out waiting for {what}"));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 async fn bench_end_to_end() {
@@ -711,7 +684,7 @@ async fn end_to_end_with(
     namespace: &str,
     sim: &alertcall::twilio::sim::SimHandle,
 ) -> Result<EndToEnd, String> {
-    create::<Secret>(
+    support::try_create::<Secret>(
         &Api::namespaced(client.clone(), namespace),
         json!({"metadata": {"name": "twilio"}, "stringData": {"accountSid": AC, "authToken": TOKEN}}),
     )
@@ -747,7 +720,7 @@ async fn measure(
     running: &controller::Running,
 ) -> Result<EndToEnd, String> {
     let readyz = format!("http://{}/readyz", running.addr);
-    wait_for("the operator to be ready", Duration::from_secs(60), || {
+    support::wait_for("the operator to be ready", Duration::from_secs(60), || {
         let url = readyz.clone();
         async move {
             reqwest::get(url)
@@ -759,7 +732,7 @@ async fn measure(
         }
     })
     .await?;
-    create::<CallPolicy>(
+    support::try_create::<CallPolicy>(
         &Api::namespaced(client.clone(), namespace),
         json!({
             "apiVersion": "alertcall.dev/v1alpha1", "kind": "CallPolicy",
@@ -775,7 +748,7 @@ async fn measure(
     )
     .await?;
     let routes: Api<AlertRoute> = Api::namespaced(client.clone(), namespace);
-    create(
+    support::try_create(
         &routes,
         json!({
             "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertRoute",
@@ -787,7 +760,7 @@ async fn measure(
         }),
     )
     .await?;
-    wait_for(
+    support::wait_for(
         "the AlertRoute to be Ready",
         Duration::from_secs(60),
         || {
@@ -818,7 +791,7 @@ async fn measure(
                 let object = format!("noise-{round}-{i}");
                 async move {
                     let body = k8s_event(namespace, &object, "Pulled", "Pod", &object);
-                    create(&events, body).await
+                    support::try_create(&events, body).await
                 }
             })
             .buffer_unordered(16)
@@ -839,8 +812,8 @@ async fn measure(
         );
         // Anchor the simulator's clock to ours, to read the ledger's time in real time.
         let (anchor_sim, start) = (sim.now(), Instant::now());
-        create(&events, body).await?;
-        let at = wait_for("the first dial", Duration::from_secs(60), || {
+        support::try_create(&events, body).await?;
+        let at = support::wait_for("the first dial", Duration::from_secs(60), || {
             let dials = created(&sim.ledger());
             std::future::ready(dials.get(before).map(|(_, at)| *at))
         })
@@ -860,7 +833,7 @@ async fn measure(
             fmt(observed)
         );
         // Let the page finish (one recipient, no answer, one round) so rounds do not overlap.
-        wait_for("the page to end", Duration::from_secs(60), || {
+        support::wait_for("the page to end", Duration::from_secs(60), || {
             let calls = calls.clone();
             async move {
                 let list = calls.list(&Default::default()).await.ok()?;

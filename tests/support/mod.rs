@@ -232,15 +232,26 @@ where
     }
 }
 
+/// [`within`] `limit`, or why not: what was awaited, for how long.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, probe: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    within(limit, probe)
+        .await
+        .ok_or_else(|| format!("timed out after {}s waiting for {what}", limit.as_secs()))
+}
+
 /// [`within`] [`WAIT`], failing the test when it passes.
 pub async fn eventually<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    match within(WAIT, probe).await {
-        Some(value) => value,
-        None => panic!("timed out waiting for {what}"),
+    match wait_for(what, WAIT, probe).await {
+        Ok(value) => value,
+        Err(error) => panic!("{error}"),
     }
 }
 
@@ -249,15 +260,26 @@ pub async fn until<F: FnMut() -> bool>(what: &str, mut check: F) {
     eventually(what, || std::future::ready(check().then_some(()))).await
 }
 
-/// Creates `object` (JSON) through `api`, failing the test when the API server refuses it.
+/// Creates `object` (JSON) through `api`; why not, when the API server refuses it. Benchmarks
+/// report that instead of panicking.
+pub async fn try_create<K>(api: &Api<K>, object: serde_json::Value) -> Result<K, String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object).map_err(|e| format!("object: {e}"))?;
+    api.create(&PostParams::default(), &object)
+        .await
+        .map_err(|e| format!("create {}: {e}", kube::ResourceExt::name_any(&object)))
+}
+
+/// [`try_create`], failing the test when the API server refuses.
 pub async fn create<K>(api: &Api<K>, object: serde_json::Value) -> K
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
 {
-    let object: K = serde_json::from_value(object).unwrap_or_else(|e| panic!("object: {e}"));
-    api.create(&PostParams::default(), &object)
+    try_create(api, object)
         .await
-        .unwrap_or_else(|e| panic!("create {}: {e}", kube::ResourceExt::name_any(&object)))
+        .unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// Waits (bounded) until the operator at `addr` answers `/readyz` with 200.
