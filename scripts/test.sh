@@ -10,6 +10,16 @@ step() { printf '\n==> %s\n' "$*"; }
 step "provisioning the test control plane (cached after the first run)"
 scripts/control-plane.sh install
 
+step "provisioning Node.js (runs the Twilio Functions' own tests)"
+if ! command -v node >/dev/null 2>&1; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs >/dev/null
+fi
+# NB: `node --test` with a fake Twilio Runtime; Debian bookworm's Node 18 has the runner.
+node --version
+
 step "provisioning Helm (helm-python-sdk in a cached virtualenv)"
 scripts/helm-env.sh >/dev/null
 

@@ -123,6 +123,17 @@ pub fn bridge_document(spec: &CallPolicySpec, room: &str) -> String {
         .to_xml()
 }
 
+/// What the acknowledgement function says to confirm a keypress, in the policy's language: the
+/// same words as [`ack_document`].
+pub fn acknowledged_prompt(spec: &CallPolicySpec) -> &'static str {
+    prompts(&spec.message.language).acknowledged
+}
+
+/// What a call hears when no key was pressed, as in [`call_document`] and [`no_ack_document`].
+pub fn no_input_prompt(spec: &CallPolicySpec) -> &'static str {
+    prompts(&spec.message.language).no_input
+}
+
 /// Goodbye for a call that did not acknowledge.
 pub fn no_ack_document(spec: &CallPolicySpec) -> String {
     let prompts = prompts(&spec.message.language);

@@ -5,6 +5,7 @@
 pub mod client;
 pub mod documents;
 pub mod error;
+pub mod functions;
 pub mod signature;
 pub mod twiml;
 pub mod types;

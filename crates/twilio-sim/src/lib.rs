@@ -37,12 +37,14 @@
 //! made (not the REST requests), with parameters in snake_case like Twilio's example.
 
 mod engine;
+mod functions;
 pub mod ledger;
 mod routes;
 pub mod script;
 mod serverless;
 pub mod signature;
 mod state;
+mod sync;
 pub mod twiml;
 
 #[cfg(test)]
@@ -163,6 +165,31 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/Services/{ServiceSid}/Builds/{Sid}"),
     ("GET", "/v1/Services/{ServiceSid}/Builds/{Sid}/Status"),
     ("DELETE", "/v1/Services/{ServiceSid}/Builds/{Sid}"),
+];
+
+/// The Sync v1 routes, as (method, OpenAPI path template of `twilio_sync_v1.json`). The simulator
+/// serves them under [`SimHandle::sync_url`] (`/sync` on its origin), because Twilio's Sync and
+/// Serverless hosts share the `/v1/Services` paths.
+pub const SYNC_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/Services"),
+    ("POST", "/v1/Services"),
+    ("GET", "/v1/Services/{Sid}"),
+    ("DELETE", "/v1/Services/{Sid}"),
+    ("GET", "/v1/Services/{ServiceSid}/Maps"),
+    ("POST", "/v1/Services/{ServiceSid}/Maps"),
+    ("GET", "/v1/Services/{ServiceSid}/Maps/{Sid}"),
+    ("DELETE", "/v1/Services/{ServiceSid}/Maps/{Sid}"),
+    ("GET", "/v1/Services/{ServiceSid}/Maps/{MapSid}/Items"),
+    ("POST", "/v1/Services/{ServiceSid}/Maps/{MapSid}/Items"),
+    ("GET", "/v1/Services/{ServiceSid}/Maps/{MapSid}/Items/{Key}"),
+    (
+        "POST",
+        "/v1/Services/{ServiceSid}/Maps/{MapSid}/Items/{Key}",
+    ),
+    (
+        "DELETE",
+        "/v1/Services/{ServiceSid}/Maps/{MapSid}/Items/{Key}",
+    ),
 ];
 
 /// How to run a simulator.
@@ -358,6 +385,10 @@ impl SimHandle {
     /// Base URL for Asset Version uploads (`{upload_url}/v1/Services/{ZS}/Assets/{ZH}/Versions`).
     pub fn upload_url(&self) -> String {
         self.inner.origin.clone()
+    }
+    /// Base URL of the Sync v1 API (`{sync_url}/v1/Services`); Twilio's is `https://sync.twilio.com`.
+    pub fn sync_url(&self) -> String {
+        format!("{}{}", self.inner.origin, sync::PREFIX)
     }
     pub fn account_sid(&self) -> &str {
         &self.inner.config.account_sid

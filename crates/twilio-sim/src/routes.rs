@@ -104,7 +104,7 @@ async fn route(sim: &Arc<Inner>, req: Request) -> Response {
     match first {
         "twil.io" => return super::serverless::serve_asset(sim, req, &segments[1..]).await,
         "__sim" => return sim_control(sim, req, &segments[1..]).await,
-        "2010-04-01" | "v1" => {}
+        "2010-04-01" | "v1" | "sync" => {}
         _ => return not_found(&path),
     }
     if let Some(response) = fault(sim, req.method(), &path).await {
@@ -120,6 +120,12 @@ async fn route(sim: &Arc<Inner>, req: Request) -> Response {
     }
     if first == "v1" {
         return super::serverless::route(sim, req, &segments[1..]).await;
+    }
+    if first == "sync" {
+        return match segments.get(1).map(String::as_str) {
+            Some("v1") => super::sync::route(sim, req, &segments[2..]).await,
+            _ => not_found(&path),
+        };
     }
     let method = req.method().clone();
     let query: Form = parse_form(req.uri().query().unwrap_or("").as_bytes());

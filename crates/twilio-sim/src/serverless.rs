@@ -9,11 +9,14 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::routes::{error, get, get_all, json_status, missing, not_found, parse_form, Form};
-use super::state::{iso8601, Asset, AssetVersion, Build, Deployment, Environment, Inner, Service};
+use super::state::{
+    iso8601, Asset, AssetVersion, Build, Deployment, Environment, Function, FunctionVersion, Inner,
+    Service, Variable,
+};
 use crate::signature;
 
 /// Lists with Serverless paging (`meta` with `next_page_url`).
-fn page(sim: &Inner, items: Vec<Value>, key: &str, path: &str, query: &Form) -> Value {
+pub(crate) fn page(sim: &Inner, items: Vec<Value>, key: &str, path: &str, query: &Form) -> Value {
     let size = get(query, "PageSize")
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(50)
@@ -115,7 +118,61 @@ fn version_json(sim: &Inner, v: &AssetVersion) -> Value {
     })
 }
 
-fn build_json(sim: &Inner, b: &Build, versions: &[AssetVersion]) -> Value {
+fn function_json(sim: &Inner, f: &Function) -> Value {
+    let url = format!(
+        "{}/v1/Services/{}/Functions/{}",
+        sim.origin, f.service_sid, f.sid
+    );
+    json!({
+        "sid": f.sid,
+        "account_sid": sim.account(),
+        "service_sid": f.service_sid,
+        "friendly_name": f.friendly_name,
+        "date_created": iso8601(f.date_created),
+        "date_updated": iso8601(f.date_updated),
+        "url": url,
+        "links": {"function_versions": format!("{url}/Versions")},
+    })
+}
+
+fn function_version_json(sim: &Inner, v: &FunctionVersion) -> Value {
+    let url = format!(
+        "{}/v1/Services/{}/Functions/{}/Versions/{}",
+        sim.origin, v.service_sid, v.function_sid, v.sid
+    );
+    json!({
+        "sid": v.sid,
+        "account_sid": sim.account(),
+        "service_sid": v.service_sid,
+        "function_sid": v.function_sid,
+        "path": v.path,
+        "visibility": v.visibility,
+        "date_created": iso8601(v.date_created),
+        "url": url,
+        "links": {"function_version_content": format!("{url}/Content")},
+    })
+}
+
+fn variable_json(sim: &Inner, v: &Variable) -> Value {
+    json!({
+        "sid": v.sid,
+        "account_sid": sim.account(),
+        "service_sid": v.service_sid,
+        "environment_sid": v.environment_sid,
+        "key": v.key,
+        "value": v.value,
+        "date_created": iso8601(v.date_created),
+        "date_updated": iso8601(v.date_updated),
+        "url": format!("{}/v1/Services/{}/Environments/{}/Variables/{}", sim.origin, v.service_sid, v.environment_sid, v.sid),
+    })
+}
+
+fn build_json(
+    sim: &Inner,
+    b: &Build,
+    versions: &[AssetVersion],
+    functions: &[FunctionVersion],
+) -> Value {
     let url = format!(
         "{}/v1/Services/{}/Builds/{}",
         sim.origin, b.service_sid, b.sid
@@ -136,13 +193,29 @@ fn build_json(sim: &Inner, b: &Build, versions: &[AssetVersion]) -> Value {
             })
         })
         .collect();
+    let function_versions: Vec<Value> = b
+        .function_versions
+        .iter()
+        .filter_map(|sid| functions.iter().find(|v| &v.sid == sid))
+        .map(|v| {
+            json!({
+                "sid": v.sid,
+                "account_sid": sim.account(),
+                "service_sid": v.service_sid,
+                "function_sid": v.function_sid,
+                "date_created": iso8601(v.date_created),
+                "path": v.path,
+                "visibility": v.visibility.to_ascii_uppercase(),
+            })
+        })
+        .collect();
     json!({
         "sid": b.sid,
         "account_sid": sim.account(),
         "service_sid": b.service_sid,
         "status": b.status,
         "asset_versions": asset_versions,
-        "function_versions": [],
+        "function_versions": function_versions,
         "dependencies": b.dependencies,
         "runtime": b.runtime,
         "date_created": iso8601(b.date_created),
@@ -173,7 +246,10 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     if method == Method::POST {
         if let ["Services", service, "Assets", asset, "Versions"] = rest.as_slice() {
-            return upload(sim, req, service, asset, &path).await;
+            return upload(sim, req, service, Upload::Asset, asset, &path).await;
+        }
+        if let ["Services", service, "Functions", function, "Versions"] = rest.as_slice() {
+            return upload(sim, req, service, Upload::Function, function, &path).await;
         }
     }
     let body = match axum::body::to_bytes(req.into_body(), 16 * 1024 * 1024).await {
@@ -312,6 +388,80 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
                     st.environments.retain(|e| e.sid != env.sid);
                     StatusCode::NO_CONTENT.into_response()
                 }
+                ("GET", ["Variables"]) => {
+                    let items = st
+                        .variables
+                        .iter()
+                        .filter(|v| v.environment_sid == env.sid)
+                        .map(|v| variable_json(sim, v))
+                        .collect();
+                    json_status(200, page(sim, items, "variables", &path, &query))
+                }
+                ("POST", ["Variables"]) => {
+                    let Some(key) = get(&form, "Key") else {
+                        return missing("Key");
+                    };
+                    let Some(value) = get(&form, "Value") else {
+                        return missing("Value");
+                    };
+                    if st
+                        .variables
+                        .iter()
+                        .any(|v| v.environment_sid == env.sid && v.key == key)
+                    {
+                        return error(
+                            409,
+                            20409,
+                            format!("Variable with Key {key} already exists"),
+                        );
+                    }
+                    let variable = Variable {
+                        sid: sim.sid("ZV"),
+                        service_sid: zs.clone(),
+                        environment_sid: env.sid.clone(),
+                        key: key.to_string(),
+                        value: value.to_string(),
+                        date_created: now,
+                        date_updated: now,
+                    };
+                    let v = variable_json(sim, &variable);
+                    st.variables.push(variable);
+                    json_status(201, v)
+                }
+                ("GET", ["Variables", sid]) => match st
+                    .variables
+                    .iter()
+                    .find(|v| v.environment_sid == env.sid && v.sid == *sid)
+                {
+                    Some(v) => json_status(200, variable_json(sim, v)),
+                    None => not_found(&path),
+                },
+                ("POST", ["Variables", sid]) => {
+                    let Some(variable) = st
+                        .variables
+                        .iter_mut()
+                        .find(|v| v.environment_sid == env.sid && v.sid == *sid)
+                    else {
+                        return not_found(&path);
+                    };
+                    if let Some(key) = get(&form, "Key") {
+                        variable.key = key.to_string();
+                    }
+                    if let Some(value) = get(&form, "Value") {
+                        variable.value = value.to_string();
+                    }
+                    variable.date_updated = now;
+                    json_status(200, variable_json(sim, variable))
+                }
+                ("DELETE", ["Variables", sid]) => {
+                    let before = st.variables.len();
+                    st.variables
+                        .retain(|v| !(v.environment_sid == env.sid && v.sid == *sid));
+                    if st.variables.len() == before {
+                        return not_found(&path);
+                    }
+                    StatusCode::NO_CONTENT.into_response()
+                }
                 ("GET", ["Deployments"]) => {
                     let items = st
                         .deployments
@@ -437,25 +587,115 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
                 _ => not_found(&path),
             }
         }
+        ("GET", ["Functions"]) => {
+            let items = st
+                .functions
+                .iter()
+                .filter(|f| f.service_sid == zs)
+                .map(|f| function_json(sim, f))
+                .collect();
+            json_status(200, page(sim, items, "functions", &path, &query))
+        }
+        ("POST", ["Functions"]) => {
+            let Some(friendly) = get(&form, "FriendlyName") else {
+                return missing("FriendlyName");
+            };
+            let function = Function {
+                sid: sim.sid("ZH"),
+                service_sid: zs.clone(),
+                friendly_name: friendly.to_string(),
+                date_created: now,
+                date_updated: now,
+            };
+            let v = function_json(sim, &function);
+            st.functions.push(function);
+            json_status(201, v)
+        }
+        (_, ["Functions", function_sid, rest @ ..]) => {
+            let Some(index) = st
+                .functions
+                .iter()
+                .position(|f| f.service_sid == zs && f.sid == *function_sid)
+            else {
+                return not_found(&path);
+            };
+            let version = |sid: &str| {
+                st.function_versions
+                    .iter()
+                    .find(|v| v.function_sid == *function_sid && v.sid == sid)
+                    .cloned()
+            };
+            match (m, rest) {
+                ("GET", []) => json_status(200, function_json(sim, &st.functions[index])),
+                ("POST", []) => {
+                    let Some(friendly) = get(&form, "FriendlyName") else {
+                        return missing("FriendlyName");
+                    };
+                    let function = &mut st.functions[index];
+                    function.friendly_name = friendly.to_string();
+                    function.date_updated = now;
+                    json_status(200, function_json(sim, function))
+                }
+                ("DELETE", []) => {
+                    st.functions.remove(index);
+                    StatusCode::NO_CONTENT.into_response()
+                }
+                ("GET", ["Versions"]) => {
+                    let items = st
+                        .function_versions
+                        .iter()
+                        .filter(|v| v.function_sid == *function_sid)
+                        .map(|v| function_version_json(sim, v))
+                        .collect();
+                    json_status(200, page(sim, items, "function_versions", &path, &query))
+                }
+                ("GET", ["Versions", sid]) => match version(sid) {
+                    Some(v) => json_status(200, function_version_json(sim, &v)),
+                    None => not_found(&path),
+                },
+                ("GET", ["Versions", sid, "Content"]) => match version(sid) {
+                    Some(v) => json_status(
+                        200,
+                        json!({
+                            "sid": v.sid,
+                            "account_sid": sim.account(),
+                            "service_sid": v.service_sid,
+                            "function_sid": v.function_sid,
+                            "content": String::from_utf8_lossy(&v.content),
+                            "url": format!("{}/v1/Services/{}/Functions/{}/Versions/{}/Content", sim.origin, v.service_sid, v.function_sid, v.sid),
+                        }),
+                    ),
+                    None => not_found(&path),
+                },
+                _ => not_found(&path),
+            }
+        }
         ("GET", ["Builds"]) => {
             let items = st
                 .builds
                 .iter()
                 .filter(|b| b.service_sid == zs)
-                .map(|b| build_json(sim, b, &st.asset_versions))
+                .map(|b| build_json(sim, b, &st.asset_versions, &st.function_versions))
                 .collect();
             json_status(200, page(sim, items, "builds", &path, &query))
         }
         ("POST", ["Builds"]) => {
             let versions = get_all(&form, "AssetVersions");
-            if !get_all(&form, "FunctionVersions").is_empty() {
-                return error(
-                    400,
-                    20001,
-                    "FunctionVersions are not supported by the simulator",
-                );
+            let function_versions = get_all(&form, "FunctionVersions");
+            for v in &function_versions {
+                if !st
+                    .function_versions
+                    .iter()
+                    .any(|x| &x.sid == v && x.service_sid == zs)
+                {
+                    return error(
+                        400,
+                        20001,
+                        format!("Function Version {v} does not exist in service {zs}"),
+                    );
+                }
             }
-            if versions.is_empty() {
+            if versions.is_empty() && function_versions.is_empty() {
                 return error(
                     400,
                     20001,
@@ -487,12 +727,13 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
                 service_sid: zs.clone(),
                 status: "building".into(),
                 asset_versions: versions,
+                function_versions,
                 dependencies,
                 runtime: get(&form, "Runtime").unwrap_or("node22").to_string(),
                 date_created: now,
                 date_updated: now,
             };
-            let v = build_json(sim, &build, &st.asset_versions);
+            let v = build_json(sim, &build, &st.asset_versions, &st.function_versions);
             let sid = build.sid.clone();
             st.builds.push(build);
             drop(st);
@@ -518,7 +759,10 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
                 return not_found(&path);
             };
             match (m, rest) {
-                ("GET", []) => json_status(200, build_json(sim, &build, &st.asset_versions)),
+                ("GET", []) => json_status(
+                    200,
+                    build_json(sim, &build, &st.asset_versions, &st.function_versions),
+                ),
                 ("GET", ["Status"]) => json_status(
                     200,
                     json!({
@@ -540,12 +784,21 @@ pub(crate) async fn route(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Re
     }
 }
 
-/// `POST /v1/Services/{ZS}/Assets/{ZH}/Versions` (multipart: `Path`, `Visibility`, `Content`).
+/// What an upload creates a version of.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Upload {
+    Asset,
+    Function,
+}
+
+/// `POST /v1/Services/{ZS}/Assets/{ZH}/Versions` or `.../Functions/{ZH}/Versions` (multipart:
+/// `Path`, `Visibility`, `Content`), as Twilio's serverless-upload host takes them.
 async fn upload(
     sim: &Arc<Inner>,
     req: Request,
     service_ref: &str,
-    asset_sid: &str,
+    kind: Upload,
+    parent_sid: &str,
     path: &str,
 ) -> Response {
     let (zs, exists) = {
@@ -555,10 +808,15 @@ async fn upload(
             .iter()
             .find(|s| s.sid == service_ref || s.unique_name == service_ref)
             .map(|s| s.sid.clone());
-        let exists = zs.as_ref().is_some_and(|zs| {
-            st.assets
+        let exists = zs.as_ref().is_some_and(|zs| match kind {
+            Upload::Asset => st
+                .assets
                 .iter()
-                .any(|a| &a.service_sid == zs && a.sid == asset_sid)
+                .any(|a| &a.service_sid == zs && a.sid == parent_sid),
+            Upload::Function => st
+                .functions
+                .iter()
+                .any(|f| &f.service_sid == zs && f.sid == parent_sid),
         });
         (zs.unwrap_or_default(), exists)
     };
@@ -575,7 +833,7 @@ async fn upload(
             )
         }
     };
-    let (mut asset_path, mut visibility, mut content) = (None, None, None);
+    let (mut version_path, mut visibility, mut content) = (None, None, None);
     loop {
         match multipart.next_field().await {
             Ok(Some(field)) => {
@@ -585,7 +843,7 @@ async fn upload(
                     return error(400, 20001, "unreadable multipart field");
                 };
                 match name.as_str() {
-                    "Path" => asset_path = Some(String::from_utf8_lossy(&bytes).into_owned()),
+                    "Path" => version_path = Some(String::from_utf8_lossy(&bytes).into_owned()),
                     "Visibility" => visibility = Some(String::from_utf8_lossy(&bytes).into_owned()),
                     "Content" => content = Some((bytes.to_vec(), content_type)),
                     _ => {}
@@ -595,7 +853,7 @@ async fn upload(
             Err(e) => return error(400, 20001, format!("malformed multipart body: {e}")),
         }
     }
-    let Some(mut asset_path) = asset_path else {
+    let Some(mut version_path) = version_path else {
         return missing("Path");
     };
     let Some(visibility) = visibility else {
@@ -612,24 +870,44 @@ async fn upload(
             format!("Visibility must be public, protected or private, not {visibility:?}"),
         );
     }
-    if !asset_path.starts_with('/') {
-        asset_path.insert(0, '/');
+    if !version_path.starts_with('/') {
+        version_path.insert(0, '/');
     }
-    let content_type = content_type
-        .filter(|c| c != "application/octet-stream")
-        .unwrap_or_else(|| guess_type(&asset_path).to_string());
-    let version = AssetVersion {
-        sid: sim.sid("ZN"),
-        service_sid: zs,
-        asset_sid: asset_sid.to_string(),
-        path: asset_path,
-        visibility,
-        content,
-        content_type,
-        date_created: sim.clock.now(),
+    let now = sim.clock.now();
+    let v = match kind {
+        Upload::Asset => {
+            let content_type = content_type
+                .filter(|c| c != "application/octet-stream")
+                .unwrap_or_else(|| guess_type(&version_path).to_string());
+            let version = AssetVersion {
+                sid: sim.sid("ZN"),
+                service_sid: zs,
+                asset_sid: parent_sid.to_string(),
+                path: version_path,
+                visibility,
+                content,
+                content_type,
+                date_created: now,
+            };
+            let v = version_json(sim, &version);
+            sim.lock().asset_versions.push(version);
+            v
+        }
+        Upload::Function => {
+            let version = FunctionVersion {
+                sid: sim.sid("ZN"),
+                service_sid: zs,
+                function_sid: parent_sid.to_string(),
+                path: version_path,
+                visibility,
+                content,
+                date_created: now,
+            };
+            let v = function_version_json(sim, &version);
+            sim.lock().function_versions.push(version);
+            v
+        }
     };
-    let v = version_json(sim, &version);
-    sim.lock().asset_versions.push(version);
     json_status(201, v)
 }
 
@@ -645,65 +923,95 @@ fn guess_type(path: &str) -> &'static str {
     }
 }
 
-/// Serves a deployed asset at `/twil.io/<slug>/<path>`; protected ones need X-Twilio-Signature.
+/// What a deployed path is.
+enum Deployed {
+    Asset(AssetVersion),
+    /// The version, its environment, and whether the service gives Functions credentials.
+    Function(FunctionVersion, Environment, bool),
+}
+
+/// Serves a deployed asset or runs a deployed Function at `/twil.io/<slug>/<path>`; protected
+/// ones need X-Twilio-Signature.
 pub(crate) async fn serve_asset(sim: &Arc<Inner>, req: Request, rest: &[String]) -> Response {
     let uri_path = req.uri().path().to_string();
     let Some((slug, tail)) = rest.split_first() else {
         return not_found(&uri_path);
     };
-    let asset_path = format!("/{}", tail.join("/"));
+    let version_path = format!("/{}", tail.join("/"));
     let found = {
         let st = sim.lock();
-        st.environments
-            .iter()
-            .find(|e| &e.slug == slug)
+        let env = st.environments.iter().find(|e| &e.slug == slug);
+        let build = env
             .and_then(|e| e.build_sid.as_ref())
-            .and_then(|b| st.builds.iter().find(|x| &x.sid == b))
-            .and_then(|b| {
-                b.asset_versions
+            .and_then(|b| st.builds.iter().find(|x| &x.sid == b));
+        let asset = build.and_then(|b| {
+            b.asset_versions
+                .iter()
+                .filter_map(|v| st.asset_versions.iter().find(|x| &x.sid == v))
+                .find(|v| v.path == version_path)
+                .cloned()
+        });
+        let function = build.and_then(|b| {
+            b.function_versions
+                .iter()
+                .filter_map(|v| st.function_versions.iter().find(|x| &x.sid == v))
+                .find(|v| v.path == version_path)
+                .cloned()
+        });
+        match (asset, function, env) {
+            (Some(a), _, _) => Some(Deployed::Asset(a)),
+            (None, Some(f), Some(e)) => {
+                let credentials = st
+                    .services
                     .iter()
-                    .filter_map(|v| st.asset_versions.iter().find(|x| &x.sid == v))
-                    .find(|v| v.path == asset_path)
-                    .cloned()
-            })
+                    .any(|s| s.sid == e.service_sid && s.include_credentials);
+                Some(Deployed::Function(f, e.clone(), credentials))
+            }
+            _ => None,
+        }
     };
-    let Some(version) = found else {
+    let Some(deployed) = found else {
         return (StatusCode::NOT_FOUND, "Not Found").into_response();
     };
-    match version.visibility.as_str() {
+    let visibility = match &deployed {
+        Deployed::Asset(v) => v.visibility.clone(),
+        Deployed::Function(v, ..) => v.visibility.clone(),
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(&sim.authority)
+        .to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| uri_path.clone());
+    let query = parse_form(req.uri().query().unwrap_or("").as_bytes());
+    let signature = req
+        .headers()
+        .get("X-Twilio-Signature")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+    let body = axum::body::to_bytes(req.into_body(), 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let params = if is_form {
+        parse_form(&body)
+    } else {
+        Vec::new()
+    };
+    match visibility.as_str() {
         "public" => {}
         "protected" => {
-            let host = req
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or(&sim.authority)
-                .to_string();
-            let path_and_query = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| uri_path.clone());
             let url = format!("http://{host}{path_and_query}");
-            let signature = req
-                .headers()
-                .get("X-Twilio-Signature")
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let is_form = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|h| h.to_str().ok())
-                .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
-            let body = axum::body::to_bytes(req.into_body(), 1024 * 1024)
-                .await
-                .unwrap_or_default();
-            let params = if is_form {
-                parse_form(&body)
-            } else {
-                Vec::new()
-            };
             if !signature::verify(&sim.config.auth_token, &url, &params, &signature) {
                 return (
                     StatusCode::FORBIDDEN,
@@ -714,9 +1022,17 @@ pub(crate) async fn serve_asset(sim: &Arc<Inner>, req: Request, rest: &[String])
         }
         _ => return (StatusCode::FORBIDDEN, "Forbidden: private asset").into_response(),
     }
-    (
-        [(header::CONTENT_TYPE, version.content_type)],
-        version.content,
-    )
-        .into_response()
+    match deployed {
+        Deployed::Asset(version) => (
+            [(header::CONTENT_TYPE, version.content_type)],
+            version.content,
+        )
+            .into_response(),
+        Deployed::Function(version, env, credentials) => {
+            // NB: a Function's `event` holds the query's parameters and the body's.
+            let mut event = query;
+            event.extend(params);
+            super::functions::invoke(sim, &version, &env, credentials, &event)
+        }
+    }
 }

@@ -419,11 +419,44 @@ pub(crate) struct AssetVersion {
 }
 
 #[derive(Clone, Debug)]
+pub(crate) struct Function {
+    pub sid: String,
+    pub service_sid: String,
+    pub friendly_name: String,
+    pub date_created: Timestamp,
+    pub date_updated: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct FunctionVersion {
+    pub sid: String,
+    pub service_sid: String,
+    pub function_sid: String,
+    pub path: String,
+    pub visibility: String,
+    pub content: Vec<u8>,
+    pub date_created: Timestamp,
+}
+
+/// An Environment Variable of a Serverless environment: what a Function sees in `context`.
+#[derive(Clone, Debug)]
+pub(crate) struct Variable {
+    pub sid: String,
+    pub service_sid: String,
+    pub environment_sid: String,
+    pub key: String,
+    pub value: String,
+    pub date_created: Timestamp,
+    pub date_updated: Timestamp,
+}
+
+#[derive(Clone, Debug)]
 pub(crate) struct Build {
     pub sid: String,
     pub service_sid: String,
     pub status: String,
     pub asset_versions: Vec<String>,
+    pub function_versions: Vec<String>,
     pub dependencies: Value,
     pub runtime: String,
     pub date_created: Timestamp,
@@ -437,6 +470,43 @@ pub(crate) struct Deployment {
     pub environment_sid: String,
     pub build_sid: String,
     pub date_created: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct SyncService {
+    pub sid: String,
+    pub unique_name: Option<String>,
+    pub friendly_name: Option<String>,
+    pub date_created: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct SyncMap {
+    pub sid: String,
+    pub service_sid: String,
+    pub unique_name: Option<String>,
+    pub revision: u64,
+    pub date_expires: Option<Timestamp>,
+    pub date_created: Timestamp,
+    pub date_updated: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct SyncMapItem {
+    pub key: String,
+    pub service_sid: String,
+    pub map_sid: String,
+    pub data: Value,
+    pub revision: u64,
+    pub date_expires: Option<Timestamp>,
+    pub date_created: Timestamp,
+    pub date_updated: Timestamp,
+}
+
+impl SyncMapItem {
+    pub(crate) fn expired(&self, now: Timestamp) -> bool {
+        self.date_expires.is_some_and(|at| at <= now)
+    }
 }
 
 /// An active fault rule.
@@ -461,6 +531,12 @@ pub(crate) struct State {
     pub asset_versions: Vec<AssetVersion>,
     pub builds: Vec<Build>,
     pub deployments: Vec<Deployment>,
+    pub functions: Vec<Function>,
+    pub function_versions: Vec<FunctionVersion>,
+    pub variables: Vec<Variable>,
+    pub sync_services: Vec<SyncService>,
+    pub sync_maps: Vec<SyncMap>,
+    pub sync_items: Vec<SyncMapItem>,
     pub faults: Vec<FaultRule>,
     pub invalid_numbers: HashMap<String, u32>,
     /// Verified caller IDs: (PN SID, number).
