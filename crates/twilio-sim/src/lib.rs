@@ -160,6 +160,48 @@ pub const ROUTES: &[(&str, &str)] = &[
         "POST",
         "/v1/Services/{ServiceSid}/Assets/{AssetSid}/Versions",
     ),
+    ("GET", "/v1/Services/{ServiceSid}/Functions"),
+    ("POST", "/v1/Services/{ServiceSid}/Functions"),
+    ("GET", "/v1/Services/{ServiceSid}/Functions/{Sid}"),
+    ("POST", "/v1/Services/{ServiceSid}/Functions/{Sid}"),
+    ("DELETE", "/v1/Services/{ServiceSid}/Functions/{Sid}"),
+    (
+        "GET",
+        "/v1/Services/{ServiceSid}/Functions/{FunctionSid}/Versions",
+    ),
+    (
+        "GET",
+        "/v1/Services/{ServiceSid}/Functions/{FunctionSid}/Versions/{Sid}",
+    ),
+    (
+        "GET",
+        "/v1/Services/{ServiceSid}/Functions/{FunctionSid}/Versions/{Sid}/Content",
+    ),
+    // NB: like the asset upload, on serverless-upload.twilio.com and not in the document.
+    (
+        "POST",
+        "/v1/Services/{ServiceSid}/Functions/{FunctionSid}/Versions",
+    ),
+    (
+        "GET",
+        "/v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Variables",
+    ),
+    (
+        "POST",
+        "/v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Variables",
+    ),
+    (
+        "GET",
+        "/v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Variables/{Sid}",
+    ),
+    (
+        "POST",
+        "/v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Variables/{Sid}",
+    ),
+    (
+        "DELETE",
+        "/v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Variables/{Sid}",
+    ),
     ("GET", "/v1/Services/{ServiceSid}/Builds"),
     ("POST", "/v1/Services/{ServiceSid}/Builds"),
     ("GET", "/v1/Services/{ServiceSid}/Builds/{Sid}"),

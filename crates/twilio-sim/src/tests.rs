@@ -1227,6 +1227,8 @@ fn routes_list_every_match_arm_of_the_router() {
     // routes.rs: the v2010 arms, plus the 6 arms of the `/__sim` control endpoints.
     assert_eq!(arms(include_str!("routes.rs")) - 6, count("/2010-04-01/"));
     // serverless.rs: its arms, plus `/v1/Services` GET and POST (matched by method alone) and
-    // the upload (matched before the body is read).
-    assert_eq!(arms(include_str!("serverless.rs")) + 3, count("/v1/"));
+    // the two uploads (matched before the body is read).
+    assert_eq!(arms(include_str!("serverless.rs")) + 4, count("/v1/"));
+    // sync.rs: its arms, plus `/v1/Services` GET and POST (matched by method alone).
+    assert_eq!(arms(include_str!("sync.rs")) + 2, SYNC_ROUTES.len());
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
-use twilio_sim::{SimConfig, SimHandle, Simulator, NUMBER_FIELDS, ROUTES};
+use twilio_sim::{SimConfig, SimHandle, Simulator, NUMBER_FIELDS, ROUTES, SYNC_ROUTES};
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "openapi-token";
@@ -27,12 +27,20 @@ const UPLOAD: &str = "/v1/Services/{ServiceSid}/Assets/{AssetSid}/Versions";
 const BUILDS: &str = "/v1/Services/{ServiceSid}/Builds";
 const ENVIRONMENTS: &str = "/v1/Services/{ServiceSid}/Environments";
 const DEPLOYMENTS: &str = "/v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Deployments";
+const FUNCTIONS: &str = "/v1/Services/{ServiceSid}/Functions";
+const FUNCTION_UPLOAD: &str = "/v1/Services/{ServiceSid}/Functions/{FunctionSid}/Versions";
+const VARIABLES: &str = "/v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Variables";
+const SYNC_SERVICES: &str = "/v1/Services";
+const SYNC_MAPS: &str = "/v1/Services/{ServiceSid}/Maps";
+const SYNC_ITEMS: &str = "/v1/Services/{ServiceSid}/Maps/{MapSid}/Items";
+const SYNC_ITEM: &str = "/v1/Services/{ServiceSid}/Maps/{MapSid}/Items/{Key}";
 
 /// Routes the simulator serves that the documents do not describe.
 const UNDOCUMENTED_ROUTES: &[(&str, &str)] = &[
     // The asset-version upload lives on serverless-upload.twilio.com and is not in the Serverless
     // document (its README says so); alertcall uploads this way, as Twilio's docs show.
     ("POST", UPLOAD),
+    ("POST", FUNCTION_UPLOAD),
 ];
 
 /// (method, path, parameter): parameters the simulator reads that the operation does not list.
@@ -53,6 +61,15 @@ fn spec(path: &str) -> Value {
     } else {
         "twilio_api_v2010.json"
     };
+    document(file)
+}
+
+/// Sync's paths are Serverless's too (`/v1/Services`), so Sync checks name their document.
+fn sync_spec() -> Value {
+    document("twilio_sync_v1.json")
+}
+
+fn document(file: &str) -> Value {
     let path = format!("{}/oai/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -151,8 +168,17 @@ fn check(spec: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec
 
 /// Checks a response of the operation against its schema for that status.
 fn check_response(method: &str, path: &str, status: u16, body: &Value) -> Vec<String> {
-    let spec = spec(path);
-    let Some(op) = operation(&spec, method, path) else {
+    check_response_in(&spec(path), method, path, status, body)
+}
+
+fn check_response_in(
+    spec: &Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    body: &Value,
+) -> Vec<String> {
+    let Some(op) = operation(spec, method, path) else {
         return vec![format!("{method} {path}: no such operation")];
     };
     let Some(schema) =
@@ -164,7 +190,7 @@ fn check_response(method: &str, path: &str, status: u16, body: &Value) -> Vec<St
     };
     let mut errors = Vec::new();
     let at = format!("{method} {path}");
-    check(&spec, schema, body, &at, &mut errors);
+    check(spec, schema, body, &at, &mut errors);
     errors.retain(|e| {
         let plain = without_indexes(e);
         !RESPONSE_DEVIATIONS.iter().any(|d| plain.starts_with(d))
@@ -231,6 +257,12 @@ fn every_route_is_an_operation_of_the_documents() {
                 missing.push(format!("{method} {path}: not in the OpenAPI documents"))
             }
             _ => {}
+        }
+    }
+    let sync = sync_spec();
+    for &(method, path) in SYNC_ROUTES {
+        if operation(&sync, method, path).is_none() {
+            missing.push(format!("{method} {path}: not in the Sync document"));
         }
     }
     assert!(missing.is_empty(), "{missing:#?}");
@@ -325,6 +357,19 @@ fn every_parameter_read_is_documented() {
             "/v1/Services/{ServiceSid}/Assets/{Sid}",
             &["FriendlyName"],
         ),
+        ("POST", FUNCTIONS, &["FriendlyName"]),
+        ("GET", FUNCTIONS, &["PageSize", "Page"]),
+        (
+            "POST",
+            "/v1/Services/{ServiceSid}/Functions/{Sid}",
+            &["FriendlyName"],
+        ),
+        ("POST", VARIABLES, &["Key", "Value"]),
+        (
+            "POST",
+            "/v1/Services/{ServiceSid}/Environments/{EnvironmentSid}/Variables/{Sid}",
+            &["Key", "Value"],
+        ),
         (
             "POST",
             BUILDS,
@@ -337,6 +382,32 @@ fn every_parameter_read_is_documented() {
         ),
     ];
     let mut errors = Vec::new();
+    let sync = sync_spec();
+    let sync_reads: &[(&str, &str, &[&str])] = &[
+        ("POST", SYNC_SERVICES, &["FriendlyName"]),
+        ("GET", SYNC_SERVICES, &["PageSize", "Page"]),
+        ("POST", SYNC_MAPS, &["UniqueName", "CollectionTtl", "Ttl"]),
+        ("GET", SYNC_MAPS, &["PageSize", "Page"]),
+        ("POST", SYNC_ITEMS, &["Key", "Data", "ItemTtl", "Ttl"]),
+        (
+            "GET",
+            SYNC_ITEMS,
+            &["Order", "From", "Bounds", "PageSize", "Page"],
+        ),
+        ("POST", SYNC_ITEM, &["Data", "ItemTtl", "Ttl"]),
+    ];
+    for &(method, path, names) in sync_reads {
+        let Some(op) = operation(&sync, method, path) else {
+            errors.push(format!("Sync {method} {path}: no such operation"));
+            continue;
+        };
+        let documented = documented_params(&sync, op);
+        for name in names {
+            if !documented.contains(*name) {
+                errors.push(format!("Sync {method} {path}: {name} is not documented"));
+            }
+        }
+    }
     for &(method, path, names) in reads {
         let spec = spec(path);
         let Some(op) = operation(&spec, method, path) else {
@@ -507,16 +578,78 @@ async fn serverless_responses_match_their_schemas() {
     ));
     let zn = version["sid"].as_str().unwrap_or_default().to_string();
 
+    let function = post(format!("{base}/{zs}/Functions"), &[("FriendlyName", "ack")]).await;
+    let function = expect(&mut errors, "POST", FUNCTIONS, 201, function);
+    let zh_function = function["sid"].as_str().unwrap_or_default().to_string();
+    expect(
+        &mut errors,
+        "GET",
+        FUNCTIONS,
+        200,
+        get(format!("{base}/{zs}/Functions")).await,
+    );
+    let source = reqwest::multipart::Part::bytes(b"exports.handler = () => {};".to_vec())
+        .file_name("ack.js")
+        .mime_str("application/javascript")
+        .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("Path", "/alertcall/ack")
+        .text("Visibility", "protected")
+        .part("Content", source);
+    let upload = format!(
+        "{}/v1/Services/{zs}/Functions/{zh_function}/Versions",
+        sim.upload_url()
+    );
+    let (status, function_version) = send(client().post(upload).multipart(form)).await;
+    assert_eq!(status, 201, "{function_version}");
+    errors.extend(check_response(
+        "GET",
+        "/v1/Services/{ServiceSid}/Functions/{FunctionSid}/Versions/{Sid}",
+        200,
+        &function_version,
+    ));
+    let zn_function = function_version["sid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let content = get(format!(
+        "{base}/{zs}/Functions/{zh_function}/Versions/{zn_function}/Content"
+    ))
+    .await;
+    let content = expect(
+        &mut errors,
+        "GET",
+        "/v1/Services/{ServiceSid}/Functions/{FunctionSid}/Versions/{Sid}/Content",
+        200,
+        content,
+    );
+    assert_eq!(content["content"], "exports.handler = () => {};");
+    let variable = post(
+        format!("{base}/{zs}/Environments/{ze}/Variables"),
+        &[("Key", "ACK_MAP"), ("Value", "alertcall-acks")],
+    )
+    .await;
+    expect(&mut errors, "POST", VARIABLES, 201, variable);
+    expect(
+        &mut errors,
+        "GET",
+        VARIABLES,
+        200,
+        get(format!("{base}/{zs}/Environments/{ze}/Variables")).await,
+    );
+
     let build = post(
         format!("{base}/{zs}/Builds"),
         &[
             ("AssetVersions", &zn),
+            ("FunctionVersions", &zn_function),
             ("Dependencies", "[]"),
             ("Runtime", "node22"),
         ],
     )
     .await;
     let build = expect(&mut errors, "POST", BUILDS, 201, build);
+    assert_eq!(build["function_versions"][0]["sid"], zn_function.as_str());
     let zb = build["sid"].as_str().unwrap_or_default().to_string();
     let status_url = format!("{base}/{zs}/Builds/{zb}/Status");
     for _ in 0..500 {
@@ -531,6 +664,75 @@ async fn serverless_responses_match_their_schemas() {
     )
     .await;
     expect(&mut errors, "POST", DEPLOYMENTS, 201, deployment);
+    sim.shutdown().await;
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[tokio::test]
+async fn sync_responses_match_their_schemas() {
+    let sim = Simulator::start(SimConfig::new(AC, TOKEN))
+        .await
+        .expect("simulator starts");
+    let sync = sync_spec();
+    let base = format!("{}/v1/Services", sim.sync_url());
+    let mut errors = Vec::new();
+    let mut expect_sync = |method: &str, path: &str, want: u16, got: (u16, Value)| {
+        let (status, body) = got;
+        if status != want {
+            errors.push(format!(
+                "{method} {path}: status {status}, not {want}: {body}"
+            ));
+        } else {
+            errors.extend(check_response_in(&sync, method, path, status, &body));
+        }
+        body
+    };
+    let service = post(base.clone(), &[("FriendlyName", "alertcall")]).await;
+    let service = expect_sync("POST", SYNC_SERVICES, 201, service);
+    let is = service["sid"].as_str().unwrap_or_default().to_string();
+    expect_sync("GET", SYNC_SERVICES, 200, get(base.clone()).await);
+    let map = post(
+        format!("{base}/{is}/Maps"),
+        &[("UniqueName", "alertcall-acks")],
+    )
+    .await;
+    expect_sync("POST", SYNC_MAPS, 201, map);
+    let duplicate = post(
+        format!("{base}/{is}/Maps"),
+        &[("UniqueName", "alertcall-acks")],
+    )
+    .await;
+    assert_eq!(duplicate.0, 409, "{}", duplicate.1);
+    expect_sync(
+        "GET",
+        SYNC_MAPS,
+        200,
+        get(format!("{base}/{is}/Maps")).await,
+    );
+    let items = format!("{base}/{is}/Maps/alertcall-acks/Items");
+    let data = r#"{"callSid":"CA1","attempt":"r0-1","digits":"1","at":"2026-01-01T00:00:00.000Z"}"#;
+    let item = post(
+        items.clone(),
+        &[("Key", "CA1"), ("Data", data), ("ItemTtl", "600")],
+    )
+    .await;
+    let item = expect_sync("POST", SYNC_ITEMS, 201, item);
+    assert_eq!(item["data"]["attempt"], "r0-1");
+    assert!(item["date_expires"].is_string(), "{item}");
+    let duplicate = post(items.clone(), &[("Key", "CA1"), ("Data", data)]).await;
+    assert_eq!(duplicate.0, 409, "{}", duplicate.1);
+    assert_eq!(duplicate.1["code"], 54208, "{}", duplicate.1);
+    expect_sync("GET", SYNC_ITEMS, 200, get(items.clone()).await);
+    expect_sync("GET", SYNC_ITEM, 200, get(format!("{items}/CA1")).await);
+    let missing = get(format!("{items}/CA2")).await;
+    assert_eq!(
+        (missing.0, missing.1["code"].clone()),
+        (404, Value::from(20404))
+    );
+    let (status, _) = send(client().delete(format!("{items}/CA1"))).await;
+    assert_eq!(status, 204);
+    let unknown = get(format!("{base}/ISffffffffffffffffffffffffffffffff/Maps")).await;
+    assert_eq!(unknown.0, 404);
     sim.shutdown().await;
     assert!(errors.is_empty(), "{errors:#?}");
 }
