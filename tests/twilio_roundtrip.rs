@@ -311,7 +311,8 @@ fn sim_errors(ledger: &Ledger) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_create_fetch_events_and_signed_callbacks() {
-    let sim = start_sim(|_| {}).await;
+    // This test reads the Events while the call is fresh; Twilio serves them 15 min later.
+    let sim = start_sim(|c| c.immediate_call_events = true).await;
     let receiver = Receiver::start().await;
     let twilio = client(&sim);
     let alice = "+819012345678";
@@ -619,7 +620,12 @@ struct Scenario {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripted_behaviours_give_twilio_status_sequences() {
-    let sim = start_sim(|c| c.calls_per_second = 20.0).await;
+    let sim = start_sim(|c| {
+        c.calls_per_second = 20.0;
+        // This test reads the Events while the call is fresh; Twilio serves them 15 min later.
+        c.immediate_call_events = true;
+    })
+    .await;
     let receiver = Receiver::start().await;
     let twilio = client(&sim);
     let scenarios = [

@@ -406,14 +406,32 @@ struct Run {
     rx: mpsc::UnboundedReceiver<Interrupt>,
     stop: watch::Receiver<bool>,
     who: Recipient,
+    /// When the person hangs up on their own (simulated time), once they pressed keys.
+    hangup_at: Option<Timestamp>,
 }
 
 impl Run {
+    /// Simulated seconds until the person hangs up on their own, if they will.
+    fn until_hangup(&self) -> Option<f64> {
+        self.hangup_at.map(|at| {
+            self.sim
+                .clock
+                .now()
+                .duration_until(at)
+                .as_secs_f64()
+                .max(0.0)
+        })
+    }
+
     /// Waits `seconds` of simulated time unless the call is interrupted.
     async fn wait(&mut self, seconds: f64) -> Result<(), Interrupt> {
+        let hangs_up = self.until_hangup().is_some_and(|left| left <= seconds);
+        let seconds = self
+            .until_hangup()
+            .map_or(seconds, |left| left.min(seconds));
         let real = self.sim.clock.real(seconds);
         tokio::select! {
-            _ = tokio::time::sleep(real) => Ok(()),
+            _ = tokio::time::sleep(real) => if hangs_up { Err(Interrupt::PersonHungUp) } else { Ok(()) },
             msg = self.rx.recv() => Err(msg.unwrap_or(Interrupt::Hangup)),
             _ = self.stop.wait_for(|s| *s) => Err(Interrupt::Hangup),
         }
@@ -454,6 +472,7 @@ async fn run_outbound(sim: Arc<Inner>, sid: String, rx: mpsc::UnboundedReceiver<
         rx,
         stop,
         who: who.clone(),
+        hangup_at: None,
     };
     if let Err(interrupt) = run.wait(1.0).await {
         return stopped(&sim, &sid, interrupt);
@@ -563,6 +582,7 @@ fn resolve(base: Option<&str>, target: &str) -> Option<String> {
 fn interrupted(i: Interrupt) -> Step {
     match i {
         Interrupt::Hangup => Step::Stopped,
+        Interrupt::PersonHungUp => Step::End,
         Interrupt::Redirect(instructions) => Step::Goto(instructions.into()),
     }
 }
@@ -639,6 +659,10 @@ async fn exec(run: &mut Run, verbs: Vec<Verb>, base: Option<String>) -> Step {
                         call_sid: run.sid.clone(),
                         digits: digits.clone(),
                     });
+                    if let Some(after) = run.who.hangup_after_press {
+                        run.hangup_at =
+                            Some(run.sim.clock.now() + SignedDuration::from_secs_f64(after));
+                    }
                 }
                 let target = action.as_deref().map(|a| resolve(base.as_deref(), a));
                 let url = match target {
@@ -723,13 +747,18 @@ async fn conference(
     attrs: ConferenceAttrs,
     dial_record: bool,
 ) -> Result<bool, Interrupt> {
+    // NB: the person who already hung up never reaches the room.
+    if run.until_hangup().is_some_and(|left| left <= 0.0) {
+        return Ok(false);
+    }
     let Some((conf_sid, mut ended_rx)) = join(&run.sim, &run.sid, &attrs, dial_record) else {
         return Ok(true);
     };
     let stay = {
         let st = run.sim.lock();
         let limit = st.call(&run.sid).map(|c| c.time_limit).unwrap_or(14_400.0);
-        run.who.hangup_after.map_or(limit, |h| h.min(limit))
+        let stay = run.who.hangup_after.map_or(limit, |h| h.min(limit));
+        run.until_hangup().map_or(stay, |left| left.min(stay))
     };
     let real = run.sim.clock.real(stay);
     let outcome = tokio::select! {
@@ -1111,6 +1140,7 @@ pub(crate) fn dial_in(sim: &Arc<Inner>, from: &str, to: &str) -> Result<String, 
         rx,
         stop: sim.shutdown.subscribe(),
         who,
+        hangup_at: None,
     };
     let sim2 = sim.clone();
     let sid2 = sid.clone();

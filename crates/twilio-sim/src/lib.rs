@@ -250,7 +250,14 @@ pub struct SimConfig {
     pub calls_per_second: f64,
     /// At most this many outbound API calls active at once; more wait in the queue.
     pub max_concurrent_calls: Option<usize>,
+    /// Serve a call's Events (`Calls/{Sid}/Events.json`) while it runs. Twilio's docs say "You
+    /// can access the Call Event resource 15 minutes after a call ends", so by default the list
+    /// is empty until [`CALL_EVENTS_DELAY_SECONDS`] of simulated time after the call ended.
+    pub immediate_call_events: bool,
 }
+
+/// How long after a call ends Twilio makes its Events readable (simulated seconds).
+pub const CALL_EVENTS_DELAY_SECONDS: f64 = 900.0;
 
 impl SimConfig {
     /// A config for tests: a free loopback port, the given credentials, the default script.
@@ -264,6 +271,7 @@ impl SimConfig {
             time_scale: 1.0,
             calls_per_second: 1.0,
             max_concurrent_calls: None,
+            immediate_call_events: false,
         }
     }
 }

@@ -312,10 +312,21 @@ fn v2010(
             }
         }
         ("GET", ["Calls", sid, "Events.json"]) => {
+            let now = sim.clock.now();
             let st = sim.lock();
             match st.call(sid) {
                 Some(call) => {
-                    json_status(200, page_v2010(call.events.clone(), "events", path, query))
+                    let readable = sim.config.immediate_call_events
+                        || call.end_time.is_some_and(|ended| {
+                            ended.duration_until(now).as_secs_f64()
+                                >= super::CALL_EVENTS_DELAY_SECONDS
+                        });
+                    let events = if readable {
+                        call.events.clone()
+                    } else {
+                        Vec::new()
+                    };
+                    json_status(200, page_v2010(events, "events", path, query))
                 }
                 None => not_found(path),
             }

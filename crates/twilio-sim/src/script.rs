@@ -14,6 +14,9 @@
 //!     answerAfter: 3
 //!     press: "1"           # keys pressed 1 s after a <Gather>'s prompt has played once
 //!     hangupAfter: 30      # leaves the conference 30 s after joining (absent: stays until ended)
+//!   "+819012345679":
+//!     press: "1"
+//!     hangupAfterPress: 1  # hangs up 1 s after pressing, wherever the call is (before the room)
 //!   "+819000000002": {outcome: busy}
 //!   "client:bob": {outcome: no-answer}
 //!   "sip:carol@example.com": {outcome: voicemail, answerAfter: 8}
@@ -60,6 +63,10 @@ pub struct Recipient {
     /// Seconds after joining a conference when this person hangs up; none: stays.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hangup_after: Option<f64>,
+    /// Seconds after pressing the keys when this person hangs up, wherever the call is (during
+    /// the confirmation, before reaching the room); none: stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hangup_after_press: Option<f64>,
 }
 
 fn default_answer_after() -> f64 {
@@ -73,6 +80,7 @@ impl Default for Recipient {
             answer_after: default_answer_after(),
             press: None,
             hangup_after: None,
+            hangup_after_press: None,
         }
     }
 }
@@ -108,6 +116,11 @@ impl Recipient {
     }
     pub fn hangup_after(mut self, seconds: f64) -> Self {
         self.hangup_after = Some(seconds);
+        self
+    }
+    /// Hangs up `seconds` after pressing the keys ("got it", hang up, open the laptop).
+    pub fn hangup_after_press(mut self, seconds: f64) -> Self {
+        self.hangup_after_press = Some(seconds);
         self
     }
 }
@@ -167,6 +180,13 @@ impl Script {
                     ));
                 }
             }
+            if let Some(h) = recipient.hangup_after_press {
+                if !(h.is_finite() && h >= 0.0) {
+                    return Err(invalid(
+                        "hangupAfterPress must be a non-negative number of seconds",
+                    ));
+                }
+            }
             if let Some(press) = &recipient.press {
                 let ok = !press.is_empty()
                     && press
@@ -203,5 +223,9 @@ mod tests {
         assert!(Script::from_yaml("recipients: {'+1': {answerAfter: -1}}").is_err());
         assert!(Script::from_yaml("recipients: {'+1': {outcome: maybe}}").is_err());
         assert!(Script::from_yaml("recipients: {'+1': {shout: true}}").is_err());
+        assert!(Script::from_yaml("recipients: {'+1': {hangupAfterPress: -1}}").is_err());
+        let script = Script::from_yaml("recipients: {'+1': {press: '1', hangupAfterPress: 1}}")
+            .expect("parses");
+        assert_eq!(script.for_address("+1").hangup_after_press, Some(1.0));
     }
 }

@@ -54,6 +54,8 @@ pub(crate) enum Interrupt {
     Hangup,
     /// New instructions through the API (`Url` or `Twiml` on update).
     Redirect(Instructions),
+    /// The person hung up (their script's `hangupAfterPress`); the call completes.
+    PersonHungUp,
 }
 
 #[derive(Clone, Debug)]

@@ -216,10 +216,13 @@ async fn participants(sim: &SimHandle, room: &str) -> (String, Vec<String>) {
 #[tokio::test]
 async fn pressing_a_key_fetches_the_signed_action_and_joins_the_room() {
     let alice = "+15550000001";
-    let sim = start(
-        50.0,
-        Script::default().with(alice, Recipient::presses(3.0, "1")),
-    )
+    // This test reads the live call's Events, which Twilio serves only 15 minutes after it ends.
+    let sim = start_with(SimConfig {
+        time_scale: 50.0,
+        script: Script::default().with(alice, Recipient::presses(3.0, "1")),
+        immediate_call_events: true,
+        ..SimConfig::new(AC, TOKEN)
+    })
     .await;
     let rx = Receiver::start().await;
     rx.serve("/ack.xml", ROOM_DOC);
@@ -1210,6 +1213,304 @@ async fn url_documents_redirect_relative_urls_and_pause() {
         answered.duration_until(ended).as_secs_f64() >= 4.0,
         "the Pause takes 4 s"
     );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn call_events_are_served_fifteen_minutes_after_the_call_ends() {
+    let alice = "+15550000002";
+    let sim = start(
+        300.0,
+        Script::default().with(alice, Recipient::answers_after(1.0)),
+    )
+    .await;
+    // Events list the webhooks of a call: the answered callback is one.
+    let rx = Receiver::start().await;
+    let status = rx.url("/status");
+    let sid = create_call(
+        &sim,
+        &[
+            ("To", alice),
+            ("From", FROM),
+            (
+                "Twiml",
+                "<Response><Dial><Conference>EventsRoom</Conference></Dial></Response>",
+            ),
+            ("StatusCallback", &status),
+            ("StatusCallbackEvent", "answered"),
+        ],
+    )
+    .await;
+    let events_url = format!(
+        "{}/2010-04-01/Accounts/{AC}/Calls/{sid}/Events.json",
+        sim.api_url()
+    );
+    until("the call to join its room and its callback", || {
+        sim.ledger().participants_of("EventsRoom") == [sid.clone()] && rx.callbacks(&sid).len() == 1
+    })
+    .await;
+    let (code, events) = fetch(&events_url).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        events["events"],
+        serde_json::json!([]),
+        "a live call has none yet"
+    );
+    let (code, _, _) = post(
+        &format!(
+            "{}/2010-04-01/Accounts/{AC}/Calls/{sid}.json",
+            sim.api_url()
+        ),
+        &[("Status", "completed")],
+    )
+    .await;
+    assert_eq!(code, 200);
+    let ended = sim
+        .ledger()
+        .status_time(&sid, "completed")
+        .expect("the call ended");
+    let mut seen = None;
+    for _ in 0..2000 {
+        let (_, events) = fetch(&events_url).await;
+        let after = sim.now();
+        if events["events"].as_array().is_some_and(|e| !e.is_empty()) {
+            seen = Some(after);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seen = seen.expect("the Events appear once 15 simulated minutes have passed");
+    assert!(
+        ended.duration_until(seen).as_secs_f64() >= CALL_EVENTS_DELAY_SECONDS,
+        "Events served {}s after the call ended",
+        ended.duration_until(seen).as_secs_f64()
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_person_who_presses_and_hangs_up_never_reaches_the_room() {
+    let alice = "+15550000003";
+    let sim = start(
+        50.0,
+        Script::default().with(alice, Recipient::presses(1.0, "1").hangup_after_press(1.0)),
+    )
+    .await;
+    let rx = Receiver::start().await;
+    rx.serve(
+        "/ack.xml",
+        r#"<Response><Say>Acknowledged. You are now joining the incident room with the others.</Say><Dial><Conference>PressAndGo</Conference></Dial></Response>"#,
+    );
+    let sid = create_call(
+        &sim,
+        &[
+            ("To", alice),
+            ("From", FROM),
+            ("Twiml", &ack_twiml(&rx.url("/ack.xml"))),
+        ],
+    )
+    .await;
+    until("the call to end", || {
+        status_of(&sim, &sid).as_deref() == Some("completed")
+    })
+    .await;
+    let ack = rx.hits("/ack.xml");
+    assert_eq!(ack.len(), 1);
+    assert_eq!(ack[0].params["Digits"], "1");
+    assert!(sim.ledger().participants_of("PressAndGo").is_empty());
+    let ledger = sim.ledger();
+    let pressed = ledger
+        .entries
+        .iter()
+        .find(|e| matches!(&e.event, Event::Digits { call_sid, .. } if *call_sid == sid))
+        .map(|e| e.at)
+        .expect("a keypress");
+    let ended = ledger.status_time(&sid, "completed").expect("ended");
+    let after = pressed.duration_until(ended).as_secs_f64();
+    assert!(
+        (0.9..3.0).contains(&after),
+        "hung up {after}s after the keypress"
+    );
+    sim.shutdown().await;
+}
+
+/// Deploys `ack.js` as Twilio does (service with credentials, Function, Function Version upload,
+/// environment variables, build, deployment) next to a Sync service and map; returns the
+/// function's URL and the Sync service SID.
+async fn deploy_ack_function(sim: &SimHandle, include_credentials: bool) -> (String, String) {
+    let base = format!("{}/v1/Services", sim.serverless_url());
+    let credentials = include_credentials.to_string();
+    let (_, service, _) = post(
+        &base,
+        &[
+            ("UniqueName", "alertcall"),
+            ("FriendlyName", "alertcall"),
+            ("IncludeCredentials", &credentials),
+        ],
+    )
+    .await;
+    let zs = service["sid"].as_str().unwrap().to_string();
+    let (_, env, _) = post(
+        &format!("{base}/{zs}/Environments"),
+        &[("UniqueName", "production"), ("DomainSuffix", "prod")],
+    )
+    .await;
+    let ze = env["sid"].as_str().unwrap().to_string();
+    let domain = env["domain_name"].as_str().unwrap().to_string();
+    let (_, function, _) = post(
+        &format!("{base}/{zs}/Functions"),
+        &[("FriendlyName", "ack")],
+    )
+    .await;
+    let zh = function["sid"].as_str().unwrap().to_string();
+    let source = reqwest::multipart::Part::bytes(
+        include_str!("../../../src/twilio/functions/ack.js")
+            .as_bytes()
+            .to_vec(),
+    )
+    .file_name("ack.js")
+    .mime_str("application/javascript")
+    .unwrap();
+    let form = reqwest::multipart::Form::new()
+        .text("Path", "/alertcall/ack")
+        .text("Visibility", "protected")
+        .part("Content", source);
+    let version: Value = http()
+        .post(format!(
+            "{}/v1/Services/{zs}/Functions/{zh}/Versions",
+            sim.upload_url()
+        ))
+        .basic_auth(AC, Some(TOKEN))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let zn = version["sid"].as_str().unwrap().to_string();
+    let sync = format!("{}/v1/Services", sim.sync_url());
+    let (_, sync_service, _) = post(&sync, &[("FriendlyName", "alertcall")]).await;
+    let is = sync_service["sid"].as_str().unwrap().to_string();
+    let (code, map, _) = post(&format!("{sync}/{is}/Maps"), &[("UniqueName", "acks")]).await;
+    assert_eq!(code, 201, "{map}");
+    for (key, value) in [("SYNC_SERVICE_SID", is.as_str()), ("ACK_MAP", "acks")] {
+        let (code, body, _) = post(
+            &format!("{base}/{zs}/Environments/{ze}/Variables"),
+            &[("Key", key), ("Value", value)],
+        )
+        .await;
+        assert_eq!(code, 201, "{body}");
+    }
+    let (code, build, _) = post(
+        &format!("{base}/{zs}/Builds"),
+        &[
+            ("FunctionVersions", &zn),
+            ("Dependencies", r#"[{"name":"twilio","version":"5.0.0"}]"#),
+            ("Runtime", "node22"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 201, "{build}");
+    let zb = build["sid"].as_str().unwrap().to_string();
+    until_async("the build", || async {
+        fetch(&format!("{base}/{zs}/Builds/{zb}/Status")).await.1["status"] == "completed"
+    })
+    .await;
+    let (code, body, _) = post(
+        &format!("{base}/{zs}/Environments/{ze}/Deployments"),
+        &[("BuildSid", &zb)],
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    (format!("http://{domain}/alertcall/ack"), is)
+}
+
+async fn until_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_ack_function_records_a_hash_keypress_in_sync_before_the_person_hangs_up() {
+    let alice = "+15550000004";
+    let sim = start(
+        50.0,
+        Script::default().with(alice, Recipient::presses(1.0, "#").hangup_after_press(1.0)),
+    )
+    .await;
+    let (function, is) = deploy_ack_function(&sim, true).await;
+    let action = format!(
+        "{function}?attempt=r0-1&room=HashRoom&say=Acknowledged.%20Joining%20the%20incident%20room.&language=en-US"
+    );
+    let twiml = format!(
+        r#"<Response><Gather numDigits="1" finishOnKey="" action="{}"><Say>Press # to acknowledge.</Say></Gather><Hangup/></Response>"#,
+        action.replace('&', "&amp;")
+    );
+    let sid = create_call(&sim, &[("To", alice), ("From", FROM), ("Twiml", &twiml)]).await;
+    until("the call to end", || {
+        status_of(&sim, &sid).as_deref() == Some("completed")
+    })
+    .await;
+    assert!(sim.ledger().participants_of("HashRoom").is_empty());
+    let (code, item) = fetch(&format!(
+        "{}/v1/Services/{is}/Maps/acks/Items/{sid}",
+        sim.sync_url()
+    ))
+    .await;
+    assert_eq!(code, 200, "{item}");
+    assert_eq!(item["data"]["callSid"], sid.as_str());
+    assert_eq!(item["data"]["attempt"], "r0-1");
+    assert_eq!(item["data"]["digits"], "#");
+    assert!(item["date_expires"].is_string(), "{item}");
+    let action_hit = sim
+        .ledger()
+        .webhooks(&sid)
+        .into_iter()
+        .find_map(|e| match &e.event {
+            Event::Webhook {
+                purpose,
+                response_status,
+                ..
+            } if purpose == "gather-action" => Some(*response_status),
+            _ => None,
+        });
+    assert_eq!(action_hit, Some(Some(200)));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_ack_function_fails_without_credentials_and_refuses_unsigned_requests() {
+    let sim = start(50.0, Script::default()).await;
+    let (function, _) = deploy_ack_function(&sim, false).await;
+    let params = vec![
+        ("CallSid".to_string(), "CA0123".to_string()),
+        ("Digits".to_string(), "1".to_string()),
+    ];
+    let unsigned = http().post(&function).form(&params).send().await.unwrap();
+    assert_eq!(unsigned.status().as_u16(), 403);
+    let signed = http()
+        .post(&function)
+        .header(
+            "X-Twilio-Signature",
+            signature::compute(TOKEN, &function, &params),
+        )
+        .form(&params)
+        .send()
+        .await
+        .unwrap();
+    // NB: `context.getTwilioClient()` needs IncludeCredentials=true.
+    assert_eq!(signed.status().as_u16(), 500);
     sim.shutdown().await;
 }
 
