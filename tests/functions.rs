@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::str::FromStr;
 
 use alertcall::api::CallPolicy;
 use alertcall::twilio::documents;
@@ -134,4 +135,244 @@ fn the_function_answers_with_alertcalls_own_ack_document() {
             "{name}: {goodbye}"
         );
     }
+}
+
+const AC: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "functions-token";
+
+async fn call(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request
+        .basic_auth(AC, Some(TOKEN))
+        .send()
+        .await
+        .expect("the simulator answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Deploys `ack.js` into the simulator the way Twilio takes it, with a Sync service and map;
+/// returns the function's URL and the Sync service SID.
+async fn deploy(sim: &alertcall::twilio::sim::SimHandle, map: &str, ttl: &str) -> (String, String) {
+    let http = reqwest::Client::new();
+    let base = format!("{}/v1/Services", sim.serverless_url());
+    let form = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let (_, service) = call(http.post(&base).form(&form(&[
+        ("UniqueName", "alertcall"),
+        ("FriendlyName", "alertcall"),
+        ("IncludeCredentials", "true"),
+    ])))
+    .await;
+    let zs = service["sid"].as_str().unwrap_or_default().to_string();
+    let (_, env) = call(http.post(format!("{base}/{zs}/Environments")).form(&form(&[
+        ("UniqueName", "production"),
+        ("DomainSuffix", "prod"),
+    ])))
+    .await;
+    let ze = env["sid"].as_str().unwrap_or_default().to_string();
+    let domain = env["domain_name"].as_str().unwrap_or_default().to_string();
+    let (_, function) = call(
+        http.post(format!("{base}/{zs}/Functions"))
+            .form(&form(&[("FriendlyName", "ack")])),
+    )
+    .await;
+    let zh = function["sid"].as_str().unwrap_or_default().to_string();
+    let content = reqwest::multipart::Part::bytes(ack::SOURCE.as_bytes().to_vec())
+        .file_name("ack.js")
+        .mime_str("application/javascript")
+        .expect("a MIME type");
+    let upload = reqwest::multipart::Form::new()
+        .text("Path", ack::PATH)
+        .text("Visibility", ack::VISIBILITY)
+        .part("Content", content);
+    let (status, version) = call(
+        http.post(format!(
+            "{}/v1/Services/{zs}/Functions/{zh}/Versions",
+            sim.upload_url()
+        ))
+        .multipart(upload),
+    )
+    .await;
+    assert_eq!(status, 201, "{version}");
+    let zn = version["sid"].as_str().unwrap_or_default().to_string();
+    let sync = format!("{}/v1/Services", sim.sync_url());
+    let (_, sync_service) = call(
+        http.post(&sync)
+            .form(&form(&[("FriendlyName", "alertcall")])),
+    )
+    .await;
+    let is = sync_service["sid"].as_str().unwrap_or_default().to_string();
+    let (status, body) = call(
+        http.post(format!("{sync}/{is}/Maps"))
+            .form(&form(&[("UniqueName", map)])),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    for (key, value) in [
+        (ack::env::SYNC_SERVICE_SID, is.as_str()),
+        (ack::env::MAP, map),
+        (ack::env::TTL_SECONDS, ttl),
+    ] {
+        let (status, body) = call(
+            http.post(format!("{base}/{zs}/Environments/{ze}/Variables"))
+                .form(&form(&[("Key", key), ("Value", value)])),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, build) = call(
+        http.post(format!("{base}/{zs}/Builds"))
+            .form(&form(&[("FunctionVersions", &zn), ("Runtime", "node22")])),
+    )
+    .await;
+    assert_eq!(status, 201, "{build}");
+    let zb = build["sid"].as_str().unwrap_or_default().to_string();
+    let mut built = false;
+    for _ in 0..400 {
+        let (_, status) = call(http.get(format!("{base}/{zs}/Builds/{zb}/Status"))).await;
+        if status["status"] == "completed" {
+            built = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(built, "the build completes");
+    let (status, body) = call(
+        http.post(format!("{base}/{zs}/Environments/{ze}/Deployments"))
+            .form(&form(&[("BuildSid", &zb)])),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    (format!("http://{domain}{}", ack::PATH), is)
+}
+
+/// The simulator's emulation of the deployed function and the real `ack.js` under Node.js,
+/// given the same requests, write the same Sync item and answer the same TwiML.
+#[tokio::test]
+async fn the_simulators_emulation_equals_the_function() {
+    use alertcall::twilio::sim::{SimConfig, Simulator};
+    let sim = Simulator::start(SimConfig {
+        time_scale: 20.0,
+        ..SimConfig::new(AC, TOKEN)
+    })
+    .await
+    .expect("the simulator starts");
+    let (function, is) = deploy(&sim, "acks", "600").await;
+    let env = json!({
+        ack::env::SYNC_SERVICE_SID: is,
+        ack::env::MAP: "acks",
+        ack::env::TTL_SECONDS: "600",
+    });
+    let mut japanese = policy("policy-simultaneous-all-ack.yaml");
+    japanese.spec.message.language = "ja-JP".into();
+    japanese.spec.message.voice = Some("Polly.Mizuki".into());
+    japanese.spec.conference.hold_music_url = Some("https://example.com/hold.mp3?a=1&b=2".into());
+    japanese.spec.conference.record = true;
+    let cases = [
+        (
+            policy("policy-sequential.yaml"),
+            "prod-oncall",
+            "1",
+            "CA00000000000000000000000000000001",
+        ),
+        (
+            japanese,
+            "本番 & <room> \"1\"",
+            "#",
+            "CA00000000000000000000000000000002",
+        ),
+        (
+            policy("policy-sequential.yaml"),
+            "prod-oncall",
+            "",
+            "CA00000000000000000000000000000003",
+        ),
+    ];
+    let http = reqwest::Client::new();
+    for (policy, room, digits, call_sid) in cases {
+        let url = ack::action_url(&function, &policy.spec, room, "r1-2").expect("a URL");
+        let body = vec![
+            ("CallSid".to_string(), call_sid.to_string()),
+            ("AccountSid".to_string(), AC.to_string()),
+            ("Digits".to_string(), digits.to_string()),
+            ("FinishedOnKey".to_string(), String::new()),
+        ];
+        let response = http
+            .post(&url)
+            .header(
+                "X-Twilio-Signature",
+                alertcall::twilio::signature::compute(TOKEN, &url, &body),
+            )
+            .form(&body)
+            .send()
+            .await
+            .expect("the function answers");
+        assert_eq!(response.status().as_u16(), 200, "{call_sid}");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let emulated = response.text().await.expect("a body");
+
+        let mut event = keypress_event(&url, call_sid, digits);
+        event["AccountSid"] = json!(AC);
+        let node = run_ack_function(env.clone(), event);
+        assert_eq!(Some(emulated.as_str()), node["body"].as_str(), "{call_sid}");
+        assert_eq!(
+            Some(content_type.as_str()),
+            node["headers"]["Content-Type"].as_str()
+        );
+
+        let (status, item) = call(http.get(format!(
+            "{}/v1/Services/{is}/Maps/acks/Items/{call_sid}",
+            sim.sync_url()
+        )))
+        .await;
+        let written = node["writes"].as_array().cloned().unwrap_or_default();
+        if digits.is_empty() {
+            assert_eq!(status, 404, "{call_sid}: {item}");
+            assert!(written.is_empty(), "{call_sid}");
+            continue;
+        }
+        assert_eq!(status, 200, "{call_sid}: {item}");
+        assert_eq!(written.len(), 1, "{call_sid}");
+        let params = &written[0]["params"];
+        assert_eq!(written[0]["service"], is.as_str());
+        assert_eq!(written[0]["map"], "acks");
+        assert_eq!(params["key"], item["key"]);
+        assert_eq!(params["itemTtl"], 600);
+        let ttl = jiff::Timestamp::from_str(item["date_expires"].as_str().unwrap_or_default())
+            .and_then(|expires| {
+                jiff::Timestamp::from_str(item["date_created"].as_str().unwrap_or_default())
+                    .map(|created| created.duration_until(expires).as_secs())
+            })
+            .expect("ISO 8601 dates");
+        assert_eq!(ttl, 600, "{item}");
+        let without_time = |data: &Value| {
+            let mut data = data.clone();
+            let at = data
+                .as_object_mut()
+                .and_then(|o| o.remove("at"))
+                .and_then(|at| at.as_str().map(str::to_string))
+                .unwrap_or_default();
+            assert!(jiff::Timestamp::from_str(&at).is_ok(), "{at}");
+            assert!(
+                at.ends_with('Z') && at.len() == 24,
+                "ISO with milliseconds: {at}"
+            );
+            data
+        };
+        assert_eq!(
+            without_time(&item["data"]),
+            without_time(&params["data"]),
+            "{call_sid}"
+        );
+    }
+    sim.shutdown().await;
 }
