@@ -376,3 +376,57 @@ async fn the_simulators_emulation_equals_the_function() {
     }
     sim.shutdown().await;
 }
+
+/// A policy whose key is `#`: the call's own TwiML (`finishOnKey=""`) lets `#` through as the
+/// digit, the deployed function records it, and the person who hangs up a second later is still
+/// recorded. Without `finishOnKey=""` Twilio (and the simulator) end the Gather on `#` with no
+/// digits, and nothing would be recorded.
+#[tokio::test]
+async fn a_policy_whose_key_is_hash_is_acknowledged_by_hash() {
+    use alertcall::twilio::sim::{Recipient, Script, SimConfig, Simulator};
+    let alice = "+15005550101";
+    let sim = Simulator::start(SimConfig {
+        time_scale: 20.0,
+        script: Script::default().with(alice, Recipient::presses(1.0, "#").hangup_after_press(1.0)),
+        ..SimConfig::new(AC, TOKEN)
+    })
+    .await
+    .expect("the simulator starts");
+    let (function, is) = deploy(&sim, "acks", "600").await;
+    let mut policy = policy("policy-sequential.yaml");
+    policy.spec.acknowledgement.digits = "#".into();
+    let action = ack::action_url(&function, &policy.spec, "prod-oncall", "r0-0").expect("a URL");
+    let twiml = documents::call_twiml(&policy.spec, "Disk full on db-0", &action).expect("fits");
+    let http = reqwest::Client::new();
+    let form = [
+        ("To", alice),
+        ("From", "+15005550006"),
+        ("Twiml", twiml.as_str()),
+    ];
+    let (status, created) = call(
+        http.post(format!(
+            "{}/2010-04-01/Accounts/{AC}/Calls.json",
+            sim.api_url()
+        ))
+        .form(&form),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let sid = created["sid"].as_str().unwrap_or_default().to_string();
+    let item_url = format!("{}/v1/Services/{is}/Maps/acks/Items/{sid}", sim.sync_url());
+    let mut item = Value::Null;
+    for _ in 0..800 {
+        let (status, body) = call(http.get(&item_url)).await;
+        let ended =
+            sim.ledger().call_statuses(&sid).last().map(String::as_str) == Some("completed");
+        if status == 200 && ended {
+            item = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(item["data"]["digits"], "#", "{item}");
+    assert_eq!(item["data"]["attempt"], "r0-0", "{item}");
+    assert!(sim.ledger().participants_of("prod-oncall").is_empty());
+    sim.shutdown().await;
+}

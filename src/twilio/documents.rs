@@ -81,6 +81,9 @@ pub fn call_document(spec: &CallPolicySpec, summary: &str, ack_url: &str) -> Res
         .gather(
             Gather::new()
                 .num_digits(1)
+                // NB: Twilio's default finishing key `#` would end the Gather with no digits, so
+                // a policy whose key is `#` could never be acknowledged.
+                .finish_on_key("")
                 .timeout(spec.acknowledgement.gather_timeout_seconds)
                 .action(ack_url)
                 .method(Method::Post)
@@ -197,6 +200,14 @@ mod tests {
         let goodbye = xml.find("No acknowledgement received").unwrap_or(0);
         let hangup = xml.find("<Hangup").unwrap_or(0);
         assert!(gather_end < goodbye && goodbye < hangup, "{xml}");
+    }
+
+    #[test]
+    fn every_key_is_a_digit_so_hash_acknowledges() {
+        let mut spec = fixtures::policy_spec();
+        spec.acknowledgement.digits = "#".into();
+        let xml = call_twiml(&spec, "Disk full", "https://x.twil.io/ack").unwrap_or_default();
+        assert!(xml.contains(r#"finishOnKey="""#), "{xml}");
     }
 
     #[test]

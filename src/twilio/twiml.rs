@@ -276,6 +276,9 @@ pub struct Gather {
     /// Absolute URL: calls started with inline TwiML cannot resolve relative actions.
     pub action: Option<String>,
     pub method: Option<Method>,
+    /// `finishOnKey`; Twilio's default (absent) is `#`, and the finishing key is not part of
+    /// `Digits`, so `Some("")` makes every key, `#` included, a digit.
+    pub finish_on_key: Option<String>,
     pub children: Vec<GatherChild>,
 }
 
@@ -311,6 +314,11 @@ impl Gather {
         self
     }
 
+    pub fn finish_on_key(mut self, keys: impl Into<String>) -> Self {
+        self.finish_on_key = Some(keys.into());
+        self
+    }
+
     pub fn say(mut self, say: Say) -> Self {
         self.children.push(GatherChild::Say(say));
         self
@@ -327,6 +335,7 @@ impl Gather {
         attr_opt(out, "method", self.method.map(Method::as_str));
         attr_num(out, "numDigits", self.num_digits);
         attr_num(out, "timeout", self.timeout);
+        attr_opt(out, "finishOnKey", self.finish_on_key.as_deref());
         if self.children.is_empty() {
             out.push_str("/>");
             return;
@@ -822,6 +831,18 @@ mod tests {
             .say(Say::new("a\u{0}b\u{1b}c\u{FFFF}d"))
             .to_xml();
         assert_eq!(parse(&xml).children[0].text, "abcd");
+    }
+
+    #[test]
+    fn twiml_gather_writes_an_empty_finish_on_key() {
+        let xml = Response::new()
+            .gather(Gather::new().num_digits(1).finish_on_key(""))
+            .to_xml();
+        assert!(
+            xml.contains(r#"<Gather numDigits="1" finishOnKey=""/>"#),
+            "{xml}"
+        );
+        assert_eq!(parse(&xml).children[0].attr("finishOnKey"), Some(""));
     }
 
     #[test]

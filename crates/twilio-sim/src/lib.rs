@@ -1,9 +1,13 @@
 #![forbid(unsafe_code)]
 //! A loopback Twilio: the subset of the REST API alertcall uses (v2010 Calls, Call Events,
-//! Conferences, Participants, IncomingPhoneNumbers; Serverless v1 Services, Environments, Assets,
-//! Asset Versions, Builds, Deployments) with Twilio's paths, form parameters, JSON shapes and error
+//! Conferences, Participants, IncomingPhoneNumbers; Serverless v1 Services, Environments,
+//! Variables, Assets, Asset Versions, Functions, Function Versions, Builds, Deployments; Sync v1
+//! Services, Maps, Map Items) with Twilio's paths, form parameters, JSON shapes and error
 //! bodies, plus behaviour: calls ring, are answered or not per a [`Script`], run their TwiML, join
 //! conference rooms and send signed status callbacks, paced by CPS and a concurrency cap.
+//! Deployed Functions are not run as JavaScript: alertcall's acknowledgement function is
+//! emulated natively (see `functions.rs`); call Events are readable 15 simulated minutes after a
+//! call ends, as on Twilio, unless [`SimConfig::immediate_call_events`].
 //!
 //! ```text
 //!  HTTP (routes, serverless) ──> State (calls, rooms, numbers, assets, ledger) <── engine (one task per call)
@@ -14,7 +18,8 @@
 //! URL conventions: everything is served on one origin `http://127.0.0.1:PORT` (`api_url`,
 //! `serverless_url` and `upload_url` are all that origin). An Environment's `domain_name` is
 //! `127.0.0.1:PORT/twil.io/<service unique name>-<environment suffix or unique name>`, so the asset
-//! at `path` is `http://{domain_name}{path}`. Simulated time runs `time_scale` times faster than
+//! at `path` is `http://{domain_name}{path}` (a deployed Function too). Sync is served under
+//! `/sync` (`sync_url`), because its paths are Serverless's (`/v1/Services`). Simulated time runs `time_scale` times faster than
 //! real time; ledger timestamps are simulated time.
 //!
 //! Control endpoints for standalone use (loopback only, no auth):
