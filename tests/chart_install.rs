@@ -174,6 +174,7 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
                 answer_after: 2.0,
                 press: Some("1".into()),
                 hangup_after: None,
+                hangup_after_press: None,
             },
             ..Script::default()
         },
