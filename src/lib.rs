@@ -21,15 +21,16 @@
 
 pub mod api;
 pub mod cli;
-pub mod controller;
+pub mod controllers;
 pub mod escalation;
 pub mod http;
 pub mod leader;
 pub mod message;
 pub mod metrics;
+pub mod operator;
 pub mod page;
+pub mod pipeline;
 pub mod routing;
-pub mod runner;
 pub mod sources;
 pub mod telemetry;
 pub mod twilio;

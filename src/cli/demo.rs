@@ -23,18 +23,19 @@ use tokio::sync::mpsc;
 use super::check::{namespace_of, qualified, Manifests};
 use crate::api::TwimlStatus;
 use crate::api::{AlertCall, AlertCallStatus, CallPolicy, Mode, Phase};
-use crate::controller::{Account, Hooks};
 use crate::escalation::{observe, step, Action, Observation, StepContext};
 use crate::metrics::Metrics;
+use crate::page::documents::{room_name, HostedDocuments};
+use crate::page::hooks::Hooks;
+use crate::page::runner::Runner;
 use crate::page::{calls, DialUrls, Executor, Outcomes};
 use crate::routing::{
     build_alert_call, decide, Candidate, EventCandidate, GroupDecision, GroupKey, GroupState,
     PageRequest, RouteIndex, RouteKey,
 };
-use crate::runner::Runner;
 use crate::sources::alertmanager::Payload;
-use crate::twilio::documents::{room_name, HostedDocuments};
 use crate::twilio::sim::{self, Event, Outcome, Recipient, SimConfig, SimHandle, Simulator};
+use crate::twilio::Account;
 use crate::twilio::{Credentials, TwilioClient, TwilioConfig};
 
 /// The examples compiled into the binary, so the demo runs from anywhere.
@@ -110,7 +111,7 @@ pub enum DemoError {
     #[error("Twilio (simulated): {0}")]
     Twilio(#[from] crate::twilio::TwilioError),
     #[error("publishing the TwiML documents: {0}")]
-    Publish(#[from] crate::controller::call_policy::Error),
+    Publish(#[from] crate::controllers::call_policy::Error),
     #[error("the page did not finish within {0:?} of real time")]
     Stuck(Duration),
 }
@@ -514,7 +515,7 @@ async fn stage(
     )?;
     let room = room_name(spec, &namespace, &policy_name);
     let docs = HostedDocuments::render(spec, &room);
-    let twiml = crate::controller::call_policy::publish_documents(
+    let twiml = crate::controllers::call_policy::publish_documents(
         &client,
         ACCOUNT_SID,
         INSTANCE,

@@ -3,7 +3,7 @@
 //! Every reconcile: resolve the policy and its Twilio account, poll Twilio for the page's live
 //! calls, fold what was seen ([`observe`]), decide ([`step`]), persist the decided status with a
 //! resourceVersion-guarded replace (this write records dial intents), and only if that write won
-//! and this replica leads, act: dials go to the [`crate::runner`], cancels, polls and lookups
+//! and this replica leads, act: dials go to the [`crate::page::runner`], cancels, polls and lookups
 //! go to Twilio directly. Their results are recorded by [`record`], again guarded.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -27,8 +27,8 @@ use crate::api::{
     Phase,
 };
 use crate::escalation::{self, observe, step, Observation, StepContext, Withdrawn};
+use crate::page::documents;
 use crate::page::{calls, DialUrls, Executed, Executor, Outcomes};
-use crate::twilio::documents;
 
 /// Name of this controller in metrics and readiness.
 pub const CONTROLLER: &str = "alertcall";

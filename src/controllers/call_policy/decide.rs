@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::api::{Attempt, CallPolicySpec};
 use crate::message::{self, MessageContext};
-use crate::twilio::documents;
+use crate::page::documents;
 use crate::twilio::twiml::{inline_chars, INLINE_TWIML_MAX_CHARS};
 /// Longest `AlertCall.spec.summary` the schema accepts: what a call can be asked to speak.
 const MAX_SUMMARY_CHARS: usize = 2000;

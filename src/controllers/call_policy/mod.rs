@@ -42,7 +42,7 @@ pub use decide::{asset_prefix, backoff, keep_versions, twilio_health, validate, 
 use super::{AccountError, Context, FIELD_MANAGER};
 use crate::api::conditions::set_condition;
 use crate::api::{AlertCall, Attempt, CallPolicy, CallPolicyStatus};
-use crate::twilio::documents::{self, HostedDocuments};
+use crate::page::documents::{self, HostedDocuments};
 use crate::twilio::types::IncomingPhoneNumber;
 use crate::twilio::{TwilioClient, TwilioError};
 

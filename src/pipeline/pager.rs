@@ -48,8 +48,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::alert_route::{RouteSnapshot, RouteStats, Routes};
-use super::Context;
+use super::routes::{RouteSnapshot, RouteStats, Routes};
+use super::Shared;
 use crate::api::AlertCall;
 use crate::metrics::RouteLabels;
 use crate::routing::build::LABEL_GROUP_HASH;
@@ -59,6 +59,9 @@ use crate::routing::{
 };
 
 /// How often counter updates of paged groups are written, at most.
+/// Readiness component: the AlertCall cache the pager deduplicates against is loaded.
+pub const PAGES: &str = "alertcalls";
+
 pub const COUNTER_INTERVAL: Duration = Duration::from_secs(2);
 /// A failed create is tried again after this long (the candidate is kept meanwhile).
 const CREATE_RETRY: SignedDuration = SignedDuration::from_secs(5);
@@ -306,20 +309,23 @@ enum Done {
 
 /// Starts the pager; its task runs until shutdown.
 pub fn spawn(
-    ctx: Arc<Context>,
+    shared: Shared,
+    max_event_age: Duration,
     routes: Routes,
     stats: RouteStats,
     tasks: &mut JoinSet<()>,
 ) -> Pager {
     let (tx, rx) = mpsc::channel(QUEUE);
     let (ready_tx, ready) = watch::channel(false);
-    let task = PagerTask::new(ctx, routes, stats, false);
+    let task = PagerTask::new(shared, max_event_age, routes, stats, false);
     tasks.spawn(task.run(rx, ready_tx));
     Pager { tx, ready }
 }
 
 struct PagerTask {
-    ctx: Arc<Context>,
+    shared: Shared,
+    /// Signals older than this are not redecided on a takeover.
+    max_event_age: Duration,
     routes: Routes,
     stats: RouteStats,
     tracker: GroupTracker,
@@ -346,9 +352,16 @@ fn until(at: Timestamp) -> tokio::time::Instant {
 }
 
 impl PagerTask {
-    fn new(ctx: Arc<Context>, routes: Routes, stats: RouteStats, was_leader: bool) -> Self {
+    fn new(
+        shared: Shared,
+        max_event_age: Duration,
+        routes: Routes,
+        stats: RouteStats,
+        was_leader: bool,
+    ) -> Self {
         Self {
-            ctx,
+            shared,
+            max_event_age,
             routes,
             stats,
             tracker: GroupTracker::default(),
@@ -368,9 +381,9 @@ impl PagerTask {
 
 impl PagerTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Signal>, ready: watch::Sender<bool>) {
-        let api: Api<DeserializeGuard<AlertCall>> = match &self.ctx.config.namespace {
-            Some(ns) => Api::namespaced(self.ctx.client.clone(), ns),
-            None => Api::all(self.ctx.client.clone()),
+        let api: Api<DeserializeGuard<AlertCall>> = match &self.shared.namespace {
+            Some(ns) => Api::namespaced(self.shared.client.clone(), ns),
+            None => Api::all(self.shared.client.clone()),
         };
         let mut calls = watcher(api, watcher::Config::default().labels(LABEL_GROUP_HASH))
             .default_backoff()
@@ -382,7 +395,7 @@ impl PagerTask {
             let is_ready = calls_synced && self.routes.borrow().synced;
             if is_ready && !*ready.borrow() {
                 ready.send_replace(true);
-                self.ctx.readiness.set_ready("alertcalls");
+                self.shared.readiness.set_ready(PAGES);
             }
             let wake = self.waiting.keys().next().copied();
             tokio::select! {
@@ -421,7 +434,7 @@ impl PagerTask {
     fn on_signal(&mut self, mut signal: Signal) {
         let snapshot = self.snapshot();
         let now = Timestamp::now();
-        let leader = self.ctx.leader.is_leader();
+        let leader = self.shared.leader.is_leader();
         // NB: held open by this decision loop itself, so it cannot settle before every route
         // had its say; released at the end.
         let reply = signal.reply.take().map(|tx| self.open_reply(tx));
@@ -543,7 +556,7 @@ impl PagerTask {
     }
 
     fn patch_resolved(&mut self, page: (String, String), at: Timestamp, replies: Vec<ReplyId>) {
-        let api: Api<AlertCall> = Api::namespaced(self.ctx.client.clone(), &page.0);
+        let api: Api<AlertCall> = Api::namespaced(self.shared.client.clone(), &page.0);
         let patch = json!({ "spec": { "source": { "resolvedAt": at.to_string() } } });
         self.jobs.spawn(async move {
             let result = api
@@ -577,7 +590,7 @@ impl PagerTask {
         signal: Option<&Signal>,
         reply: Option<ReplyId>,
     ) {
-        let leader = self.ctx.leader.is_leader();
+        let leader = self.shared.leader.is_leader();
         let id: GroupId = (route.key.namespace.clone(), group_hash(&route.key, &key));
         let mut state = self.tracker.state(&route.key, &key);
         // NB: the last page and the last resolve come from AlertCalls (and what this process
@@ -610,7 +623,7 @@ impl PagerTask {
             GroupDecision::Suppress { .. } => {
                 if leader && signal.is_some() {
                     self.stats.update(&route.key, |a| a.suppressed += 1);
-                    self.ctx
+                    self.shared
                         .metrics
                         .suppressed
                         .get_or_create(&route_labels(&route.key))
@@ -682,7 +695,7 @@ impl PagerTask {
             .or_default()
             .extend(reply);
         self.hold_reply(reply);
-        let api: Api<AlertCall> = Api::namespaced(self.ctx.client.clone(), &route.key.namespace);
+        let api: Api<AlertCall> = Api::namespaced(self.shared.client.clone(), &route.key.namespace);
         let call = built.call;
         let namespace = route.key.namespace.clone();
         let group = (route.key.clone(), key);
@@ -802,7 +815,7 @@ impl PagerTask {
         match result {
             Ok(call) => {
                 tracing::info!(alertcall = %format!("{namespace}/{name}"), route = %group.0, group = %group.1, "paged");
-                self.ctx
+                self.shared
                     .metrics
                     .pages
                     .get_or_create(&route_labels(&group.0))
@@ -819,7 +832,7 @@ impl PagerTask {
             }
             Err(error) => {
                 tracing::error!(alertcall = %format!("{namespace}/{name}"), %error, "cannot create the AlertCall; retrying");
-                self.ctx.metrics.reconcile_error("pager", "CreateFailed");
+                self.shared.metrics.reconcile_error("pager", "CreateFailed");
                 self.pages.remove(&id, &name);
                 let at = Timestamp::now()
                     .saturating_add(CREATE_RETRY)
@@ -881,7 +894,7 @@ impl PagerTask {
 
     fn on_tick(&mut self) {
         let now = Timestamp::now();
-        let leader = self.ctx.leader.is_leader();
+        let leader = self.shared.leader.is_leader();
         if leader && !self.was_leader {
             self.take_over(now);
         }
@@ -894,8 +907,7 @@ impl PagerTask {
         } else {
             self.counters.clear();
             // A takeover only redecides what is younger than the maximum event age.
-            let max_age =
-                SignedDuration::try_from(self.ctx.config.max_event_age).unwrap_or_default();
+            let max_age = SignedDuration::try_from(self.max_event_age).unwrap_or_default();
             self.deferred
                 .retain(|_, (_, at)| now.duration_since(*at) <= max_age);
         }
@@ -903,7 +915,7 @@ impl PagerTask {
 
     /// Newly elected: pages the previous leader may not have made (AlertCalls tell).
     fn take_over(&mut self, now: Timestamp) {
-        let max_age = SignedDuration::try_from(self.ctx.config.max_event_age).unwrap_or_default();
+        let max_age = SignedDuration::try_from(self.max_event_age).unwrap_or_default();
         let deferred = std::mem::take(&mut self.deferred);
         let snapshot = self.snapshot();
         for ((route_key, key), (candidate, at)) in deferred {
@@ -938,7 +950,7 @@ impl PagerTask {
             if source.is_empty() {
                 continue;
             }
-            let api: Api<AlertCall> = Api::namespaced(self.ctx.client.clone(), &page.0);
+            let api: Api<AlertCall> = Api::namespaced(self.shared.client.clone(), &page.0);
             let patch = json!({ "spec": { "source": source } });
             self.jobs.spawn(async move {
                 let result = api
@@ -975,8 +987,7 @@ fn route_labels(key: &RouteKey) -> RouteLabels {
 mod tests {
     use super::*;
     use crate::api::AlertRouteSpec;
-    use crate::controller::alert_route::RouteActivity;
-    use crate::controller::Config;
+    use crate::pipeline::routes::RouteActivity;
     use crate::routing::{AlertCandidate, RouteIndex};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -984,13 +995,13 @@ mod tests {
     fn pager(spec: AlertRouteSpec) -> (PagerTask, RouteStats) {
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
         let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
-        let (_, shutdown) = watch::channel(false);
-        let ctx = Arc::new(Context::new(
+        let shared = Shared {
             client,
-            Config::local("test"),
-            crate::leader::Leadership::always(),
-            shutdown,
-        ));
+            namespace: None,
+            leader: crate::leader::Leadership::always(),
+            readiness: crate::http::Readiness::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        };
         let mut route = crate::api::AlertRoute::new("r", spec);
         route.metadata.namespace = Some("prod".into());
         let snapshot = RouteSnapshot {
@@ -1000,7 +1011,13 @@ mod tests {
         };
         let (_publish, routes) = watch::channel(Arc::new(snapshot));
         let stats = RouteStats::default();
-        let task = PagerTask::new(ctx, routes, stats.clone(), true);
+        let task = PagerTask::new(
+            shared,
+            Duration::from_secs(300),
+            routes,
+            stats.clone(),
+            true,
+        );
         (task, stats)
     }
 
