@@ -37,9 +37,9 @@ pub use publish::publish_documents;
 use publish::{publish, unpublish};
 
 pub use bridge::PreviousWebhook;
-pub use decide::{asset_prefix, backoff, keep_versions, twilio_health, validate, Health};
+pub use decide::{asset_prefix, keep_versions, twilio_health, validate, Health};
 
-use super::{AccountError, Context, FIELD_MANAGER};
+use super::{backoff, AccountError, Context, FIELD_MANAGER};
 use crate::api::conditions::set_condition;
 use crate::api::{AlertCall, Attempt, CallPolicy, CallPolicyStatus};
 use crate::page::documents::{self, HostedDocuments};
