@@ -149,5 +149,8 @@ fn no_source_file_is_longer_than_a_reader_holds_without_saying_why() {
             long.push(format!("{} ({} lines)", path.display(), code.len()));
         }
     }
-    assert!(long.is_empty(), "split these or say why at the top: {long:?}");
+    assert!(
+        long.is_empty(),
+        "split these or say why at the top: {long:?}"
+    );
 }
