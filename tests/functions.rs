@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr;
 
 use alertcall::api::CallPolicy;
-use alertcall::twilio::documents;
+use alertcall::page::documents;
 use alertcall::twilio::functions::ack;
 use serde_json::{json, Value};
 
@@ -104,7 +104,7 @@ fn the_function_answers_with_alertcalls_own_ack_document() {
         ("hold and record", hosted, "room'x'"),
     ];
     for (name, policy, room) in cases {
-        let url = ack::action_url(
+        let url = documents::ack_action_url(
             "https://alertcall-1234-prod.twil.io/alertcall/ack",
             &policy.spec,
             room,
@@ -294,7 +294,7 @@ async fn the_simulators_emulation_equals_the_function() {
     ];
     let http = reqwest::Client::new();
     for (policy, room, digits, call_sid) in cases {
-        let url = ack::action_url(&function, &policy.spec, room, "r1-2").expect("a URL");
+        let url = documents::ack_action_url(&function, &policy.spec, room, "r1-2").expect("a URL");
         let body = vec![
             ("CallSid".to_string(), call_sid.to_string()),
             ("AccountSid".to_string(), AC.to_string()),
@@ -395,7 +395,8 @@ async fn a_policy_whose_key_is_hash_is_acknowledged_by_hash() {
     let (function, is) = deploy(&sim, "acks", "600").await;
     let mut policy = policy("policy-sequential.yaml");
     policy.spec.acknowledgement.digits = "#".into();
-    let action = ack::action_url(&function, &policy.spec, "prod-oncall", "r0-0").expect("a URL");
+    let action =
+        documents::ack_action_url(&function, &policy.spec, "prod-oncall", "r0-0").expect("a URL");
     let twiml = documents::call_twiml(&policy.spec, "Disk full on db-0", &action).expect("fits");
     let http = reqwest::Client::new();
     let form = [

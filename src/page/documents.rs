@@ -5,6 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::api::CallPolicySpec;
+use crate::twilio::functions::ack;
 use crate::twilio::twiml::{
     fit_inline, Beep, Conference, Dial, Gather, Method, Response, Say, TwimlError,
 };
@@ -137,6 +138,36 @@ pub fn acknowledged_prompt(spec: &CallPolicySpec) -> &'static str {
 /// What a call hears when no key was pressed, as in [`call_document`] and [`no_ack_document`].
 pub fn no_input_prompt(spec: &CallPolicySpec) -> &'static str {
     prompts(&spec.message.language).no_input
+}
+
+/// The `<Gather>` action of one call: the deployed acknowledgement function's URL
+/// ([`crate::twilio::functions::ack`]) with the query `ack.js` reads, so its answer is [`ack_document`] for this policy and
+/// room, and its Sync item names `attempt_id`.
+pub fn ack_action_url(
+    function_url: &str,
+    spec: &CallPolicySpec,
+    room: &str,
+    attempt_id: &str,
+) -> Result<String, url::ParseError> {
+    let mut url = url::Url::parse(function_url)?;
+    {
+        let mut pairs = url.query_pairs_mut();
+        pairs.append_pair(ack::query::ATTEMPT, attempt_id);
+        pairs.append_pair(ack::query::ROOM, room);
+        pairs.append_pair(ack::query::SAY, acknowledged_prompt(spec));
+        pairs.append_pair(ack::query::LANGUAGE, &spec.message.language);
+        if let Some(voice) = &spec.message.voice {
+            pairs.append_pair(ack::query::VOICE, voice);
+        }
+        if let Some(hold) = &spec.conference.hold_music_url {
+            pairs.append_pair(ack::query::HOLD, hold);
+        }
+        if spec.conference.record {
+            pairs.append_pair(ack::query::RECORD, "true");
+        }
+        pairs.append_pair(ack::query::BYE, no_input_prompt(spec));
+    }
+    Ok(url.to_string())
 }
 
 /// Goodbye for a call that did not acknowledge.

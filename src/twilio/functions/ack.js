@@ -39,7 +39,7 @@
 //
 // Responses (Content-Type text/xml):
 //   keypress     <Say language voice>{say}</Say><Dial><Conference ...>{room}</Conference></Dial>,
-//                the same document alertcall's `twilio::documents::ack_document` renders
+//                the same document alertcall's `page::documents::ack_document` renders
 //   no keypress  (no or empty `Digits`, e.g. a Gather that timed out, or no `CallSid`): nothing
 //                is written and nothing acknowledges: <Say language voice>{bye}</Say><Hangup/>,
 //                the <Say> only when `bye` is set

@@ -17,39 +17,6 @@ pub mod ack {
     /// How long an item lives when `ACK_TTL_SECONDS` is not set: three days.
     pub const DEFAULT_TTL_SECONDS: u32 = 259_200;
 
-    /// The `<Gather>` action of one call: the deployed function's URL with the query `ack.js`
-    /// reads, so its answer is [`crate::twilio::documents::ack_document`] for this policy and
-    /// room, and its Sync item names `attempt_id`.
-    pub fn action_url(
-        function_url: &str,
-        spec: &crate::api::CallPolicySpec,
-        room: &str,
-        attempt_id: &str,
-    ) -> Result<String, url::ParseError> {
-        let mut url = url::Url::parse(function_url)?;
-        {
-            let mut pairs = url.query_pairs_mut();
-            pairs.append_pair(query::ATTEMPT, attempt_id);
-            pairs.append_pair(query::ROOM, room);
-            pairs.append_pair(
-                query::SAY,
-                crate::twilio::documents::acknowledged_prompt(spec),
-            );
-            pairs.append_pair(query::LANGUAGE, &spec.message.language);
-            if let Some(voice) = &spec.message.voice {
-                pairs.append_pair(query::VOICE, voice);
-            }
-            if let Some(hold) = &spec.conference.hold_music_url {
-                pairs.append_pair(query::HOLD, hold);
-            }
-            if spec.conference.record {
-                pairs.append_pair(query::RECORD, "true");
-            }
-            pairs.append_pair(query::BYE, crate::twilio::documents::no_input_prompt(spec));
-        }
-        Ok(url.to_string())
-    }
-
     /// Environment variable names of the function.
     pub mod env {
         pub const SYNC_SERVICE_SID: &str = "SYNC_SERVICE_SID";
