@@ -37,6 +37,10 @@ pub struct TwilioSimArgs {
     /// Concurrent outbound call cap (unlimited when absent).
     #[arg(long)]
     pub max_concurrent_calls: Option<usize>,
+    /// Serve a call's Events while it runs. Twilio serves them only 15 minutes after the call
+    /// ends, and so does the simulator without this flag.
+    #[arg(long)]
+    pub immediate_call_events: bool,
 }
 
 pub fn run(args: &TwilioSimArgs) -> ExitCode {
@@ -66,6 +70,7 @@ pub fn run(args: &TwilioSimArgs) -> ExitCode {
         time_scale: args.time_scale,
         calls_per_second: args.calls_per_second,
         max_concurrent_calls: args.max_concurrent_calls,
+        immediate_call_events: args.immediate_call_events,
         ..SimConfig::new(&args.account_sid, &args.auth_token)
     };
     let runtime = match tokio::runtime::Runtime::new() {
