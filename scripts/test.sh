@@ -13,6 +13,9 @@ scripts/control-plane.sh install
 step "provisioning Helm (helm-python-sdk in a cached virtualenv)"
 scripts/helm-env.sh >/dev/null
 
+step "provisioning the container tools (skopeo, umoci, runc from Debian)"
+scripts/container-tools.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
