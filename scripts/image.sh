@@ -109,7 +109,7 @@ size() { stat -c %s "$BLOBS/$1"; }
 (cd "$ROOTFS" && find . -mindepth 1 -printf '%P\n' | LC_ALL=C sort) >"$WORK/entries"
 reproducible_tar "$ROOTFS" --no-recursion --files-from "$WORK/entries" >"$WORK/layer.tar"
 DIFF_ID="$(sha256sum "$WORK/layer.tar" | cut -d' ' -f1)"
-gzip -n -9 <"$WORK/layer.tar" >"$WORK/layer.tar.gz"
+gzip -n <"$WORK/layer.tar" >"$WORK/layer.tar.gz"
 LAYER="$(blob "$WORK/layer.tar.gz")"
 
 LABELS="$(printf '"org.opencontainers.image.source":"%s","org.opencontainers.image.version":"%s","org.opencontainers.image.revision":"%s","org.opencontainers.image.title":"alertcall","org.opencontainers.image.created":"%s"' \
