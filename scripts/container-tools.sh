@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs from Debian what the image tests need (tests/image.rs): skopeo (inspects and copies the
-# oci-archive), umoci (unpacks it into a runtime bundle) and runc (runs that bundle as the chart's
-# container would run). No Docker daemon, no registry. Idempotent.
+# Installs from Debian what the image tests need (tests/image.rs): skopeo (inspects the
+# oci-archive), umoci (unpacks it into a runtime bundle), runc (runs that bundle as the chart's
+# container would run) and containerd (imports the archive as `kind load image-archive` does).
+# No Docker daemon, no registry. Idempotent.
 set -euo pipefail
 need=()
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v umoci >/dev/null || need+=(umoci)
 command -v runc >/dev/null || need+=(runc)
+command -v containerd >/dev/null || need+=(containerd)
 command -v strip >/dev/null || need+=(binutils)
 [ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 if [ "${#need[@]}" -gt 0 ]; then

@@ -2,7 +2,13 @@
 //! same image, the chart's default image is that image, and the chart's Pod, run from the image
 //! with runc the way a kubelet would run it, pages through the simulator.
 //!
-//! Needs skopeo, umoci and runc (`scripts/container-tools.sh`, run by `scripts/test.sh`) and root.
+//! Needs skopeo, umoci, runc and containerd (`scripts/container-tools.sh`, run by
+//! `scripts/test.sh`) and root.
+//!
+//! NB: the Pod runs under runc, shaped as a kubelet would shape it, not under a kubelet. Debian
+//! ships no kubelet (only kubectl, from the 1.20 source the test API server is built from), the
+//! test control plane runs no scheduler, and a CRI Pod needs a sandbox (pause) image that no
+//! registry here can serve.
 
 mod support;
 
@@ -273,6 +279,79 @@ fn release_script_makes_the_chart_the_crds_and_the_image() {
     let committed = std::fs::read_to_string(support::repo_root().join("crds/alertcall.dev.yaml"))
         .unwrap_or_else(|e| panic!("crds/: {e}"));
     assert_eq!(crds, committed);
+}
+
+/// `kind load image-archive` runs `ctr images import` on each node: the archive imports under
+/// the name the chart's Pod asks for, so a kind cluster runs it with no registry.
+#[tokio::test]
+async fn containerd_imports_the_archive_under_the_charts_image_name() {
+    image::require("containerd");
+    image::require("ctr");
+    image::require_root();
+    let image = image::shared();
+    let documents = render(&json!({}));
+    let wanted = deployment(&documents)["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+
+    // A containerd of this test only: its own root, state and socket, no CRI.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temporary dir: {e}"));
+    let socket = dir.path().join("containerd.sock");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = {:?}\n",
+            dir.path().join("root"),
+            dir.path().join("state"),
+            socket,
+        ),
+    )
+    .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+    let log = std::fs::File::create(dir.path().join("containerd.log"))
+        .unwrap_or_else(|e| panic!("containerd log: {e}"));
+    let daemon = tokio::process::Command::new("containerd")
+        .arg("--config")
+        .arg(&config)
+        .stdout(
+            log.try_clone()
+                .unwrap_or_else(|e| panic!("containerd log: {e}")),
+        )
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start containerd: {e}"));
+    let ctr = |args: &[&str]| {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(&socket)
+            .args(["--namespace", "k8s.io"])
+            .args(args);
+        command
+    };
+    support::wait_for("containerd to answer", support::WAIT, || async {
+        ctr(&["version"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|_| ())
+    })
+    .await
+    .unwrap_or_else(|e| {
+        let log = std::fs::read_to_string(dir.path().join("containerd.log")).unwrap_or_default();
+        panic!("{e}; its log:\n{log}")
+    });
+    // The flags kind passes.
+    image::run(ctr(&["images", "import", "--all-platforms", "--digests"]).arg(&image.archive));
+    let listed = image::run(&mut ctr(&["images", "ls"]));
+    let line = listed
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(wanted.as_str()))
+        .unwrap_or_else(|| panic!("{wanted} is not among the imported images:\n{listed}"));
+    assert!(line.contains(&image.digest), "{line}");
+    drop(daemon);
 }
 
 /// What the kubelet gives a container for these `env` entries: values as written, downward-API
