@@ -244,6 +244,7 @@ pub async fn start_with_listener(
             let mut stopping = shutdown.clone();
             // Not released on shutdown: the successor takes over when the Lease expires.
             tasks.spawn(async move {
+                let mut task = task;
                 tokio::select! {
                     _ = task.finished() => {}
                     _ = stopping.wait_for(|stop| *stop) => {}
