@@ -606,8 +606,9 @@ mod pod {
         .unwrap_or_else(|e| panic!("simulator: {e}"));
         sim.add_number(FROM);
 
-        // Real Helm installs the chart; the port is a free one because the container shares
-        // the host's network with other tests.
+        // Real Helm installs the chart, under a release name of its own: the ClusterRole is
+        // named after the release, and other tests install the chart on this API server too.
+        // The port is a free one because the container shares the host's network.
         let port = free_port();
         let values = json!({
             "service": {"port": port},
@@ -623,7 +624,7 @@ mod pod {
             "--kubeconfig",
             &kubeconfig.display().to_string(),
             "--name",
-            "alertcall",
+            &release.name,
             "--namespace",
             &release.name,
             "--values",
@@ -811,7 +812,7 @@ mod pod {
             "--kubeconfig",
             &kubeconfig.display().to_string(),
             "--name",
-            "alertcall",
+            &release.name,
             "--namespace",
             &release.name,
         ]);
