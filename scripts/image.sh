@@ -20,7 +20,10 @@
 # lists for it (from this machine, so glibc is the one it was linked against), the CA bundle,
 # /etc/passwd and /etc/group with nonroot (65532), and /tmp. Prints the manifest digest last.
 set -euo pipefail
+CALLER_DIR="$PWD"
 cd "$(dirname "$0")/.."
+# Paths given on the command line are the caller's, not the repository's.
+from_caller() { case "$1" in /*) echo "$1" ;; *) echo "$CALLER_DIR/$1" ;; esac; }
 
 BINARY=""
 OUT="target/alertcall-image.oci.tar"
@@ -35,8 +38,8 @@ die() { printf 'image.sh: %s\n' "$*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
-    --binary) BINARY="${2:?--binary needs a file}"; shift 2 ;;
-    --out) OUT="${2:?--out needs a file}"; shift 2 ;;
+    --binary) BINARY="$(from_caller "${2:?--binary needs a file}")"; shift 2 ;;
+    --out) OUT="$(from_caller "${2:?--out needs a file}")"; shift 2 ;;
     --repository) REPOSITORY="${2:?--repository needs a name}"; shift 2 ;;
     --tag) TAG="${2:?--tag needs a value}"; shift 2 ;;
     *) die "unknown argument $1 (see the header of $0)" ;;

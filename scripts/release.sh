@@ -8,14 +8,17 @@
 #   --binary  package this alertcall binary instead of a fresh `cargo build --release`
 #             (the tests pass theirs)
 set -euo pipefail
+CALLER_DIR="$PWD"
 cd "$(dirname "$0")/.."
+# Paths given on the command line are the caller's, not the repository's.
+from_caller() { case "$1" in /*) echo "$1" ;; *) echo "$CALLER_DIR/$1" ;; esac; }
 
 OUT="target/release-artifacts"
 BINARY=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --out) OUT="${2:?--out needs a directory}"; shift 2 ;;
-    --binary) BINARY="${2:?--binary needs a file}"; shift 2 ;;
+    --out) OUT="$(from_caller "${2:?--out needs a directory}")"; shift 2 ;;
+    --binary) BINARY="$(from_caller "${2:?--binary needs a file}")"; shift 2 ;;
     *) echo "release.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
