@@ -4,6 +4,7 @@
     helm.py lint CHART [--values JSON]
     helm.py render CHART [--values JSON] [--name N] [--namespace NS]     multi-document YAML on stdout
     helm.py install CHART --kubeconfig F --name N --namespace NS [--values JSON]
+    helm.py upgrade CHART --kubeconfig F --name N --namespace NS [--values JSON]
     helm.py uninstall --kubeconfig F --name N --namespace NS
     helm.py package CHART --destination DIR                              the .tgz path on stdout
 
@@ -18,7 +19,7 @@ import helm_python
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["lint", "render", "install", "uninstall", "package"])
+    parser.add_argument("command", choices=["lint", "render", "install", "upgrade", "uninstall", "package"])
     parser.add_argument("chart", nargs="?")
     parser.add_argument("--values", default="{}")
     parser.add_argument("--name", default="alertcall")
@@ -50,6 +51,11 @@ def main() -> int:
         if args.command == "install":
             release = config.install(args.chart, args.name, values, namespace=args.namespace,
                                      create_namespace=True, timeout=120)
+            print(json.dumps({"name": release.get("name") if isinstance(release, dict) else args.name}))
+            return 0
+        if args.command == "upgrade":
+            release = config.upgrade(args.chart, args.name, values, namespace=args.namespace,
+                                     timeout=120)
             print(json.dumps({"name": release.get("name") if isinstance(release, dict) else args.name}))
             return 0
         config.uninstall(args.name)

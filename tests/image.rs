@@ -474,14 +474,14 @@ fn root_mount_options(pid: u32) -> String {
 
 mod pod {
     use alertcall::api::{AlertCall, AlertRoute, CallPolicy, Phase};
-    use alertcall::twilio::sim::{Outcome, Recipient, Script, SimConfig, Simulator};
+    use alertcall::twilio::sim::{Outcome, Recipient, Script, SimConfig, SimHandle, Simulator};
     use k8s_openapi::api::core::v1::{Event, Pod, Secret};
-    use kube::api::{Api, ListParams, PostParams};
+    use kube::api::{Api, DeleteParams, ListParams, PostParams};
     use kube::Client;
     use serde_json::{json, Value};
 
     use super::support;
-    use super::support::image::{self, Bundle};
+    use super::support::image::{self, Bundle, Container, Image};
 
     const ACCOUNT: &str = "AC00000000000000000000000000000c5b";
     const TOKEN: &str = "image-test-token";
@@ -581,82 +581,19 @@ mod pod {
         )
     }
 
-    #[tokio::test]
-    async fn the_charts_pod_runs_from_the_image_and_pages() {
-        let image = image::shared();
-        let admin = support::client().await;
-        let release = support::TestNamespace::new(&admin, "image").await;
-        let app =
-            support::TestNamespace::with_labels(&admin, "image-app", &[("alerting", "enabled")])
-                .await;
-        let sim = Simulator::start(SimConfig {
-            time_scale: 20.0,
-            script: Script {
-                default: Recipient {
-                    outcome: Outcome::Answer,
-                    answer_after: 2.0,
-                    press: Some("1".into()),
-                    hangup_after: None,
-                },
-                ..Script::default()
-            },
-            ..SimConfig::new(ACCOUNT, TOKEN)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("simulator: {e}"));
-        sim.add_number(FROM);
-
-        // Real Helm installs the chart, under a release name of its own: the ClusterRole is
-        // named after the release, and other tests install the chart on this API server too.
-        // The port is a free one because the container shares the host's network.
-        let port = free_port();
-        let values = json!({
-            "service": {"port": port},
-            "watchNamespace": app.name,
-            "instanceName": "image-test",
-            "twilio": {"apiUrl": sim.api_url(), "serverlessUrl": sim.serverless_url()},
-        })
-        .to_string();
-        let kubeconfig = support::kubeconfig();
-        support::helm(&[
-            "install",
-            super::CHART,
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "--name",
-            &release.name,
-            "--namespace",
-            &release.name,
-            "--values",
-            &values,
-        ])
-        .unwrap_or_else(|e| panic!("helm install: {e}"));
-
-        // The Pod the Deployment's ReplicaSet created: its name and namespace are what the
-        // downward API gives, its Secret volume is the token the kubelet would mount. No kubelet
-        // runs here, so it stays Pending and this test runs its container.
-        let pods: Api<Pod> = Api::namespaced(admin.clone(), &release.name);
-        let pod = support::eventually("the Deployment's Pod", || async {
-            let list = pods.list(&ListParams::default()).await.ok()?;
-            list.items.into_iter().next()
-        })
-        .await;
-        let pod = serde_json::to_value(&pod).unwrap_or_else(|e| panic!("Pod: {e}"));
-        let container = pod["spec"]["containers"][0].clone();
-        assert_eq!(
-            container["image"],
-            image.index()["manifests"][0]["annotations"]["io.containerd.image.name"],
-            "the chart's Pod runs this image"
-        );
-
-        let mut bundle = Bundle::unpack(&image);
+    /// Runs the Pod's container from the image as a kubelet would: entrypoint and rendered args,
+    /// env with the downward-API values, the securityContext, the ServiceAccount token mounted,
+    /// in-cluster configuration pointing at the test API server; the host's network.
+    async fn run_pod(admin: &Client, image: &Image, pod: &Value) -> Container {
+        let container = &pod["spec"]["containers"][0];
+        let mut bundle = Bundle::unpack(image);
         let token_dir = bundle.dir.path().join("serviceaccount");
-        service_account_volume(&admin, &pod, &token_dir).await;
+        service_account_volume(admin, pod, &token_dir).await;
         let (host, api_port) = api_server();
         super::apply_container(
             &mut bundle,
-            &pod,
-            &container,
+            pod,
+            container,
             &[
                 format!("KUBERNETES_SERVICE_HOST={host}"),
                 format!("KUBERNETES_SERVICE_PORT={api_port}"),
@@ -667,11 +604,10 @@ mod pod {
         bundle.bind_mount(std::path::Path::new("/etc/hosts"), "/etc/hosts");
         bundle.bind_mount(std::path::Path::new("/etc/resolv.conf"), "/etc/resolv.conf");
         let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
-        let mut running = bundle.start(&format!("{pod_name}-{}", std::process::id()));
-
+        let running = bundle.start(&format!("{pod_name}-{}", std::process::id()));
         // The probes, on the ports the chart declares, answer as the kubelet expects.
         for probe in ["livenessProbe", "readinessProbe"] {
-            let url = probe_url(&container, probe);
+            let url = probe_url(container, probe);
             let answered = support::within(support::WAIT, || async {
                 let status = reqwest::get(&url).await.ok()?.status();
                 (200..400).contains(&status.as_u16()).then_some(())
@@ -685,6 +621,209 @@ mod pod {
                 );
             }
         }
+        running
+    }
+
+    /// A live Pod of the release other than `except` (a terminating one is on its way out).
+    async fn pod_of(admin: &Client, namespace: &str, except: Option<&str>) -> Value {
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), namespace);
+        let pod = support::eventually("the Deployment's Pod", || async {
+            let list = pods.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find(|p| {
+                p.metadata.deletion_timestamp.is_none() && p.metadata.name.as_deref() != except
+            })
+        })
+        .await;
+        serde_json::to_value(&pod).unwrap_or_else(|e| panic!("Pod: {e}"))
+    }
+
+    fn simulator_config(answer_after: f64, time_scale: f64) -> SimConfig {
+        SimConfig {
+            time_scale,
+            script: Script {
+                default: Recipient {
+                    outcome: Outcome::Answer,
+                    answer_after,
+                    press: Some("1".into()),
+                    hangup_after: None,
+                },
+                ..Script::default()
+            },
+            ..SimConfig::new(ACCOUNT, TOKEN)
+        }
+    }
+
+    /// Chart values for a release that watches `app` and calls through `sim`; the port is a free
+    /// one because the container shares the host's network.
+    fn values(app: &str, sim: &SimHandle) -> Value {
+        json!({
+            "service": {"port": free_port()},
+            "watchNamespace": app,
+            "instanceName": "image-test",
+            "twilio": {"apiUrl": sim.api_url(), "serverlessUrl": sim.serverless_url()},
+        })
+    }
+
+    /// `helm install` or `helm upgrade` with real Helm, under a release name of its own: the
+    /// ClusterRole is named after the release, and other tests install the chart on this API
+    /// server too.
+    fn helm(command: &str, release: &str, values: &Value) {
+        let kubeconfig = support::kubeconfig();
+        let values = values.to_string();
+        support::helm(&[
+            command,
+            super::CHART,
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--name",
+            release,
+            "--namespace",
+            release,
+            "--values",
+            &values,
+        ])
+        .unwrap_or_else(|e| panic!("helm {command}: {e}"));
+    }
+
+    fn uninstall(release: &str) {
+        let kubeconfig = support::kubeconfig();
+        let _ = support::helm(&[
+            "uninstall",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--name",
+            release,
+            "--namespace",
+            release,
+        ]);
+    }
+
+    /// The Secret, a policy calling alice, and a route paging on `reason`; waits until the
+    /// operator in `running` has published the policy.
+    async fn app_objects(admin: &Client, namespace: &str, reason: &str, running: &Container) {
+        create::<Secret>(
+            admin,
+            namespace,
+            json!({"metadata": {"name": "twilio"}, "stringData": {"accountSid": ACCOUNT, "authToken": TOKEN}}),
+        )
+        .await;
+        create::<CallPolicy>(
+            admin,
+            namespace,
+            json!({
+                "apiVersion": "alertcall.dev/v1alpha1", "kind": "CallPolicy",
+                "metadata": {"name": "oncall"},
+                "spec": {
+                    "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": FROM},
+                    "recipients": [{"name": "alice", "phone": "+15005550101"}],
+                    "strategy": {"ringTimeoutSeconds": 60, "rounds": 1},
+                },
+            }),
+        )
+        .await;
+        create::<AlertRoute>(admin, namespace, json!({
+            "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertRoute",
+            "metadata": {"name": "pods"},
+            "spec": {
+                "policyRef": {"name": "oncall"},
+                "kubernetesEvents": {"types": ["Warning"], "reasons": [reason], "involvedKinds": ["Pod"]},
+            },
+        }))
+        .await;
+        let policies: Api<CallPolicy> = Api::namespaced(admin.clone(), namespace);
+        let ready = support::within(support::WAIT, || async {
+            let policy = policies.get("oncall").await.ok()?;
+            let conditions = policy.status.map(|s| s.conditions).unwrap_or_default();
+            alertcall::api::conditions::is_true(&conditions, "Ready").then_some(())
+        })
+        .await;
+        assert!(
+            ready.is_some(),
+            "the CallPolicy never became Ready; the container's log:\n{}",
+            running.logs()
+        );
+    }
+
+    async fn labeled_event(admin: &Client, namespace: &str, reason: &str) {
+        let now = jiff::Timestamp::now().to_string();
+        create::<Event>(admin, namespace, json!({
+            "metadata": {"name": "api-backoff"},
+            "type": "Warning",
+            "reason": reason,
+            "message": "Back-off restarting failed container",
+            "involvedObject": {"kind": "Pod", "name": "api-0", "namespace": namespace, "apiVersion": "v1"},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }))
+        .await;
+    }
+
+    async fn acknowledged(
+        admin: &Client,
+        namespace: &str,
+        running: &Container,
+    ) -> alertcall::api::AlertCallStatus {
+        let calls: Api<AlertCall> = Api::namespaced(admin.clone(), namespace);
+        let page = support::within(support::WAIT, || async {
+            let list = calls.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find(|c| {
+                c.status
+                    .as_ref()
+                    .is_some_and(|s| s.phase == Phase::Acknowledged)
+            })
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no page acknowledged through the container; its log:\n{}",
+                running.logs()
+            )
+        });
+        page.status.unwrap_or_default()
+    }
+
+    fn calls_placed(sim: &SimHandle) -> usize {
+        sim.ledger()
+            .entries
+            .iter()
+            .filter(|e| matches!(e.event, alertcall::twilio::sim::Event::CallCreated { .. }))
+            .count()
+    }
+
+    /// The policy's finalizer undoes its Twilio configuration, so it goes while an operator
+    /// runs; otherwise the namespace would hang in Terminating.
+    async fn delete_policy(admin: &Client, namespace: &str) {
+        let policies: Api<CallPolicy> = Api::namespaced(admin.clone(), namespace);
+        let _ = policies.delete("oncall", &Default::default()).await;
+        support::eventually("the CallPolicy's cleanup", || async {
+            matches!(policies.get_opt("oncall").await, Ok(None)).then_some(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_charts_pod_runs_from_the_image_and_pages() {
+        let image = image::shared();
+        let admin = support::client().await;
+        let release = support::TestNamespace::new(&admin, "image").await;
+        let app =
+            support::TestNamespace::with_labels(&admin, "image-app", &[("alerting", "enabled")])
+                .await;
+        let sim = Simulator::start(simulator_config(2.0, 20.0))
+            .await
+            .unwrap_or_else(|e| panic!("simulator: {e}"));
+        sim.add_number(FROM);
+        helm("install", &release.name, &values(&app.name, &sim));
+
+        // The Pod the Deployment's ReplicaSet created: its name and namespace are what the
+        // downward API gives, its Secret volume is the token the kubelet would mount. No kubelet
+        // runs here, so it stays Pending and this test runs its container.
+        let pod = pod_of(&admin, &release.name, None).await;
+        assert_eq!(
+            pod["spec"]["containers"][0]["image"],
+            image.index()["manifests"][0]["annotations"]["io.containerd.image.name"],
+            "the chart's Pod runs this image"
+        );
+        let running = run_pod(&admin, &image, &pod).await;
 
         // The securityContext, as the running process has it.
         let pid = running
@@ -711,111 +850,129 @@ mod pod {
         assert!(root.split(',').any(|o| o == "ro"), "root mounted {root}");
 
         // Paging through the container: policy published, a labeled Event, a call, a keypress.
-        create::<Secret>(
-            &admin,
-            &app.name,
-            json!({"metadata": {"name": "twilio"}, "stringData": {"accountSid": ACCOUNT, "authToken": TOKEN}}),
-        )
-        .await;
-        create::<CallPolicy>(
-            &admin,
-            &app.name,
-            json!({
-                "apiVersion": "alertcall.dev/v1alpha1", "kind": "CallPolicy",
-                "metadata": {"name": "oncall"},
-                "spec": {
-                    "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": FROM},
-                    "recipients": [{"name": "alice", "phone": "+15005550101"}],
-                    "strategy": {"ringTimeoutSeconds": 20, "rounds": 1},
-                },
-            }),
-        )
-        .await;
-        create::<AlertRoute>(&admin, &app.name, json!({
-            "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertRoute",
-            "metadata": {"name": "pods"},
-            "spec": {
-                "policyRef": {"name": "oncall"},
-                "kubernetesEvents": {"types": ["Warning"], "reasons": ["ImageTestBackOff"], "involvedKinds": ["Pod"]},
-            },
-        }))
-        .await;
-        let policies: Api<CallPolicy> = Api::namespaced(admin.clone(), &app.name);
-        let ready = support::within(support::WAIT, || async {
-            let policy = policies.get("oncall").await.ok()?;
-            let conditions = policy.status.map(|s| s.conditions).unwrap_or_default();
-            alertcall::api::conditions::is_true(&conditions, "Ready").then_some(())
-        })
-        .await;
-        assert!(
-            ready.is_some(),
-            "the CallPolicy never became Ready; the container's log:\n{}",
-            running.logs()
-        );
-        let now = jiff::Timestamp::now().to_string();
-        create::<Event>(&admin, &app.name, json!({
-            "metadata": {"name": "api-backoff"},
-            "type": "Warning",
-            "reason": "ImageTestBackOff",
-            "message": "Back-off restarting failed container",
-            "involvedObject": {"kind": "Pod", "name": "api-0", "namespace": app.name, "apiVersion": "v1"},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }))
-        .await;
-        let calls: Api<AlertCall> = Api::namespaced(admin.clone(), &app.name);
-        let page = support::within(support::WAIT, || async {
-            let list = calls.list(&ListParams::default()).await.ok()?;
-            list.items.into_iter().find(|c| {
-                c.status
-                    .as_ref()
-                    .is_some_and(|s| s.phase == Phase::Acknowledged)
-            })
-        })
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "no page acknowledged through the container; its log:\n{}",
-                running.logs()
-            )
-        });
-        let status = page.status.unwrap_or_default();
+        app_objects(&admin, &app.name, "ImageTestBackOff", &running).await;
+        labeled_event(&admin, &app.name, "ImageTestBackOff").await;
+        let status = acknowledged(&admin, &app.name, &running).await;
         assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
-        // Logs go to a pipe, as under a kubelet: plain text, no terminal colour codes.
+        assert_eq!(status.attempt_count, 1);
+        assert_eq!(calls_placed(&sim), 1, "one call placed");
         let logs = running.logs();
         // POD_NAME from the downward API is the replica's identity.
+        let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default();
         assert!(logs.contains(&format!("identity={pod_name}")), "{logs}");
+        // Logs go to a pipe, as under a kubelet: plain text, no terminal colour codes.
         assert!(
             !logs.contains('\u{1b}'),
             "colour codes in the container's log:\n{logs}"
         );
-        assert_eq!(status.attempt_count, 1);
-        let placed = sim
-            .ledger()
-            .entries
-            .iter()
-            .filter(|e| matches!(e.event, alertcall::twilio::sim::Event::CallCreated { .. }))
-            .count();
-        assert_eq!(placed, 1, "one call placed");
 
-        // The policy's finalizer undoes its Twilio configuration while the container runs, so
-        // the namespace does not hang in Terminating.
-        let _ = policies.delete("oncall", &Default::default()).await;
-        support::eventually("the CallPolicy's cleanup", || async {
-            matches!(policies.get_opt("oncall").await, Ok(None)).then_some(())
-        })
-        .await;
+        delete_policy(&admin, &app.name).await;
         drop(running);
         app.delete().await;
         sim.shutdown().await;
-        let _ = support::helm(&[
-            "uninstall",
-            "--kubeconfig",
-            &kubeconfig.display().to_string(),
-            "--name",
-            &release.name,
-            "--namespace",
-            &release.name,
-        ]);
+        uninstall(&release.name);
+        release.delete().await;
+    }
+
+    /// `helm upgrade` with a changed value while a call is ringing: the Deployment replaces its
+    /// Pod (Recreate: the old one stops first), and this test does what a kubelet would: SIGTERM
+    /// to the old container, the Pod deleted once it exited, the new Pod's container started.
+    /// The new operator goes on with the page: acknowledged, and nobody called twice.
+    #[tokio::test]
+    async fn helm_upgrade_with_a_page_live_keeps_paging() {
+        let image = image::shared();
+        let admin = support::client().await;
+        let release = support::TestNamespace::new(&admin, "upgrade").await;
+        let app =
+            support::TestNamespace::with_labels(&admin, "upgrade-app", &[("alerting", "enabled")])
+                .await;
+        // Alice picks up 20 s after the call is placed: the upgrade happens while it rings.
+        let sim = Simulator::start(simulator_config(20.0, 1.0))
+            .await
+            .unwrap_or_else(|e| panic!("simulator: {e}"));
+        sim.add_number(FROM);
+        let mut values = values(&app.name, &sim);
+        helm("install", &release.name, &values);
+        let old_pod = pod_of(&admin, &release.name, None).await;
+        let old = run_pod(&admin, &image, &old_pod).await;
+        app_objects(&admin, &app.name, "UpgradeTestBackOff", &old).await;
+        labeled_event(&admin, &app.name, "UpgradeTestBackOff").await;
+        let calls: Api<AlertCall> = Api::namespaced(admin.clone(), &app.name);
+        let ringing = support::within(support::WAIT, || async {
+            let list = calls.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find(|c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.phase == Phase::Calling && s.attempts.iter().any(|a| a.call_sid.is_some())
+                })
+            })
+        })
+        .await;
+        assert!(
+            ringing.is_some(),
+            "no call placed before the upgrade; the container's log:\n{}",
+            old.logs()
+        );
+
+        values["logLevel"] = json!("debug");
+        helm("upgrade", &release.name, &values);
+        let pods: Api<Pod> = Api::namespaced(admin.clone(), &release.name);
+        let old_name = old_pod["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        // NB: a Pod bound to no node (no scheduler runs here) is deleted at once, not marked
+        // Terminating; either way its container is to stop.
+        support::eventually("the old Pod to be deleted", || async {
+            match pods.get_opt(&old_name).await.ok()? {
+                None => Some(()),
+                Some(pod) => pod.metadata.deletion_timestamp.map(|_| ()),
+            }
+        })
+        .await;
+        old.signal("TERM");
+        let grace = old_pod["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or(30);
+        let stopped = support::within(std::time::Duration::from_secs(grace), || async {
+            old.exited().then_some(())
+        })
+        .await;
+        assert!(
+            stopped.is_some(),
+            "the old container outlived its grace period after SIGTERM:\n{}",
+            old.logs()
+        );
+        // What the kubelet does once the container stopped; the Pod may already be gone.
+        let _ = pods
+            .delete(&old_name, &DeleteParams::default().grace_period(0))
+            .await;
+
+        let new_pod = pod_of(&admin, &release.name, Some(&old_name)).await;
+        let env = &new_pod["spec"]["containers"][0]["env"];
+        assert!(
+            env.as_array()
+                .into_iter()
+                .flatten()
+                .any(|e| e["name"] == "RUST_LOG" && e["value"] == "debug"),
+            "the upgraded value is not in the new Pod: {env}"
+        );
+        let new = run_pod(&admin, &image, &new_pod).await;
+        let status = acknowledged(&admin, &app.name, &new).await;
+        assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
+        assert_eq!(status.attempt_count, 1, "{status:#?}");
+        assert_eq!(
+            calls_placed(&sim),
+            1,
+            "called twice across the upgrade; the new container's log:\n{}",
+            new.logs()
+        );
+
+        delete_policy(&admin, &app.name).await;
+        drop(new);
+        drop(old);
+        app.delete().await;
+        sim.shutdown().await;
+        uninstall(&release.name);
         release.delete().await;
     }
 }

@@ -248,7 +248,7 @@ impl Bundle {
             id: id.to_string(),
             state,
             log,
-            child,
+            child: std::sync::Mutex::new(child),
         }
     }
 }
@@ -259,7 +259,9 @@ pub struct Container {
     id: String,
     state: PathBuf,
     pub log: PathBuf,
-    child: std::process::Child,
+    // NB: behind a lock so that polling for the exit needs no `&mut`, which a wait's closure
+    // could not hold.
+    child: std::sync::Mutex<std::process::Child>,
 }
 
 impl Container {
@@ -284,12 +286,23 @@ impl Container {
     }
 
     /// Whether the container's process exited (then its logs say why).
-    pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+    pub fn exited(&self) -> bool {
+        self.child
+            .lock()
+            .map(|mut child| matches!(child.try_wait(), Ok(Some(_))))
+            .unwrap_or(false)
     }
 
     pub fn bundle(&self) -> &Bundle {
         &self.bundle
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`) to the container's process, as a kubelet stopping it.
+    pub fn signal(&self, signal: &str) {
+        run(Command::new("runc")
+            .arg("--root")
+            .arg(&self.state)
+            .args(["kill", &self.id, signal]));
     }
 }
 
@@ -300,7 +313,9 @@ impl Drop for Container {
             .arg(&self.state)
             .args(["kill", &self.id, "KILL"])
             .output();
-        let _ = self.child.wait();
+        if let Ok(mut child) = self.child.lock() {
+            let _ = child.wait();
+        }
         let _ = Command::new("runc")
             .arg("--root")
             .arg(&self.state)
