@@ -6,9 +6,10 @@ mod support;
 use std::time::Duration;
 
 use alertcall::api::{AlertCall, CallPolicy};
-use alertcall::controller::{self, Config, Running, TwilioEndpoints};
+use alertcall::operator::{self, Config, Running};
 use alertcall::twilio::sim::{Event, Fault, FaultSpec, SimConfig, SimHandle, Simulator};
 use alertcall::twilio::types::VoiceWebhook;
+use alertcall::twilio::TwilioEndpoints;
 use alertcall::twilio::{signature, Credentials, TwilioClient, TwilioConfig};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -72,7 +73,7 @@ async fn setup(prefix: &str) -> Env {
         call_policies: true,
         ..Config::local(prefix)
     };
-    let operator = controller::start(client.clone(), config)
+    let operator = operator::start(client.clone(), config)
         .await
         .unwrap_or_else(|e| panic!("operator: {e}"));
     Env {

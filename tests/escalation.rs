@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use alertcall::api::{AlertCall, AlertCallStatus, AttemptStatus, Phase};
-use alertcall::controller::{self, callbacks, HookPoint, Hooks, Running};
+use alertcall::controllers::callbacks;
+use alertcall::operator::Running;
+use alertcall::page::hooks::{HookPoint, Hooks};
 use alertcall::twilio::signature;
 use alertcall::twilio::sim::{Event, Fault, FaultSpec, Outcome, Recipient, Script};
 use kube::api::{Api, Patch, PatchParams};
@@ -583,7 +585,7 @@ fn has_finalizer(call: &AlertCall) -> bool {
         .finalizers
         .iter()
         .flatten()
-        .any(|f| f == controller::alert_call::FINALIZER)
+        .any(|f| f == alertcall::controllers::alert_call::FINALIZER)
 }
 
 /// Waits (bounded) until the AlertCall is gone.
@@ -663,7 +665,7 @@ async fn deletion_waits_for_an_unreachable_twilio_and_says_why() {
     let status = h
         .wait_status("page", "deletion waiting on Twilio", |s| {
             s.conditions.iter().any(|c| {
-                c.type_ == controller::alert_call::CALLS_ENDED
+                c.type_ == alertcall::controllers::alert_call::CALLS_ENDED
                     && c.status == "False"
                     && c.reason == "TwilioUnreachable"
             })

@@ -486,7 +486,7 @@ fn explain_route(
         .map(|t| t.urls.ack.clone())
         .filter(|url| !url.is_empty())
         .unwrap_or_else(|| "https://ack-document.invalid/ack".to_string());
-    match crate::twilio::documents::call_twiml(spec, &summary, &ack_url) {
+    match crate::page::documents::call_twiml(spec, &summary, &ack_url) {
         Ok(twiml) => out.push_str(&format!("    twiml      {twiml}\n")),
         Err(error) => out.push_str(&format!("    twiml      cannot be built: {error}\n")),
     }
