@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use alertcall::api::Phase;
-use alertcall::twilio::sim::{Outcome, Recipient, Script};
+use alertcall::twilio::sim::{Event, Fault, FaultSpec, Outcome, Recipient, Script};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use serde_json::json;
@@ -95,6 +95,22 @@ fn grace_period() -> Duration {
     Duration::from_secs(seconds)
 }
 
+async fn exits_within_grace(replica: &mut Replica) {
+    let exited = tokio::time::timeout(grace_period(), replica.child.wait()).await;
+    match exited {
+        Ok(Ok(status)) => assert!(
+            status.success(),
+            "the replica exited with {status} on SIGTERM:\n{}",
+            replica.logs()
+        ),
+        Ok(Err(error)) => panic!("waiting for the replica: {error}"),
+        Err(_) => panic!(
+            "the replica outlived the grace period after SIGTERM (a kubelet would kill it):\n{}",
+            replica.logs()
+        ),
+    }
+}
+
 async fn holder(harness: &Harness) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(harness.client.clone(), &harness.ns.name);
     leases
@@ -148,19 +164,7 @@ async fn sigterm_mid_page_the_standby_goes_on_without_calling_twice() {
     assert_eq!(dialed.attempts.len(), 1, "{dialed:#?}");
 
     first.terminate();
-    let exited = tokio::time::timeout(grace_period(), first.child.wait()).await;
-    match exited {
-        Ok(Ok(status)) => assert!(
-            status.success(),
-            "the replica exited with {status} on SIGTERM:\n{}",
-            first.logs()
-        ),
-        Ok(Err(error)) => panic!("waiting for the replica: {error}"),
-        Err(_) => panic!(
-            "the replica outlived the grace period after SIGTERM (a kubelet would kill it):\n{}",
-            first.logs()
-        ),
-    }
+    exits_within_grace(&mut first).await;
 
     let status = harness.wait_phase("disk-full", Phase::Acknowledged).await;
     assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
@@ -175,6 +179,94 @@ async fn sigterm_mid_page_the_standby_goes_on_without_calling_twice() {
     );
 
     // The policy's finalizer undoes its Twilio configuration, so it goes while a replica runs.
+    let policies: Api<alertcall::api::CallPolicy> =
+        Api::namespaced(harness.client.clone(), &harness.ns.name);
+    let _ = policies.delete("oncall", &Default::default()).await;
+    support::eventually("the CallPolicy's cleanup", || async {
+        matches!(policies.get_opt("oncall").await, Ok(None)).then_some(())
+    })
+    .await;
+    drop(second);
+    harness.sim.shutdown().await;
+    harness.ns.delete().await;
+}
+
+/// SIGTERM while Twilio has not yet accepted a call (it asked to retry in 5 s): the dial under
+/// way finishes and its call's SID is recorded before the replica exits, and the Lease is
+/// released; the standby finds the page consistent and goes on with no second call.
+#[tokio::test]
+async fn sigterm_during_a_dial_records_its_call_before_exiting() {
+    let script = Script {
+        default: Recipient {
+            outcome: Outcome::Answer,
+            answer_after: 10.0,
+            press: Some("1".into()),
+            hangup_after: None,
+        },
+        ..Script::default()
+    };
+    let harness = Harness::new("sigterm-dial", script, 1.0).await;
+    harness.sim.inject_fault(FaultSpec {
+        method: Some("POST".into()),
+        times: Some(1),
+        ..FaultSpec::new(Fault::TooManyRequests {
+            retry_after_seconds: 5,
+        })
+        .on_path("/Calls.json")
+    });
+    let mut first = Replica::start(&harness, "first");
+    let leading = support::within(support::WAIT, || async {
+        (holder(&harness).await.as_deref() == Some("first")).then_some(())
+    })
+    .await;
+    assert!(
+        leading.is_some(),
+        "the first replica never led:\n{}",
+        first.logs()
+    );
+    let second = Replica::start(&harness, "second");
+    harness
+        .policy(paging::policy_spec(
+            json!({"mode": "Sequential", "ringTimeoutSeconds": 60, "rounds": 1}),
+            &[("alice", ALICE)],
+            1,
+        ))
+        .await;
+    harness.page("disk-full").await;
+    // Twilio turned the dial away once: the replica now waits 5 s to send it again.
+    harness
+        .wait_ledger("the dial turned away with 429", |ledger| {
+            ledger.entries.iter().any(|e| {
+                matches!(&e.event, Event::Request { method, path, status: 429, .. }
+                    if method == "POST" && path.contains("/Calls.json"))
+            })
+        })
+        .await;
+
+    first.terminate();
+    exits_within_grace(&mut first).await;
+    let status = harness.status("disk-full").await;
+    assert!(
+        status.attempts.len() == 1 && status.attempts[0].call_sid.is_some(),
+        "the dial under way at SIGTERM left no recorded call: {status:#?}\n{}",
+        first.logs()
+    );
+    assert_ne!(
+        holder(&harness).await.as_deref(),
+        Some("first"),
+        "the stopped replica did not release the Lease"
+    );
+
+    let status = harness.wait_phase("disk-full", Phase::Acknowledged).await;
+    assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
+    assert_eq!(status.attempts.len(), 1, "{status:#?}");
+    assert_eq!(
+        paging::calls_to(&harness.sim.ledger()),
+        BTreeMap::from([(ALICE.to_string(), 1)]),
+        "the standby's log:\n{}",
+        second.logs()
+    );
+
     let policies: Api<alertcall::api::CallPolicy> =
         Api::namespaced(harness.client.clone(), &harness.ns.name);
     let _ = policies.delete("oncall", &Default::default()).await;
