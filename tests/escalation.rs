@@ -77,27 +77,27 @@ async fn transitions_are_events_and_metrics(h: &Harness, op: &Running) {
         "CallEnded",
         "Acknowledged",
     ];
-    let mut reasons = Vec::new();
-    for _ in 0..100 {
-        reasons = match events.list(&Default::default()).await {
+    let reasons = || async {
+        match events.list(&Default::default()).await {
             Ok(list) => list
                 .items
                 .into_iter()
                 .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("page"))
                 .filter_map(|e| e.reason)
-                .collect(),
+                .collect::<Vec<_>>(),
             Err(error) => panic!("listing events: {error}"),
-        };
-        if wanted.iter().all(|w| reasons.iter().any(|r| r == w)) {
-            break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for reason in wanted {
-        assert!(
-            reasons.iter().any(|r| r == reason),
-            "no {reason} event in {reasons:?}"
-        );
+    };
+    let all_there = support::within(support::WAIT, || async {
+        let seen = reasons().await;
+        wanted
+            .iter()
+            .all(|w| seen.iter().any(|r| r == w))
+            .then_some(())
+    })
+    .await;
+    if all_there.is_none() {
+        panic!("not every one of {wanted:?} in {:?}", reasons().await);
     }
     let metrics = reqwest::get(format!("http://{}/metrics", op.addr))
         .await

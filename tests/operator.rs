@@ -39,15 +39,14 @@ async fn health_readiness_and_metrics_are_served() {
     };
     assert_eq!(get("/healthz").await.0, 200);
     // Ready once the controllers' caches are synced.
-    let mut ready = 0;
-    for _ in 0..100 {
-        ready = get("/readyz").await.0;
-        if ready == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if support::wait_for("/readyz to answer 200", support::WAIT, || async {
+        (get("/readyz").await.0 == 200).then_some(())
+    })
+    .await
+    .is_err()
+    {
+        panic!("never ready: {}", get("/readyz").await.1);
     }
-    assert_eq!(ready, 200, "{}", get("/readyz").await.1);
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("alertcall_dial_queue_depth"), "{metrics}");
