@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::{self, AlertCall, AlertRoute, CallPolicy, Mode, Order};
 use crate::routing::{
@@ -34,6 +34,64 @@ pub struct CheckArgs {
     /// Labels of the Event's Namespace, `key=value` (repeatable or comma-separated).
     #[arg(long = "namespace-labels", value_delimiter = ',', requires = "event")]
     pub namespace_labels: Vec<String>,
+    /// `text` for people, `json` for CI: one object with every error (file, document, JSON
+    /// path, message).
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// One error in the manifests, located well enough for a CI log or an editor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based position of the YAML document in its file; 0 for the file itself.
+    pub document: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where in the document, as `spec.recipients[0].phone`; empty for the whole document.
+    pub path: String,
+    pub message: String,
+    /// `file`, `yaml`, `invalid` and `unknown-field` are what the API server would reject or
+    /// drop; `semantic` is what the controllers would report as `Ready=False`.
+    pub category: &'static str,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.file)?;
+        if self.document > 0 {
+            write!(f, " (document {})", self.document)?;
+        }
+        write!(f, ": ")?;
+        if let Some(kind) = &self.kind {
+            write!(f, "{kind} ")?;
+            if let Some(name) = &self.name {
+                let namespace = self.namespace.as_deref().unwrap_or("default");
+                write!(f, "{namespace}/{name} ")?;
+            }
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+/// Where a manifest came from, to locate what is wrong with it.
+#[derive(Clone, Debug, Default)]
+struct Origin {
+    file: String,
+    document: usize,
 }
 
 /// The alertcall resources found in a set of manifests.
@@ -42,69 +100,134 @@ pub struct Manifests {
     pub policies: Vec<CallPolicy>,
     pub routes: Vec<AlertRoute>,
     pub calls: Vec<AlertCall>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TypeMeta {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
+    origins: BTreeMap<(String, String, String), Origin>,
 }
 
 impl Manifests {
     /// Parses every YAML document; documents of other kinds are skipped. Each error names the
     /// source and the document number.
     pub fn parse(sources: &[(String, String)]) -> Result<Self, Vec<String>> {
-        let mut manifests = Manifests::default();
-        let mut errors = Vec::new();
-        for (source, text) in sources {
-            for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-                let place = format!("{source} (document {})", index + 1);
-                let value = match serde_yaml::Value::deserialize(document) {
-                    Ok(serde_yaml::Value::Null) => continue,
-                    Ok(value) => value,
-                    Err(error) => {
-                        errors.push(format!("{place}: not YAML: {error}"));
-                        continue;
-                    }
-                };
-                if let Err(error) = manifests.add(value) {
-                    errors.push(format!("{place}: {error}"));
-                }
-            }
-        }
+        let (manifests, errors) = Self::check(sources);
         if errors.is_empty() {
             Ok(manifests)
         } else {
-            Err(errors)
+            Err(errors.iter().map(ToString::to_string).collect())
         }
     }
 
-    fn add(&mut self, value: serde_yaml::Value) -> Result<(), serde_yaml::Error> {
-        let meta: TypeMeta = serde_yaml::from_value(value.clone())?;
-        let ours = meta.api_version == format!("{}/{}", api::GROUP, api::VERSION);
-        match (ours, meta.kind.as_str()) {
-            (true, "CallPolicy") => self.policies.push(serde_yaml::from_value(value)?),
-            (true, "AlertRoute") => self.routes.push(serde_yaml::from_value(value)?),
-            (true, "AlertCall") => self.calls.push(serde_yaml::from_value(value)?),
-            _ => {}
+    /// Parses every YAML document and checks each one of the CRDs' kinds as the API server
+    /// would (see `api::structural`). A document the server would reject is not kept; one with
+    /// unknown fields is kept without them, as the server would store it.
+    pub fn check(sources: &[(String, String)]) -> (Self, Vec<Diagnostic>) {
+        let mut manifests = Manifests::default();
+        let mut errors = Vec::new();
+        let schemas = match api::structural::Schemas::of_crds() {
+            Ok(schemas) => schemas,
+            Err(message) => {
+                errors.push(Diagnostic {
+                    file: "alertcall crd".to_string(),
+                    document: 0,
+                    kind: None,
+                    namespace: None,
+                    name: None,
+                    path: String::new(),
+                    message,
+                    category: "file",
+                });
+                return (manifests, errors);
+            }
+        };
+        for (source, text) in sources {
+            for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+                let origin = Origin {
+                    file: source.clone(),
+                    document: index + 1,
+                };
+                let value = match serde_json::Value::deserialize(document) {
+                    Ok(serde_json::Value::Null) => continue,
+                    Ok(value) => value,
+                    Err(error) => {
+                        errors.push(origin.diagnostic(
+                            None,
+                            "",
+                            format!("not YAML: {error}"),
+                            "yaml",
+                        ));
+                        continue;
+                    }
+                };
+                manifests.add(&schemas, value, origin, &mut errors);
+            }
         }
-        Ok(())
+        errors.extend(manifests.semantic_diagnostics());
+        (manifests, errors)
+    }
+
+    fn add(
+        &mut self,
+        schemas: &api::structural::Schemas,
+        mut value: serde_json::Value,
+        origin: Origin,
+        errors: &mut Vec<Diagnostic>,
+    ) {
+        let Some(findings) = schemas.check(&value) else {
+            return;
+        };
+        let text = |field: &str| value.get(field).and_then(|v| v.as_str()).map(String::from);
+        let kind = text("kind").unwrap_or_default();
+        let meta = |field: &str| {
+            value
+                .get("metadata")
+                .and_then(|m| m.get(field))
+                .and_then(|v| v.as_str())
+                .map(String::from)
+        };
+        let (name, namespace) = (meta("name"), meta("namespace"));
+        let mut rejected = false;
+        for finding in findings {
+            rejected |= finding.kind == api::structural::FindingKind::Invalid;
+            errors.push(Diagnostic {
+                kind: Some(kind.clone()),
+                namespace: namespace.clone(),
+                name: name.clone(),
+                ..origin.diagnostic(None, &finding.path, finding.message, finding.kind.as_str())
+            });
+        }
+        if rejected {
+            return;
+        }
+        // kubectl puts a manifest without a namespace into its context's, `default` here.
+        if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.entry("namespace")
+                .or_insert_with(|| serde_json::Value::String("default".to_string()));
+        }
+        let key = (
+            kind.clone(),
+            namespace.unwrap_or_else(|| "default".to_string()),
+            name.clone().unwrap_or_default(),
+        );
+        let parsed = match kind.as_str() {
+            "CallPolicy" => serde_json::from_value(value).map(|p| self.policies.push(p)),
+            "AlertRoute" => serde_json::from_value(value).map(|r| self.routes.push(r)),
+            "AlertCall" => serde_json::from_value(value).map(|c| self.calls.push(c)),
+            _ => Ok(()),
+        };
+        match parsed {
+            Ok(()) => {
+                self.origins.insert(key, origin);
+            }
+            Err(error) => errors.push(Diagnostic {
+                kind: Some(kind),
+                namespace: Some(key.1),
+                name,
+                ..origin.diagnostic(None, "", error.to_string(), "invalid")
+            }),
+        }
     }
 
     /// Reads the YAML files under `path`.
     pub fn load(path: &Path) -> Result<Self, Vec<String>> {
-        let files = super::yaml_files(&path.to_path_buf())
-            .map_err(|error| vec![format!("{}: {error}", path.display())])?;
-        let mut sources = Vec::new();
-        for file in files {
-            match std::fs::read_to_string(&file) {
-                Ok(text) => sources.push((file.display().to_string(), text)),
-                Err(error) => return Err(vec![format!("{}: {error}", file.display())]),
-            }
-        }
+        let sources = read_sources(path).map_err(|error| vec![error.to_string()])?;
         Self::parse(&sources)
     }
 
@@ -117,27 +240,119 @@ impl Manifests {
 
     /// Every semantic problem, as `Kind namespace/name: field: message` lines.
     pub fn problems(&self) -> Vec<String> {
+        self.semantic_diagnostics()
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}/{}: {}{}",
+                    d.kind.as_deref().unwrap_or_default(),
+                    d.namespace.as_deref().unwrap_or_default(),
+                    d.name.as_deref().unwrap_or_default(),
+                    if d.path.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}: ", d.path)
+                    },
+                    d.message
+                )
+            })
+            .collect()
+    }
+
+    /// What the controllers would report as `Ready=False`, located in the manifests.
+    pub fn semantic_diagnostics(&self) -> Vec<Diagnostic> {
         let mut problems = Vec::new();
+        let mut push = |kind: &str, object: &dyn Located, field: String, message: String| {
+            let key = (kind.to_string(), object.namespace(), object.name());
+            let origin = self.origins.get(&key).cloned().unwrap_or_default();
+            problems.push(Diagnostic {
+                kind: Some(kind.to_string()),
+                namespace: Some(key.1),
+                name: Some(key.2),
+                ..origin.diagnostic(None, &field, message, "semantic")
+            });
+        };
         for policy in &self.policies {
             for problem in api::validate::call_policy(&policy.spec) {
-                problems.push(format!("CallPolicy {}: {problem}", qualified(policy)));
+                push("CallPolicy", policy, problem.field, problem.message);
             }
         }
         for route in &self.routes {
             for problem in api::validate::alert_route(&route.spec) {
-                problems.push(format!("AlertRoute {}: {problem}", qualified(route)));
+                push("AlertRoute", route, problem.field, problem.message);
             }
             let policy = &route.spec.policy_ref.name;
             if self.policy(&namespace_of(route), policy).is_none() {
-                problems.push(format!(
-                    "AlertRoute {}: spec.policyRef: no CallPolicy {policy:?} in namespace {:?}",
-                    qualified(route),
-                    namespace_of(route)
-                ));
+                push(
+                    "AlertRoute",
+                    route,
+                    "spec.policyRef".to_string(),
+                    format!(
+                        "no CallPolicy {policy:?} in namespace {:?}",
+                        namespace_of(route)
+                    ),
+                );
             }
         }
         problems
     }
+}
+
+/// Namespace and name of a manifest, for locating it.
+trait Located {
+    fn namespace(&self) -> String;
+    fn name(&self) -> String;
+}
+
+impl<K: ResourceExt> Located for K {
+    fn namespace(&self) -> String {
+        namespace_of(self)
+    }
+    fn name(&self) -> String {
+        self.name_any()
+    }
+}
+
+impl Origin {
+    fn diagnostic(
+        &self,
+        kind: Option<String>,
+        path: &str,
+        message: String,
+        category: &'static str,
+    ) -> Diagnostic {
+        Diagnostic {
+            file: self.file.clone(),
+            document: self.document,
+            kind,
+            namespace: None,
+            name: None,
+            path: path.to_string(),
+            message,
+            category,
+        }
+    }
+}
+
+/// The YAML files under `path` with their text.
+pub fn read_sources(path: &Path) -> Result<Vec<(String, String)>, Diagnostic> {
+    let io_error = |file: &Path, error: std::io::Error| Diagnostic {
+        file: file.display().to_string(),
+        document: 0,
+        kind: None,
+        namespace: None,
+        name: None,
+        path: String::new(),
+        message: error.to_string(),
+        category: "file",
+    };
+    let files = super::yaml_files(&path.to_path_buf()).map_err(|e| io_error(path, e))?;
+    let mut sources = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| io_error(&file, e))?;
+        sources.push((file.display().to_string(), text));
+    }
+    Ok(sources)
 }
 
 /// The namespace of a manifest; `default` where the manifest leaves it to kubectl.
@@ -150,45 +365,84 @@ pub fn qualified<K: ResourceExt>(object: &K) -> String {
     format!("{}/{}", namespace_of(object), object.name_any())
 }
 
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    ok: bool,
+    checked: BTreeMap<&'static str, usize>,
+    errors: &'a [Diagnostic],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<String>,
+}
+
 pub fn run(args: &CheckArgs) -> ExitCode {
-    let manifests = match Manifests::load(&args.path) {
-        Ok(manifests) => manifests,
-        Err(errors) => {
-            for error in errors {
+    let (manifests, mut errors) = match read_sources(&args.path) {
+        Ok(sources) => Manifests::check(&sources),
+        Err(error) => (Manifests::default(), vec![error]),
+    };
+    let explanation = match sample(args) {
+        Ok(Some(candidates)) => Some(explain(&manifests, &candidates, jiff::Timestamp::now())),
+        Ok(None) => None,
+        Err(message) => {
+            errors.push(Diagnostic {
+                file: args
+                    .event
+                    .as_ref()
+                    .or(args.alert.as_ref())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                document: 0,
+                kind: None,
+                namespace: None,
+                name: None,
+                path: String::new(),
+                message,
+                category: "file",
+            });
+            None
+        }
+    };
+    let checked = BTreeMap::from([
+        ("CallPolicy", manifests.policies.len()),
+        ("AlertRoute", manifests.routes.len()),
+        ("AlertCall", manifests.calls.len()),
+    ]);
+    match args.output {
+        Output::Json => {
+            let report = JsonReport {
+                ok: errors.is_empty(),
+                checked,
+                errors: &errors,
+                explanation,
+            };
+            match serde_json::to_string_pretty(&report) {
+                Ok(json) => println!("{json}"),
+                Err(error) => {
+                    eprintln!("error: cannot write the report: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Output::Text => {
+            if let Some(explanation) = explanation {
+                print!("{explanation}");
+            }
+            for error in &errors {
                 eprintln!("error: {error}");
             }
-            return ExitCode::FAILURE;
+            println!(
+                "{} CallPolicy, {} AlertRoute, {} AlertCall checked: {}",
+                manifests.policies.len(),
+                manifests.routes.len(),
+                manifests.calls.len(),
+                if errors.is_empty() {
+                    "no problems".to_string()
+                } else {
+                    format!("{} problem(s)", errors.len())
+                }
+            );
         }
-    };
-    let sample = match sample(args) {
-        Ok(sample) => sample,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(candidates) = sample {
-        print!(
-            "{}",
-            explain(&manifests, &candidates, jiff::Timestamp::now())
-        );
     }
-    let problems = manifests.problems();
-    for problem in &problems {
-        eprintln!("error: {problem}");
-    }
-    println!(
-        "{} CallPolicy, {} AlertRoute, {} AlertCall checked: {}",
-        manifests.policies.len(),
-        manifests.routes.len(),
-        manifests.calls.len(),
-        if problems.is_empty() {
-            "no problems".to_string()
-        } else {
-            format!("{} problem(s)", problems.len())
-        }
-    );
-    if problems.is_empty() {
+    if errors.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -549,10 +803,46 @@ spec:
   policyRef: {name: missing}
   kubernetesEvents: {types: [Warning]}
 "#;
-        let manifests = parse(&format!("{POLICY}---\n{route}")).unwrap_or_default();
+        let (manifests, errors) =
+            Manifests::check(&[("test.yaml".into(), format!("{POLICY}---\n{route}"))]);
         let problems = manifests.problems();
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("spec.policyRef"), "{problems:?}");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].to_string(),
+            "test.yaml (document 2): AlertRoute ns/r spec.policyRef: no CallPolicy \"missing\" in namespace \"ns\""
+        );
+        assert_eq!(errors[0].category, "semantic");
+    }
+
+    #[test]
+    fn schema_errors_and_unknown_fields_are_located() {
+        let text = format!(
+            "{POLICY}---\n{}",
+            POLICY
+                .replace("name: p,", "name: q,")
+                .replace("\"+15005550101\"", "\"09012345678\"")
+                .replace("from: \"+15005550006\"}", "from: \"+15005550006\", sid: x}")
+        );
+        let (manifests, errors) = Manifests::check(&[("test.yaml".into(), text)]);
+        assert_eq!(
+            manifests.policies.len(),
+            1,
+            "the rejected document is not kept"
+        );
+        let located: Vec<(usize, &str, &str)> = errors
+            .iter()
+            .map(|e| (e.document, e.path.as_str(), e.category))
+            .collect();
+        assert_eq!(
+            located,
+            vec![
+                (2, "spec.twilio.sid", "unknown-field"),
+                (2, "spec.recipients[0].phone", "invalid"),
+            ],
+            "{errors:?}"
+        );
     }
 
     #[test]
