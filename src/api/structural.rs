@@ -116,14 +116,16 @@ impl Schemas {
     /// Everything the API server would reject or prune in `document`, in document order; `None`
     /// when the document is not of one of the CRDs.
     pub fn check(&self, document: &Value) -> Option<Vec<Finding>> {
+        self.store(document).map(|(findings, _)| findings)
+    }
+
+    /// [`Schemas::check`], and the object as the server would store it: pruned, without the
+    /// `null`s it drops, with its defaults, without `status`.
+    pub fn store(&self, document: &Value) -> Option<(Vec<Finding>, Value)> {
         let schema = self.kinds.get(&type_of(document))?;
         let mut findings = Vec::new();
         let Value::Object(fields) = document else {
-            return Some(vec![Finding {
-                path: String::new(),
-                message: "not an object".to_string(),
-                kind: FindingKind::Invalid,
-            }]);
+            return Some((vec![invalid("", "not an object")], document.clone()));
         };
         let mut stored = fields.clone();
         stored.remove("status");
@@ -153,7 +155,7 @@ impl Schemas {
             };
             findings.push(invalid(&path, &message));
         }
-        Some(findings)
+        Some((findings, stored))
     }
 }
 

@@ -166,11 +166,11 @@ impl Manifests {
     fn add(
         &mut self,
         schemas: &api::structural::Schemas,
-        mut value: serde_json::Value,
+        document: serde_json::Value,
         origin: Origin,
         errors: &mut Vec<Diagnostic>,
     ) {
-        let Some(findings) = schemas.check(&value) else {
+        let Some((findings, mut value)) = schemas.store(&document) else {
             return;
         };
         let text = |field: &str| value.get(field).and_then(|v| v.as_str()).map(String::from);
