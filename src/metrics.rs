@@ -31,6 +31,22 @@ pub struct TwilioErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub namespace: String,
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReconcileErrorLabels {
     pub controller: String,
     pub reason: String,
@@ -55,6 +71,12 @@ pub struct Metrics {
     pub dial_queue_depth: Gauge,
     /// Reconcile failures by controller and reason.
     pub reconcile_errors: Family<ReconcileErrorLabels, Counter>,
+    /// Pages entering each phase: the dashboard's pages by phase and the page-exhausted alert.
+    pub page_phases: Family<PhaseLabels, Counter>,
+    /// 1 while a policy's TwilioHealthy condition is True, 0 while it is False.
+    pub twilio_healthy: Family<PolicyLabels, Gauge>,
+    /// Alertmanager webhook requests answered with an error, by reason.
+    pub webhook_rejections: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -106,8 +128,29 @@ impl Metrics {
             "Reconcile failures, by controller and reason",
             reconcile_errors.clone(),
         );
+        let page_phases = Family::<PhaseLabels, Counter>::default();
+        registry.register(
+            "page_phases",
+            "Pages entering each phase",
+            page_phases.clone(),
+        );
+        let twilio_healthy = Family::<PolicyLabels, Gauge>::default();
+        registry.register(
+            "twilio_healthy",
+            "1 while a CallPolicy's TwilioHealthy condition is True, 0 while False",
+            twilio_healthy.clone(),
+        );
+        let webhook_rejections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "webhook_rejections",
+            "Alertmanager webhook requests answered with an error, by reason",
+            webhook_rejections.clone(),
+        );
         Self {
             registry,
+            page_phases,
+            twilio_healthy,
+            webhook_rejections,
             calls,
             ack_latency,
             pages,
@@ -126,6 +169,41 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    pub fn page_phase(&self, phase: &str) {
+        self.page_phases
+            .get_or_create(&PhaseLabels {
+                phase: phase.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn twilio_health(&self, namespace: &str, policy: &str, healthy: bool) {
+        self.twilio_healthy
+            .get_or_create(&PolicyLabels {
+                namespace: namespace.to_string(),
+                policy: policy.to_string(),
+            })
+            .set(i64::from(healthy));
+    }
+
+    pub fn webhook_rejection(&self, reason: &str) {
+        self.webhook_rejections
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// A call that ended with a Twilio error code, counted with the API's errors.
+    pub fn call_error(&self, code: &str) {
+        self.twilio_errors
+            .get_or_create(&TwilioErrorLabels {
+                operation: "call".to_string(),
+                code: code.to_string(),
+            })
+            .inc();
     }
 
     pub fn reconcile_error(&self, controller: &str, reason: &str) {
@@ -159,7 +237,19 @@ mod tests {
             .inc();
         metrics.reconcile_error("alertcall", "TwilioUnavailable");
         metrics.dial_queue_depth.set(3);
+        metrics.page_phase("Exhausted");
+        metrics.twilio_health("ns", "p", false);
+        metrics.webhook_rejection("unauthorized");
+        metrics.call_error("21211");
         let text = metrics.encode();
+        for line in [
+            "alertcall_page_phases_total{phase=\"Exhausted\"} 1",
+            "alertcall_twilio_healthy{namespace=\"ns\",policy=\"p\"} 0",
+            "alertcall_webhook_rejections_total{reason=\"unauthorized\"} 1",
+            "alertcall_twilio_errors_total{operation=\"call\",code=\"21211\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from {text}");
+        }
         assert!(
             text.contains("alertcall_calls_total{outcome=\"busy\"} 1"),
             "{text}"

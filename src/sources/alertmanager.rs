@@ -268,7 +268,26 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let key = RouteKey::new(namespace, name);
+    let metrics = hook.ctx.metrics.clone();
+    let response = settle(hook, RouteKey::new(namespace, name), headers, body).await;
+    if let Some(reason) = rejection_reason(response.status()) {
+        metrics.webhook_rejection(reason);
+    }
+    response
+}
+
+/// The `reason` label of `alertcall_webhook_rejections_total` for an error answer.
+fn rejection_reason(status: StatusCode) -> Option<&'static str> {
+    match status {
+        StatusCode::UNAUTHORIZED => Some("unauthorized"),
+        StatusCode::BAD_REQUEST => Some("bad-payload"),
+        StatusCode::SERVICE_UNAVAILABLE => Some("unavailable"),
+        status if status.is_success() => None,
+        _ => Some("other"),
+    }
+}
+
+async fn settle(hook: Webhook, key: RouteKey, headers: HeaderMap, body: Bytes) -> Response {
     let Some(presented) = bearer(&headers) else {
         return unauthorized();
     };
