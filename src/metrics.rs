@@ -1,11 +1,12 @@
 //! Prometheus metrics served on `/metrics`: calls by outcome, acknowledgement latency, pages by
 //! route, Twilio API latency and errors by code, dial queue depth, reconcile errors.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +80,33 @@ pub struct Metrics {
     pub webhook_rejections: Family<ReasonLabels, Counter>,
 }
 
+/// The phases of an AlertCall, as `api::alert_call::Phase` spells them.
+const PHASES: [&str; 8] = [
+    "Pending",
+    "Waiting",
+    "Calling",
+    "Acknowledged",
+    "Exhausted",
+    "Notified",
+    "Failed",
+    "Cancelled",
+];
+
+/// A family exported with its `# HELP` and `# TYPE` even before its first series: dashboards,
+/// alert rules and `absent()` can name it on an operator that has not paged yet.
+#[derive(Debug)]
+struct Declared<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 14))
 }
@@ -87,7 +115,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("alertcall");
         let calls = Family::<OutcomeLabels, Counter>::default();
-        registry.register("calls", "Calls placed, by final outcome", calls.clone());
+        registry.register(
+            "calls",
+            "Calls placed, by final outcome",
+            Declared(calls.clone()),
+        );
         let ack_latency = Histogram::new(exponential_buckets(1.0, 2.0, 12));
         registry.register(
             "acknowledgement_latency_seconds",
@@ -95,12 +127,12 @@ impl Metrics {
             ack_latency.clone(),
         );
         let pages = Family::<RouteLabels, Counter>::default();
-        registry.register("pages", "Pages created, by route", pages.clone());
+        registry.register("pages", "Pages created, by route", Declared(pages.clone()));
         let suppressed = Family::<RouteLabels, Counter>::default();
         registry.register(
             "suppressed",
             "Matches not paged because their group already paged in the repeat window",
-            suppressed.clone(),
+            Declared(suppressed.clone()),
         );
         let twilio_latency = Family::<OperationLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
@@ -108,13 +140,13 @@ impl Metrics {
         registry.register(
             "twilio_request_seconds",
             "Twilio API request latency, by operation",
-            twilio_latency.clone(),
+            Declared(twilio_latency.clone()),
         );
         let twilio_errors = Family::<TwilioErrorLabels, Counter>::default();
         registry.register(
             "twilio_errors",
             "Twilio API errors, by operation and error code",
-            twilio_errors.clone(),
+            Declared(twilio_errors.clone()),
         );
         let dial_queue_depth = Gauge::default();
         registry.register(
@@ -126,26 +158,38 @@ impl Metrics {
         registry.register(
             "reconcile_errors",
             "Reconcile failures, by controller and reason",
-            reconcile_errors.clone(),
+            Declared(reconcile_errors.clone()),
         );
         let page_phases = Family::<PhaseLabels, Counter>::default();
         registry.register(
             "page_phases",
             "Pages entering each phase",
-            page_phases.clone(),
+            Declared(page_phases.clone()),
         );
         let twilio_healthy = Family::<PolicyLabels, Gauge>::default();
         registry.register(
             "twilio_healthy",
             "1 while a CallPolicy's TwilioHealthy condition is True, 0 while False",
-            twilio_healthy.clone(),
+            Declared(twilio_healthy.clone()),
         );
         let webhook_rejections = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "webhook_rejections",
             "Alertmanager webhook requests answered with an error, by reason",
-            webhook_rejections.clone(),
+            Declared(webhook_rejections.clone()),
         );
+        // NB: a counter first seen at 1 gives `increase() == 0` in Prometheus, so the first
+        // exhausted page would not fire its alert: every series an alert watches starts at 0.
+        for phase in PHASES {
+            let _ = page_phases.get_or_create(&PhaseLabels {
+                phase: phase.to_string(),
+            });
+        }
+        for reason in ["unauthorized", "bad-payload", "unavailable"] {
+            let _ = webhook_rejections.get_or_create(&ReasonLabels {
+                reason: reason.to_string(),
+            });
+        }
         Self {
             registry,
             page_phases,
@@ -242,7 +286,12 @@ mod tests {
         metrics.webhook_rejection("unauthorized");
         metrics.call_error("21211");
         let text = metrics.encode();
+        assert!(
+            text.contains("# TYPE alertcall_suppressed counter"),
+            "a family without series is declared: {text}"
+        );
         for line in [
+            "alertcall_page_phases_total{phase=\"Acknowledged\"} 0",
             "alertcall_page_phases_total{phase=\"Exhausted\"} 1",
             "alertcall_twilio_healthy{namespace=\"ns\",policy=\"p\"} 0",
             "alertcall_webhook_rejections_total{reason=\"unauthorized\"} 1",

@@ -458,7 +458,10 @@ async fn apply_steps(policy: &CallPolicy, state: &State, report: &mut Report) ->
 
     let health = twilio_health(&policy_attempts(state, &namespace, &name).await?);
     report.set(TWILIO_HEALTHY, health.ok, &health.reason, &health.message);
-    state.ctx.metrics.twilio_health(&namespace, &name, health.ok);
+    state
+        .ctx
+        .metrics
+        .twilio_health(&namespace, &name, health.ok);
 
     let room = documents::room_name(spec, &namespace, &name);
     let docs = HostedDocuments::render(spec, &room);
