@@ -335,16 +335,18 @@ impl Origin {
 }
 
 /// The YAML files under `path` with their text.
-pub fn read_sources(path: &Path) -> Result<Vec<(String, String)>, Diagnostic> {
-    let io_error = |file: &Path, error: std::io::Error| Diagnostic {
-        file: file.display().to_string(),
-        document: 0,
-        kind: None,
-        namespace: None,
-        name: None,
-        path: String::new(),
-        message: error.to_string(),
-        category: "file",
+pub fn read_sources(path: &Path) -> Result<Vec<(String, String)>, Box<Diagnostic>> {
+    let io_error = |file: &Path, error: std::io::Error| {
+        Box::new(Diagnostic {
+            file: file.display().to_string(),
+            document: 0,
+            kind: None,
+            namespace: None,
+            name: None,
+            path: String::new(),
+            message: error.to_string(),
+            category: "file",
+        })
     };
     let files = super::yaml_files(&path.to_path_buf()).map_err(|e| io_error(path, e))?;
     let mut sources = Vec::new();
@@ -377,7 +379,7 @@ struct JsonReport<'a> {
 pub fn run(args: &CheckArgs) -> ExitCode {
     let (manifests, mut errors) = match read_sources(&args.path) {
         Ok(sources) => Manifests::check(&sources),
-        Err(error) => (Manifests::default(), vec![error]),
+        Err(error) => (Manifests::default(), vec![*error]),
     };
     let explanation = match sample(args) {
         Ok(Some(candidates)) => Some(explain(&manifests, &candidates, jiff::Timestamp::now())),
