@@ -18,18 +18,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alertcall::api::{AlertRoute, CallPolicy, Phase};
-use alertcall::controller::pages::{PageIndex, PageRecord};
-use alertcall::controller::{self, Account, Config, TwilioEndpoints};
 use alertcall::metrics::Metrics;
+use alertcall::operator::{self, Config};
+use alertcall::page::runner::{DialJob, DialOutcome, JobKey, Limits, Runner};
+use alertcall::pipeline::pager::{PageIndex, PageRecord};
 use alertcall::routing::{
     decide, group_hash, Candidate, EventCandidate, GroupDecision, GroupKey, GroupTracker,
     InvolvedObject, RouteIndex,
 };
-use alertcall::runner::{DialJob, DialOutcome, JobKey, Limits, Runner};
 use alertcall::twilio::client::CreateCall;
 use alertcall::twilio::sim::{
     Event as SimEvent, Ledger, Outcome, Recipient, Script, SimConfig, Simulator,
 };
+use alertcall::twilio::{Account, TwilioEndpoints};
 use alertcall::twilio::{Credentials, TwilioClient, TwilioConfig};
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
@@ -705,7 +706,7 @@ async fn end_to_end_with(
         poll_interval: Duration::from_millis(500),
         ..Config::local("bench")
     };
-    let running = controller::start_with_listener(client.clone(), config, listener)
+    let running = operator::start_with_listener(client.clone(), config, listener)
         .await
         .map_err(|e| format!("starting the operator: {e}"))?;
     let result = measure(client, namespace, sim, &running).await;
@@ -717,7 +718,7 @@ async fn measure(
     client: &Client,
     namespace: &str,
     sim: &alertcall::twilio::sim::SimHandle,
-    running: &controller::Running,
+    running: &operator::Running,
 ) -> Result<EndToEnd, String> {
     let readyz = format!("http://{}/readyz", running.addr);
     support::wait_for("the operator to be ready", Duration::from_secs(60), || {

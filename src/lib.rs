@@ -1,16 +1,16 @@
 //! alertcall: a Kubernetes operator that pages on-call people by phone through Twilio.
 //!
 //! ```text
-//!  Kubernetes Events ─┐                          ┌─> AlertCall (one page) ─> escalation::step ─> runner ─> Twilio
-//!  Alertmanager ──────┼─> sources ─> routing ────┤                                  ^                   │
-//!  kubectl create ac ─┘     (candidates)  (index,└─ AlertRoute status                └── observations <─┘
-//!                                          group keys, windows)                (status callbacks, polling)
-//!  CallPolicy ─> controller::call_policy ─> TwiML documents hosted by Twilio, bridge number webhook
+//!  Kubernetes Events ─┐                           ┌─> AlertCall (one page) ─> escalation::step ─> page::runner ─> Twilio
+//!  Alertmanager ──────┼─> sources ─> pipeline ────┤                                  ^                         │
+//!  kubectl create ac ─┘     (candidates)  (routes,└─ AlertRoute status                └── observations <───────┘
+//!                                          pager)                              (status callbacks, polling)
+//!  CallPolicy ─> controllers::call_policy ─> TwiML documents hosted by Twilio, bridge number webhook
 //! ```
 //!
 //! Deciding is pure (`api::validate`, `message`, `routing`, `escalation`, `twilio::twiml`);
-//! I/O happens at the edges (`controller`, `sources`, `runner`, `page`, `twilio::client`). `page`
-//! is the Twilio side of a page without Kubernetes: `page::calls` (polls, dial requests, cancels,
+//! I/O happens at the edges (`controllers`, `sources`, `pipeline`, `page`, `twilio::client`);
+//! `operator` wires them. `page` is the Twilio side of a page without Kubernetes: `page::calls` (polls, dial requests, cancels,
 //! lookups) and `page::executor`, the one runner of `escalation::step`'s actions, shared by the
 //! AlertCall controller (status in Kubernetes) and `alertcall demo` (status in memory).
 //!
@@ -21,15 +21,16 @@
 
 pub mod api;
 pub mod cli;
-pub mod controller;
+pub mod controllers;
 pub mod escalation;
 pub mod http;
 pub mod leader;
 pub mod message;
 pub mod metrics;
+pub mod operator;
 pub mod page;
+pub mod pipeline;
 pub mod routing;
-pub mod runner;
 pub mod sources;
 pub mod telemetry;
 pub mod twilio;

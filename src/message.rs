@@ -165,16 +165,6 @@ fn known_fields() -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::call_policy::DEFAULT_TEMPLATE;
-
-    #[test]
-    fn default_template_renders_event_fields() {
-        let text = render(DEFAULT_TEMPLATE, &MessageContext::sample()).unwrap_or_default();
-        assert_eq!(
-            text,
-            "Alert. BackOff on Pod default/api-7f9c6d5b8-x2x9q. Back-off restarting failed container api"
-        );
-    }
 
     #[test]
     fn labels_and_annotations_are_reachable() {

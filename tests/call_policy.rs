@@ -6,9 +6,10 @@ mod support;
 use std::time::Duration;
 
 use alertcall::api::{AlertCall, CallPolicy};
-use alertcall::controller::{self, Config, Running, TwilioEndpoints};
+use alertcall::operator::{self, Config, Running};
 use alertcall::twilio::sim::{Event, Fault, FaultSpec, SimConfig, SimHandle, Simulator};
 use alertcall::twilio::types::VoiceWebhook;
+use alertcall::twilio::TwilioEndpoints;
 use alertcall::twilio::{signature, Credentials, TwilioClient, TwilioConfig};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -72,7 +73,7 @@ async fn setup(prefix: &str) -> Env {
         call_policies: true,
         ..Config::local(prefix)
     };
-    let operator = controller::start(client.clone(), config)
+    let operator = operator::start(client.clone(), config)
         .await
         .unwrap_or_else(|e| panic!("operator: {e}"));
     Env {
@@ -172,24 +173,27 @@ async fn apply(env: &Env, policy: &CallPolicy) {
         .unwrap_or_else(|e| panic!("applying {name}: {e}"));
 }
 
-/// Polls the policy until `check` accepts it (bounded: about a minute).
+/// Polls the policy until `check` accepts it (bounded: [`support::WAIT`]).
 async fn wait_policy<F: Fn(&CallPolicy) -> bool>(
     env: &Env,
     name: &str,
     what: &str,
     check: F,
 ) -> CallPolicy {
-    let mut last = None;
-    for _ in 0..300 {
-        if let Ok(Some(policy)) = env.policies().get_opt(name).await {
-            if check(&policy) {
-                return policy;
-            }
-            last = policy.status.clone();
+    let last = std::sync::Mutex::new(None);
+    let found = support::within(support::WAIT, || async {
+        let policy = env.policies().get_opt(name).await.ok().flatten()?;
+        if check(&policy) {
+            return Some(policy);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("timed out waiting for {what} on {name}; last status: {last:#?}");
+        *last.lock().unwrap_or_else(|e| e.into_inner()) = policy.status;
+        None
+    })
+    .await;
+    found.unwrap_or_else(|| {
+        let last = last.lock().unwrap_or_else(|e| e.into_inner()).take();
+        panic!("timed out waiting for {what} on {name}; last status: {last:#?}")
+    })
 }
 
 fn condition<'a>(
@@ -240,13 +244,11 @@ async fn voice_url(env: &Env) -> (Option<String>, Option<String>) {
 
 async fn delete_and_wait(env: &Env, name: &str) {
     let _ = env.policies().delete(name, &DeleteParams::default()).await;
-    for _ in 0..300 {
-        if matches!(env.policies().get_opt(name).await, Ok(None)) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("{name} was not deleted (finalizer still held)");
+    support::eventually(
+        &format!("{name} to be deleted (its finalizer released)"),
+        || async { matches!(env.policies().get_opt(name).await, Ok(None)).then_some(()) },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -363,12 +365,10 @@ async fn policy_lifecycle_publishes_bridges_corrects_drift_and_cleans_up() {
         )
         .await
         .unwrap_or_else(|e| panic!("hand edit: {e}"));
-    for _ in 0..100 {
-        if voice_url(&env).await.0.as_deref() == Some(new_twiml.urls.bridge.as_str()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::eventually("the hand-edited voice URL to be set back", || async {
+        (voice_url(&env).await.0.as_deref() == Some(new_twiml.urls.bridge.as_str())).then_some(())
+    })
+    .await;
     assert_eq!(
         voice_url(&env).await,
         (Some(new_twiml.urls.bridge.clone()), Some("GET".into()))
@@ -388,15 +388,10 @@ async fn policy_lifecycle_publishes_bridges_corrects_drift_and_cleans_up() {
         .await
         .unwrap_or_else(|e| panic!("emptying the environment: {e}"));
     assert_eq!(env.fetch(&new_twiml.urls.ack, true).await.0, 404);
-    let mut served = false;
-    for _ in 0..100 {
-        if env.fetch(&new_twiml.urls.ack, true).await.0 == 200 {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(served, "the vanished documents were not published again");
+    support::eventually("the vanished documents to be published again", || async {
+        (env.fetch(&new_twiml.urls.ack, true).await.0 == 200).then_some(())
+    })
+    .await;
 
     // Removing bridgeNumber hands the number back; naming it again takes it over again.
     let mut without_bridge = japanese.clone();

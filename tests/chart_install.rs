@@ -184,7 +184,7 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
     sim.add_number(FROM);
     apply_app_objects(&admin, &app.name).await;
     let sim_url = url::Url::parse(&sim.api_url()).ok();
-    let config = alertcall::controller::Config {
+    let config = alertcall::operator::Config {
         namespace: Some(app.name.clone()),
         leader_election: Some(alertcall::leader::LeaseConfig {
             namespace: release_ns.name.clone(),
@@ -193,16 +193,16 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
             duration: Duration::from_secs(15),
             renew: Duration::from_secs(10),
         }),
-        twilio: alertcall::controller::TwilioEndpoints {
+        twilio: alertcall::twilio::TwilioEndpoints {
             api_url: sim_url.clone(),
             serverless_url: sim_url,
             ..Default::default()
         },
         call_policies: true,
         poll_interval: Duration::from_millis(500),
-        ..alertcall::controller::Config::local("chart-test")
+        ..alertcall::operator::Config::local("chart-test")
     };
-    let running = alertcall::controller::start(client, config)
+    let running = alertcall::operator::start(client, config)
         .await
         .unwrap_or_else(|e| panic!("operator with the chart's ServiceAccount: {e}"));
     let leader = running.context.leader.clone();
@@ -250,7 +250,7 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
             .finalizers
             .iter()
             .flatten()
-            .any(|f| f == alertcall::controller::alert_call::FINALIZER);
+            .any(|f| f == alertcall::controllers::alert_call::FINALIZER);
         (!held).then_some(())
     })
     .await;

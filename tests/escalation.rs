@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use alertcall::api::{AlertCall, AlertCallStatus, AttemptStatus, Phase};
-use alertcall::controller::{self, callbacks, HookPoint, Hooks, Running};
+use alertcall::controllers::callbacks;
+use alertcall::operator::Running;
+use alertcall::page::hooks::{HookPoint, Hooks};
 use alertcall::twilio::signature;
 use alertcall::twilio::sim::{Event, Fault, FaultSpec, Outcome, Recipient, Script};
 use kube::api::{Api, Patch, PatchParams};
@@ -75,27 +77,27 @@ async fn transitions_are_events_and_metrics(h: &Harness, op: &Running) {
         "CallEnded",
         "Acknowledged",
     ];
-    let mut reasons = Vec::new();
-    for _ in 0..100 {
-        reasons = match events.list(&Default::default()).await {
+    let reasons = || async {
+        match events.list(&Default::default()).await {
             Ok(list) => list
                 .items
                 .into_iter()
                 .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("page"))
                 .filter_map(|e| e.reason)
-                .collect(),
+                .collect::<Vec<_>>(),
             Err(error) => panic!("listing events: {error}"),
-        };
-        if wanted.iter().all(|w| reasons.iter().any(|r| r == w)) {
-            break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for reason in wanted {
-        assert!(
-            reasons.iter().any(|r| r == reason),
-            "no {reason} event in {reasons:?}"
-        );
+    };
+    let all_there = support::within(support::WAIT, || async {
+        let seen = reasons().await;
+        wanted
+            .iter()
+            .all(|w| seen.iter().any(|r| r == w))
+            .then_some(())
+    })
+    .await;
+    if all_there.is_none() {
+        panic!("not every one of {wanted:?} in {:?}", reasons().await);
     }
     let metrics = reqwest::get(format!("http://{}/metrics", op.addr))
         .await
@@ -583,7 +585,7 @@ fn has_finalizer(call: &AlertCall) -> bool {
         .finalizers
         .iter()
         .flatten()
-        .any(|f| f == controller::alert_call::FINALIZER)
+        .any(|f| f == alertcall::controllers::alert_call::FINALIZER)
 }
 
 /// Waits (bounded) until the AlertCall is gone.
@@ -663,7 +665,7 @@ async fn deletion_waits_for_an_unreachable_twilio_and_says_why() {
     let status = h
         .wait_status("page", "deletion waiting on Twilio", |s| {
             s.conditions.iter().any(|c| {
-                c.type_ == controller::alert_call::CALLS_ENDED
+                c.type_ == alertcall::controllers::alert_call::CALLS_ENDED
                     && c.status == "False"
                     && c.reason == "TwilioUnreachable"
             })

@@ -7,7 +7,7 @@ mod support;
 
 use alertcall::api::{AlertCallStatus, AttemptStatus, CallPolicy, Phase};
 use alertcall::cli::demo;
-use alertcall::controller::Hooks;
+use alertcall::page::hooks::Hooks;
 use alertcall::twilio::sim::{Recipient, Script};
 use serde_json::json;
 use support::paging::*;

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alertcall::api::{AlertCall, AlertCallStatus, AttemptStatus, CallPolicy, Phase};
-use alertcall::controller::{self, callbacks, Config, HookPoint, Hooks, Running};
+use alertcall::controllers::callbacks;
+use alertcall::operator::{self, Config, Running};
+use alertcall::page::hooks::{HookPoint, Hooks};
 use alertcall::routing::build::{LABEL_TRUNCATED, SOURCE_LABEL_VALUE_MAX, TRUNCATED_SUFFIX};
 use alertcall::sources::alertmanager::MAX_BODY_BYTES;
 use alertcall::twilio::signature;
@@ -124,7 +126,7 @@ impl Webhook {
             namespace: Some(ns.name.clone()),
             ..Config::local(prefix)
         };
-        let running = controller::start(client.clone(), config)
+        let running = operator::start(client.clone(), config)
             .await
             .unwrap_or_else(|e| panic!("start: {e}"));
         support::until_ready(running.addr).await;
@@ -559,7 +561,7 @@ async fn unsigned_and_misaddressed_twilio_requests_cost_no_kubernetes_request() 
         .local_addr()
         .unwrap_or_else(|e| panic!("local addr: {e}"));
     let config = h.config("logged", addr, true, Hooks::default());
-    let op = controller::start_with_listener(client, config, listener)
+    let op = operator::start_with_listener(client, config, listener)
         .await
         .unwrap_or_else(|e| panic!("starting the operator: {e}"));
     h.policy(policy_spec(

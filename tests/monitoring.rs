@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use alertcall::controller::{self, Config};
+use alertcall::operator::{self, Config};
 use serde_json::{json, Value};
 
 const FILES: &str = "charts/alertcall/files";
@@ -185,7 +185,7 @@ async fn every_metric_the_dashboard_and_rules_use_is_exported() {
         namespace: Some(ns.name.clone()),
         ..Config::local("metrics-test")
     };
-    let running = controller::start(client, config)
+    let running = operator::start(client, config)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     let url = format!("http://{}/metrics", running.addr);

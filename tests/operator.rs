@@ -4,8 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use alertcall::controller::{self, Config};
 use alertcall::leader::LeaseConfig;
+use alertcall::operator::{self, Config};
 
 #[tokio::test]
 async fn health_readiness_and_metrics_are_served() {
@@ -17,7 +17,7 @@ async fn health_readiness_and_metrics_are_served() {
         namespace: Some(ns.name.clone()),
         ..Config::local("http-test")
     };
-    let running = controller::start(client, config)
+    let running = operator::start(client, config)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     let base = format!("http://{}", running.addr);
@@ -39,15 +39,14 @@ async fn health_readiness_and_metrics_are_served() {
     };
     assert_eq!(get("/healthz").await.0, 200);
     // Ready once the controllers' caches are synced.
-    let mut ready = 0;
-    for _ in 0..100 {
-        ready = get("/readyz").await.0;
-        if ready == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    if support::wait_for("/readyz to answer 200", support::WAIT, || async {
+        (get("/readyz").await.0 == 200).then_some(())
+    })
+    .await
+    .is_err()
+    {
+        panic!("never ready: {}", get("/readyz").await.1);
     }
-    assert_eq!(ready, 200, "{}", get("/readyz").await.1);
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("alertcall_dial_queue_depth"), "{metrics}");
@@ -71,10 +70,10 @@ async fn only_one_replica_leads_and_the_other_takes_over() {
         namespace: Some(ns.name.clone()),
         ..Config::local(identity)
     };
-    let first = controller::start(client.clone(), config("replica-a"))
+    let first = operator::start(client.clone(), config("replica-a"))
         .await
         .unwrap_or_else(|e| panic!("start a: {e}"));
-    let second = controller::start(client.clone(), config("replica-b"))
+    let second = operator::start(client.clone(), config("replica-b"))
         .await
         .unwrap_or_else(|e| panic!("start b: {e}"));
     let (a, b) = (first.context.leader.clone(), second.context.leader.clone());

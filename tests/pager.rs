@@ -9,10 +9,11 @@ use support::create;
 use std::time::Duration;
 
 use alertcall::api::{AlertCall, Phase};
-use alertcall::controller::{self, Config, Running, TwilioEndpoints};
+use alertcall::operator::{self, Config, Running};
 use alertcall::twilio::sim::{
     Event as SimEvent, Outcome, Recipient, Script, SimConfig, SimHandle, Simulator,
 };
+use alertcall::twilio::TwilioEndpoints;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -29,7 +30,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const GROUP_WAIT: i64 = 30;
 
 async fn operator(client: &Client, config: Config) -> Running {
-    let running = controller::start(client.clone(), config)
+    let running = operator::start(client.clone(), config)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     support::until_ready(running.addr).await;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use alertcall::api::{AlertCall, AlertRoute};
-use alertcall::controller::{self, Config, Running};
+use alertcall::operator::{self, Config, Running};
 use futures::{stream, StreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, ResourceQuota, Secret};
@@ -33,7 +33,7 @@ async fn start(client: &Client, namespace: Option<&str>) -> Running {
 }
 
 async fn start_with(client: &Client, config: Config) -> Running {
-    let running = controller::start(client.clone(), config)
+    let running = operator::start(client.clone(), config)
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     support::until_ready(running.addr).await;
@@ -379,7 +379,7 @@ async fn a_storm_of_copies_pages_once_and_only_counts() {
     // lasts (how long depends on the machine), plus the page's own writes; not one per event.
     let (route_writes, call_writes) = (route_writes.abort_count(), call_writes.abort_count());
     let intervals = storm_started.elapsed().as_secs()
-        / alertcall::controller::pages::COUNTER_INTERVAL
+        / alertcall::pipeline::pager::COUNTER_INTERVAL
             .as_secs()
             .max(1);
     // NB: 14 held on an idle machine (the creates, the controller's own status writes, a few

@@ -408,3 +408,19 @@ pub struct TwimlUrls {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub no_ack: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_template_renders_event_fields() {
+        let text =
+            crate::message::render(DEFAULT_TEMPLATE, &crate::message::MessageContext::sample())
+                .unwrap_or_default();
+        assert_eq!(
+            text,
+            "Alert. BackOff on Pod default/api-7f9c6d5b8-x2x9q. Back-off restarting failed container api"
+        );
+    }
+}

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::controller::{self, Config, Hooks, TwilioEndpoints};
 use crate::leader::LeaseConfig;
+use crate::operator::{self, Config};
+use crate::page::hooks::Hooks;
+use crate::twilio::TwilioEndpoints;
 
 /// The production defaults of `alertcall run`, as the flags' defaults spell them. A unit test
 /// keeps the two equal; the README states them.
@@ -169,7 +171,7 @@ pub fn run(args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(controller::run(config)) {
+    match runtime.block_on(operator::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("alertcall run: {error}");

@@ -9,11 +9,12 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::api::{AlertCallStatus, Attempt, AttemptStatus, CallPolicySpec};
 use crate::escalation::{CallUpdate, Observation};
-use crate::runner::{DialOutcome, Limits};
+use crate::page::documents;
+use crate::page::runner::{DialOutcome, Limits};
 use crate::twilio::client::{CallEnd, CallFilter, CreateCall, StartTimeFilter};
 use crate::twilio::twiml::TwimlError;
 use crate::twilio::types::{parse_twilio_date, Call, CallStatus, ConferenceStatus};
-use crate::twilio::{documents, RetryClass, TwilioClient, TwilioError};
+use crate::twilio::{RetryClass, TwilioClient, TwilioError};
 
 /// How long after an answered call ended its Events are still read for a late acknowledgement.
 pub const ACK_CHECK_WINDOW: SignedDuration = SignedDuration::from_secs(120);

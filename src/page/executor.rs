@@ -13,9 +13,10 @@ use jiff::Timestamp;
 
 use super::calls;
 use crate::api::{AlertCallStatus, CallPolicySpec};
-use crate::controller::{Account, HookPoint, Hooks};
 use crate::escalation::{Action, Observation};
-use crate::runner::{DialJob, DialOutcome, JobKey, Limits, Runner};
+use crate::page::hooks::{HookPoint, Hooks};
+use crate::page::runner::{DialJob, DialOutcome, JobKey, Limits, Runner};
+use crate::twilio::Account;
 
 /// Where the outcome of a dial goes. It arrives after the step that decided the dial is over,
 /// so it is recorded on its own.

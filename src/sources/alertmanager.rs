@@ -10,7 +10,7 @@
 //!   cached briefly, so a request usually costs one AlertCall create at most.
 //! - Any replica takes webhooks, leader or not: AlertCall names are deterministic per group and
 //!   window, so creates from several replicas meet in one object, and only the leader dials
-//!   (see [`crate::controller::pages`]).
+//!   (see [`crate::pipeline::pager`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,15 +25,15 @@ use axum::{Json, Router};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::Client;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 
-use crate::controller::alert_route::Routes;
-use crate::controller::pages::{PageOutcome, Pager, Signal};
-use crate::controller::Context;
+use crate::pipeline::pager::{PageOutcome, Pager, Signal};
+use crate::pipeline::routes::Routes;
 use crate::routing::{AlertCandidate, AlertStatus, Candidate, RouteKey};
 
 /// A token read from its Secret is trusted this long; a rotated token takes effect after it.
@@ -166,7 +166,7 @@ impl TokenCache {
 
     async fn token(
         &self,
-        ctx: &Context,
+        client: &Client,
         namespace: &str,
         name: &str,
         key: &str,
@@ -175,7 +175,7 @@ impl TokenCache {
         let data = match self.cached(&cache_key) {
             Some(data) => data,
             None => {
-                let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+                let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
                 let data = match api.get_opt(name).await {
                     Ok(secret) => secret.map(|s| {
                         s.data
@@ -220,23 +220,30 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
 
 #[derive(Clone)]
 struct Webhook {
-    ctx: Arc<Context>,
+    client: Client,
     routes: Routes,
     pager: Pager,
     tokens: Arc<TokenCache>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The webhook endpoint, to merge into the operator's router.
-pub fn router(ctx: Arc<Context>, routes: Routes, pager: Pager) -> Router {
+pub fn router(
+    client: Client,
+    routes: Routes,
+    pager: Pager,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Router {
     Router::new()
         .route("/alertmanager/{namespace}/{route}", post(receive))
         // NB: enforced by the `Bytes` extractor of `receive`, before anything is parsed.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Webhook {
-            ctx,
+            client,
             routes,
             pager,
             tokens: Arc::new(TokenCache::default()),
+            metrics,
         })
 }
 
@@ -268,7 +275,7 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let metrics = hook.ctx.metrics.clone();
+    let metrics = hook.metrics.clone();
     let response = settle(hook, RouteKey::new(namespace, name), headers, body).await;
     if let Some(reason) = rejection_reason(response.status()) {
         metrics.webhook_rejection(reason);
@@ -304,7 +311,12 @@ async fn settle(hook: Webhook, key: RouteKey, headers: HeaderMap, body: Bytes) -
     };
     let expected = hook
         .tokens
-        .token(&hook.ctx, &key.namespace, &secret_ref.name, &secret_ref.key)
+        .token(
+            &hook.client,
+            &key.namespace,
+            &secret_ref.name,
+            &secret_ref.key,
+        )
         .await;
     if !expected.is_some_and(|expected| token_matches(presented, &expected)) {
         return unauthorized();

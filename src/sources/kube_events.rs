@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use jiff::{SignedDuration, Timestamp};
@@ -20,9 +21,9 @@ use tokio::task::JoinSet;
 
 use super::labels::LabelCache;
 use crate::api::EventType;
-use crate::controller::alert_route::{RouteSnapshot, Routes};
-use crate::controller::pages::{Pager, Signal};
-use crate::controller::Context;
+use crate::pipeline::pager::{Pager, Signal};
+use crate::pipeline::routes::{RouteSnapshot, Routes};
+use crate::pipeline::Shared;
 use crate::routing::{Candidate, EventCandidate};
 
 /// Label lookups in flight at once.
@@ -150,11 +151,14 @@ enum Output {
     Nothing,
 }
 
+/// Readiness component: the Event watch has listed what exists.
+pub const EVENTS: &str = "events";
+
 /// Watches Events and hands fresh, interesting ones to the pager until the task is dropped.
-pub async fn run(ctx: Arc<Context>, routes: Routes, pager: Pager) {
+pub async fn run(shared: Shared, max_event_age: Duration, routes: Routes, pager: Pager) {
     let cache = Arc::new(LabelCache::new(
-        ctx.client.clone(),
-        ctx.config.namespace.clone(),
+        shared.client.clone(),
+        shared.namespace.clone(),
     ));
     let mut helpers = JoinSet::new();
     {
@@ -172,11 +176,11 @@ pub async fn run(ctx: Arc<Context>, routes: Routes, pager: Pager) {
     }
     pager.until_ready().await;
 
-    let api: Api<Event> = match &ctx.config.namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
+    let api: Api<Event> = match &shared.namespace {
+        Some(ns) => Api::namespaced(shared.client.clone(), ns),
+        None => Api::all(shared.client.clone()),
     };
-    let max_age = SignedDuration::try_from(ctx.config.max_event_age).unwrap_or_default();
+    let max_age = SignedDuration::try_from(max_event_age).unwrap_or_default();
     let mut seen = Seen::default();
     let mut outputs = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -248,7 +252,7 @@ pub async fn run(ctx: Arc<Context>, routes: Routes, pager: Pager) {
                     return;
                 }
             }
-            Output::Synced => ctx.readiness.set_ready("events"),
+            Output::Synced => shared.readiness.set_ready(EVENTS),
             Output::Nothing => {}
         }
     }

@@ -1,4 +1,4 @@
-//! Sources: cluster signals become candidates for the pager ([`crate::controller::pages`]).
+//! Sources: cluster signals become candidates for the pager ([`crate::pipeline::pager`]).
 //!
 //! ```text
 //!  core/v1 Events ──watch──> kube_events (age, dedup, labels from metadata watches) ─┐

@@ -2,8 +2,8 @@
 //! simulator that stands in for Twilio in tests and the demo is its own crate,
 //! `crates/twilio-sim`, re-exported here as `sim` with the default feature `sim`.
 
+pub mod account;
 pub mod client;
-pub mod documents;
 pub mod error;
 pub mod signature;
 pub mod twiml;
@@ -12,5 +12,6 @@ pub mod types;
 #[cfg(feature = "sim")]
 pub use twilio_sim as sim;
 
+pub use account::{Account, TwilioEndpoints};
 pub use client::{Credentials, TwilioClient, TwilioConfig};
 pub use error::{Operation, RetryClass, TwilioError};

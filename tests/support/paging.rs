@@ -7,10 +7,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use alertcall::api::{AlertCall, AlertCallStatus, CallPolicy, Phase};
-use alertcall::controller::{self, Config, Hooks, Running, TwilioEndpoints};
+use alertcall::operator::{self, Config, Running};
+use alertcall::page::hooks::Hooks;
 use alertcall::twilio::sim::{
     Event, Ledger, Outcome, Recipient, Script, SimConfig, SimHandle, Simulator,
 };
+use alertcall::twilio::TwilioEndpoints;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::Client;
@@ -103,7 +105,7 @@ impl Harness {
 
     /// Starts an operator with `config` (from [`Harness::config`], adjusted) on `listener`.
     pub async fn start(&self, config: Config, listener: TcpListener) -> Running {
-        controller::start_with_listener(self.client.clone(), config, listener)
+        operator::start_with_listener(self.client.clone(), config, listener)
             .await
             .unwrap_or_else(|e| panic!("starting the operator: {e}"))
     }
@@ -204,7 +206,7 @@ impl Harness {
                 .finalizers
                 .iter()
                 .flatten()
-                .any(|f| f == controller::alert_call::FINALIZER);
+                .any(|f| f == alertcall::controllers::alert_call::FINALIZER);
             let ended = status
                 .attempts
                 .iter()

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::*;
 use crate::twilio::types::ParticipantStatus;
+use crate::twilio::types::{BuildStatus, CallStatus, ConferenceStatus, VoiceWebhook};
 
 const AC: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "s3cr3t-token";

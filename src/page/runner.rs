@@ -17,10 +17,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::controller::Account;
 use crate::metrics::Metrics;
 use crate::twilio::client::CreateCall;
 use crate::twilio::types::Call;
+use crate::twilio::Account;
 use crate::twilio::{RetryClass, TwilioError};
 
 /// One attempt of one page: `namespace/name` of the AlertCall and the attempt id.

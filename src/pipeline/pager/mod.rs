@@ -48,8 +48,8 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::alert_route::{RouteSnapshot, RouteStats, Routes};
-use super::Context;
+use super::routes::{RouteSnapshot, RouteStats, Routes};
+use super::Shared;
 use crate::api::AlertCall;
 use crate::metrics::RouteLabels;
 use crate::routing::build::LABEL_GROUP_HASH;
@@ -59,6 +59,15 @@ use crate::routing::{
 };
 
 /// How often counter updates of paged groups are written, at most.
+mod index;
+mod writes;
+
+use index::{record_of, GroupId};
+pub use index::{PageIndex, PageRecord};
+
+/// Readiness component: the AlertCall cache the pager deduplicates against is loaded.
+pub const PAGES: &str = "alertcalls";
+
 pub const COUNTER_INTERVAL: Duration = Duration::from_secs(2);
 /// A failed create is tried again after this long (the candidate is kept meanwhile).
 const CREATE_RETRY: SignedDuration = SignedDuration::from_secs(5);
@@ -137,144 +146,6 @@ impl Pager {
     }
 }
 
-/// One existing page of a group.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PageRecord {
-    pub name: String,
-    pub created: Timestamp,
-    pub last_seen: Option<Timestamp>,
-    pub count: Option<i64>,
-    /// `spec.source.resolvedAt`: the group was resolved after this page was made.
-    pub resolved_at: Option<Timestamp>,
-}
-
-impl PageRecord {
-    /// Counters only grow: a watch event older than our own write must not shrink them.
-    fn merge(&mut self, newer: PageRecord) {
-        self.created = newer.created;
-        self.last_seen = self.last_seen.max(newer.last_seen);
-        self.resolved_at = self.resolved_at.max(newer.resolved_at);
-        self.count = match (self.count, newer.count) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-    }
-}
-
-type GroupId = (String, String);
-
-/// The pages of every group, from the AlertCalls carrying the group-hash label.
-#[derive(Debug, Default)]
-pub struct PageIndex {
-    groups: HashMap<GroupId, Vec<PageRecord>>,
-    buffer: HashMap<GroupId, Vec<PageRecord>>,
-}
-
-fn record_of(call: &AlertCall) -> Option<(GroupId, PageRecord)> {
-    let hash = call.labels().get(LABEL_GROUP_HASH)?.clone();
-    let created = call.metadata.creation_timestamp.as_ref()?.0;
-    Some((
-        (call.namespace().unwrap_or_default(), hash),
-        PageRecord {
-            name: call.name_any(),
-            created,
-            last_seen: call.spec.source.last_seen.as_ref().map(|t| t.0),
-            count: call.spec.source.count,
-            resolved_at: call.spec.source.resolved_at.as_ref().map(|t| t.0),
-        },
-    ))
-}
-
-fn upsert(groups: &mut HashMap<GroupId, Vec<PageRecord>>, id: GroupId, record: PageRecord) {
-    let records = groups.entry(id).or_default();
-    match records.iter_mut().find(|r| r.name == record.name) {
-        Some(existing) => existing.merge(record),
-        None => records.push(record),
-    }
-}
-
-impl PageIndex {
-    pub fn upsert(&mut self, id: GroupId, record: PageRecord) {
-        upsert(&mut self.groups, id, record);
-    }
-
-    pub fn remove(&mut self, id: &GroupId, name: &str) {
-        if let Some(records) = self.groups.get_mut(id) {
-            records.retain(|r| r.name != name);
-            if records.is_empty() {
-                self.groups.remove(id);
-            }
-        }
-    }
-
-    /// The newest page of a group.
-    pub fn latest(&self, id: &GroupId) -> Option<&PageRecord> {
-        self.groups.get(id)?.iter().max_by_key(|r| r.created)
-    }
-
-    /// When the group was last resolved, as recorded on its pages: what a restarted pager knows
-    /// of resolves it did not see itself.
-    pub fn resolved_at(&self, id: &GroupId) -> Option<Timestamp> {
-        self.groups
-            .get(id)?
-            .iter()
-            .filter_map(|r| r.resolved_at)
-            .max()
-    }
-
-    fn find_mut(&mut self, name_namespace: &(String, String)) -> Option<&mut PageRecord> {
-        let (namespace, name) = name_namespace;
-        self.groups
-            .iter_mut()
-            .filter(|((ns, _), _)| ns == namespace)
-            .flat_map(|(_, records)| records.iter_mut())
-            .find(|r| &r.name == name)
-    }
-
-    fn on_event(&mut self, event: watcher::Event<DeserializeGuard<AlertCall>>) -> bool {
-        match event {
-            watcher::Event::Apply(DeserializeGuard(Ok(call))) => {
-                if let Some((id, record)) = record_of(&call) {
-                    self.upsert(id, record);
-                }
-            }
-            watcher::Event::Delete(DeserializeGuard(Ok(call))) => {
-                if let Some((id, record)) = record_of(&call) {
-                    self.remove(&id, &record.name);
-                }
-            }
-            watcher::Event::Init => self.buffer.clear(),
-            watcher::Event::InitApply(DeserializeGuard(Ok(call))) => {
-                if let Some((id, record)) = record_of(&call) {
-                    upsert(&mut self.buffer, id, record);
-                }
-            }
-            watcher::Event::InitDone => {
-                let mut fresh = std::mem::take(&mut self.buffer);
-                // Our own writes may be newer than the list: keep their counters.
-                for (id, records) in fresh.iter_mut() {
-                    for record in records.iter_mut() {
-                        if let Some(old) = self
-                            .groups
-                            .get(id)
-                            .and_then(|rs| rs.iter().find(|r| r.name == record.name))
-                        {
-                            let mut merged = old.clone();
-                            merged.merge(record.clone());
-                            *record = merged;
-                        }
-                    }
-                }
-                self.groups = fresh;
-                return true;
-            }
-            // Objects that do not parse are not pages we made.
-            _ => {}
-        }
-        false
-    }
-}
-
 /// Counter updates of one page, summed until the next flush.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct PendingCounter {
@@ -306,20 +177,23 @@ enum Done {
 
 /// Starts the pager; its task runs until shutdown.
 pub fn spawn(
-    ctx: Arc<Context>,
+    shared: Shared,
+    max_event_age: Duration,
     routes: Routes,
     stats: RouteStats,
     tasks: &mut JoinSet<()>,
 ) -> Pager {
     let (tx, rx) = mpsc::channel(QUEUE);
     let (ready_tx, ready) = watch::channel(false);
-    let task = PagerTask::new(ctx, routes, stats, false);
+    let task = PagerTask::new(shared, max_event_age, routes, stats, false);
     tasks.spawn(task.run(rx, ready_tx));
     Pager { tx, ready }
 }
 
 struct PagerTask {
-    ctx: Arc<Context>,
+    shared: Shared,
+    /// Signals older than this are not redecided on a takeover.
+    max_event_age: Duration,
     routes: Routes,
     stats: RouteStats,
     tracker: GroupTracker,
@@ -346,9 +220,16 @@ fn until(at: Timestamp) -> tokio::time::Instant {
 }
 
 impl PagerTask {
-    fn new(ctx: Arc<Context>, routes: Routes, stats: RouteStats, was_leader: bool) -> Self {
+    fn new(
+        shared: Shared,
+        max_event_age: Duration,
+        routes: Routes,
+        stats: RouteStats,
+        was_leader: bool,
+    ) -> Self {
         Self {
-            ctx,
+            shared,
+            max_event_age,
             routes,
             stats,
             tracker: GroupTracker::default(),
@@ -368,9 +249,9 @@ impl PagerTask {
 
 impl PagerTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Signal>, ready: watch::Sender<bool>) {
-        let api: Api<DeserializeGuard<AlertCall>> = match &self.ctx.config.namespace {
-            Some(ns) => Api::namespaced(self.ctx.client.clone(), ns),
-            None => Api::all(self.ctx.client.clone()),
+        let api: Api<DeserializeGuard<AlertCall>> = match &self.shared.namespace {
+            Some(ns) => Api::namespaced(self.shared.client.clone(), ns),
+            None => Api::all(self.shared.client.clone()),
         };
         let mut calls = watcher(api, watcher::Config::default().labels(LABEL_GROUP_HASH))
             .default_backoff()
@@ -382,7 +263,7 @@ impl PagerTask {
             let is_ready = calls_synced && self.routes.borrow().synced;
             if is_ready && !*ready.borrow() {
                 ready.send_replace(true);
-                self.ctx.readiness.set_ready("alertcalls");
+                self.shared.readiness.set_ready(PAGES);
             }
             let wake = self.waiting.keys().next().copied();
             tokio::select! {
@@ -421,7 +302,7 @@ impl PagerTask {
     fn on_signal(&mut self, mut signal: Signal) {
         let snapshot = self.snapshot();
         let now = Timestamp::now();
-        let leader = self.ctx.leader.is_leader();
+        let leader = self.shared.leader.is_leader();
         // NB: held open by this decision loop itself, so it cannot settle before every route
         // had its say; released at the end.
         let reply = signal.reply.take().map(|tx| self.open_reply(tx));
@@ -464,99 +345,6 @@ impl PagerTask {
         self.release_reply(reply, None);
     }
 
-    fn open_reply(&mut self, tx: oneshot::Sender<PageOutcome>) -> ReplyId {
-        let id = self.next_reply;
-        self.next_reply = self.next_reply.wrapping_add(1);
-        self.replies.insert(
-            id,
-            PendingReply {
-                tx,
-                open: 1,
-                failure: None,
-            },
-        );
-        id
-    }
-
-    /// One more decision the signal's reply waits for.
-    fn hold_reply(&mut self, id: Option<ReplyId>) {
-        if let Some(pending) = id.and_then(|id| self.replies.get_mut(&id)) {
-            pending.open += 1;
-        }
-    }
-
-    /// One decision of the signal is settled (`failure`: not durable); the last one answers.
-    fn release_reply(&mut self, id: Option<ReplyId>, failure: Option<String>) {
-        let Some(id) = id else {
-            return;
-        };
-        let Some(pending) = self.replies.get_mut(&id) else {
-            return;
-        };
-        if pending.failure.is_none() {
-            pending.failure = failure;
-        }
-        pending.open = pending.open.saturating_sub(1);
-        if pending.open > 0 {
-            return;
-        }
-        if let Some(done) = self.replies.remove(&id) {
-            let outcome = match done.failure {
-                None => PageOutcome::Settled,
-                Some(error) => PageOutcome::Failed(error),
-            };
-            // The webhook may have stopped waiting (its own deadline): nobody to tell.
-            let _ = done.tx.send(outcome);
-        }
-    }
-
-    /// Writes a resolve on the group's newest page (`spec.source.resolvedAt`), so it outlives
-    /// this process: a restarted pager reopens the repeat window from it, and the AlertCall
-    /// controller cancels that page if it is still waiting out its group wait.
-    fn record_resolve(
-        &mut self,
-        route: &RouteKey,
-        key: &GroupKey,
-        at: Timestamp,
-        reply: Option<ReplyId>,
-    ) {
-        let id: GroupId = (route.namespace.clone(), group_hash(route, key));
-        let Some(page) = self.pages.latest(&id) else {
-            return;
-        };
-        // NB: a resolve from before the page neither reopens its window nor may cancel it.
-        if at < page.created || page.resolved_at.is_some_and(|known| known >= at) {
-            return;
-        }
-        let page = (route.namespace.clone(), page.name.clone());
-        if let Some(record) = self.pages.find_mut(&page) {
-            record.resolved_at = Some(at);
-        }
-        if let Some(waiting) = self.in_flight.get_mut(&page) {
-            // Written once the create lands (see on_done); the reply waits for that.
-            waiting.extend(reply);
-            self.hold_reply(reply);
-            return;
-        }
-        self.hold_reply(reply);
-        self.patch_resolved(page, at, reply.into_iter().collect());
-    }
-
-    fn patch_resolved(&mut self, page: (String, String), at: Timestamp, replies: Vec<ReplyId>) {
-        let api: Api<AlertCall> = Api::namespaced(self.ctx.client.clone(), &page.0);
-        let patch = json!({ "spec": { "source": { "resolvedAt": at.to_string() } } });
-        self.jobs.spawn(async move {
-            let result = api
-                .patch(&page.1, &PatchParams::default(), &Patch::Merge(&patch))
-                .await;
-            Done::Resolved {
-                page,
-                replies,
-                result,
-            }
-        });
-    }
-
     /// The group's newest page already saw this signal's last occurrence.
     fn covered(&self, route: &RouteKey, key: &GroupKey, candidate: &Candidate) -> bool {
         let id: GroupId = (route.namespace.clone(), group_hash(route, key));
@@ -577,7 +365,7 @@ impl PagerTask {
         signal: Option<&Signal>,
         reply: Option<ReplyId>,
     ) {
-        let leader = self.ctx.leader.is_leader();
+        let leader = self.shared.leader.is_leader();
         let id: GroupId = (route.key.namespace.clone(), group_hash(&route.key, &key));
         let mut state = self.tracker.state(&route.key, &key);
         // NB: the last page and the last resolve come from AlertCalls (and what this process
@@ -610,7 +398,7 @@ impl PagerTask {
             GroupDecision::Suppress { .. } => {
                 if leader && signal.is_some() {
                     self.stats.update(&route.key, |a| a.suppressed += 1);
-                    self.ctx
+                    self.shared
                         .metrics
                         .suppressed
                         .get_or_create(&route_labels(&route.key))
@@ -682,7 +470,7 @@ impl PagerTask {
             .or_default()
             .extend(reply);
         self.hold_reply(reply);
-        let api: Api<AlertCall> = Api::namespaced(self.ctx.client.clone(), &route.key.namespace);
+        let api: Api<AlertCall> = Api::namespaced(self.shared.client.clone(), &route.key.namespace);
         let call = built.call;
         let namespace = route.key.namespace.clone();
         let group = (route.key.clone(), key);
@@ -719,145 +507,6 @@ impl PagerTask {
         }
     }
 
-    fn on_done(&mut self, done: Done) {
-        match done {
-            Done::Created {
-                namespace,
-                id,
-                group,
-                candidate,
-                name,
-                result,
-            } => {
-                let page = (namespace.clone(), name.clone());
-                let waiting = self.in_flight.remove(&page).unwrap_or_default();
-                let failure = match &result {
-                    Ok(_) => None,
-                    Err(kube::Error::Api(status)) if status.code == 409 => None,
-                    Err(error) => Some(format!(
-                        "cannot create AlertCall {namespace}/{name}: {error}"
-                    )),
-                };
-                // A resolve that came while the create was in flight is written now.
-                let resolved = self.pages.find_mut(&page).and_then(|r| r.resolved_at);
-                let written = match &result {
-                    Ok(call) => call.spec.source.resolved_at.as_ref().map(|t| t.0),
-                    Err(_) => None,
-                };
-                self.on_created(namespace, id, group, candidate, name, result);
-                match resolved {
-                    Some(at) if failure.is_none() && written < Some(at) => {
-                        self.patch_resolved(page, at, waiting);
-                    }
-                    _ => {
-                        for reply in waiting {
-                            self.release_reply(Some(reply), failure.clone());
-                        }
-                    }
-                }
-            }
-            Done::Patched {
-                page,
-                pending,
-                result,
-            } => self.on_patched(page, pending, result),
-            Done::Resolved {
-                page,
-                replies,
-                result,
-            } => {
-                let failure = match result {
-                    Ok(call) => {
-                        if let Some((id, record)) = record_of(&call) {
-                            self.pages.upsert(id, record);
-                        }
-                        None
-                    }
-                    // Deleted meanwhile: nothing left to cancel, and this process remembers.
-                    Err(kube::Error::Api(status)) if status.code == 404 => None,
-                    Err(error) => {
-                        tracing::warn!(alertcall = %format!("{}/{}", page.0, page.1), %error, "recording a resolve");
-                        Some(format!(
-                            "cannot record the resolve on AlertCall {}/{}: {error}",
-                            page.0, page.1
-                        ))
-                    }
-                };
-                for reply in replies {
-                    self.release_reply(Some(reply), failure.clone());
-                }
-            }
-        }
-    }
-
-    fn on_created(
-        &mut self,
-        namespace: String,
-        id: GroupId,
-        group: (RouteKey, GroupKey),
-        candidate: Box<Candidate>,
-        name: String,
-        result: Result<AlertCall, kube::Error>,
-    ) {
-        match result {
-            Ok(call) => {
-                tracing::info!(alertcall = %format!("{namespace}/{name}"), route = %group.0, group = %group.1, "paged");
-                self.ctx
-                    .metrics
-                    .pages
-                    .get_or_create(&route_labels(&group.0))
-                    .inc();
-                self.stats
-                    .update(&group.0, |a| a.last_alert_call = Some(name.clone()));
-                if let Some((id, record)) = record_of(&call) {
-                    self.pages.upsert(id, record);
-                }
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                // Another replica, a previous process or a duplicate signal made it first.
-                tracing::debug!(alertcall = %format!("{namespace}/{name}"), "page exists already");
-            }
-            Err(error) => {
-                tracing::error!(alertcall = %format!("{namespace}/{name}"), %error, "cannot create the AlertCall; retrying");
-                self.ctx.metrics.reconcile_error("pager", "CreateFailed");
-                self.pages.remove(&id, &name);
-                let at = Timestamp::now()
-                    .saturating_add(CREATE_RETRY)
-                    .unwrap_or_else(|_| Timestamp::now());
-                self.held.insert(group.clone(), *candidate);
-                self.waiting.entry(at).or_default().push(group);
-            }
-        }
-    }
-
-    fn on_patched(
-        &mut self,
-        page: (String, String),
-        pending: PendingCounter,
-        result: Result<AlertCall, kube::Error>,
-    ) {
-        match result {
-            Ok(call) => {
-                if let Some((id, record)) = record_of(&call) {
-                    self.pages.upsert(id, record);
-                }
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => {
-                tracing::warn!(alertcall = %format!("{}/{}", page.0, page.1), %error, "updating page counters");
-                if let Some(record) = self.pages.find_mut(&page) {
-                    if pending.counted {
-                        record.count = record.count.map(|c| c - pending.add);
-                    }
-                }
-                let retry = self.counters.entry(page).or_default();
-                retry.add += pending.add;
-                retry.counted |= pending.counted;
-                retry.last_seen = retry.last_seen.max(pending.last_seen);
-            }
-        }
-    }
-
     fn on_wake(&mut self) {
         let now = Timestamp::now();
         let due: Vec<Timestamp> = self.waiting.range(..=now).map(|(t, _)| *t).collect();
@@ -881,7 +530,7 @@ impl PagerTask {
 
     fn on_tick(&mut self) {
         let now = Timestamp::now();
-        let leader = self.ctx.leader.is_leader();
+        let leader = self.shared.leader.is_leader();
         if leader && !self.was_leader {
             self.take_over(now);
         }
@@ -894,8 +543,7 @@ impl PagerTask {
         } else {
             self.counters.clear();
             // A takeover only redecides what is younger than the maximum event age.
-            let max_age =
-                SignedDuration::try_from(self.ctx.config.max_event_age).unwrap_or_default();
+            let max_age = SignedDuration::try_from(self.max_event_age).unwrap_or_default();
             self.deferred
                 .retain(|_, (_, at)| now.duration_since(*at) <= max_age);
         }
@@ -903,7 +551,7 @@ impl PagerTask {
 
     /// Newly elected: pages the previous leader may not have made (AlertCalls tell).
     fn take_over(&mut self, now: Timestamp) {
-        let max_age = SignedDuration::try_from(self.ctx.config.max_event_age).unwrap_or_default();
+        let max_age = SignedDuration::try_from(self.max_event_age).unwrap_or_default();
         let deferred = std::mem::take(&mut self.deferred);
         let snapshot = self.snapshot();
         for ((route_key, key), (candidate, at)) in deferred {
@@ -915,41 +563,6 @@ impl PagerTask {
                     self.decide_group(route, &snapshot, key, &candidate, now, None, None);
                 }
             }
-        }
-    }
-
-    fn flush_counters(&mut self) {
-        for (page, pending) in std::mem::take(&mut self.counters) {
-            let Some(record) = self.pages.find_mut(&page) else {
-                continue;
-            };
-            let mut source = serde_json::Map::new();
-            if let Some(seen) = pending.last_seen {
-                if record.last_seen.is_none_or(|last| seen > last) {
-                    record.last_seen = Some(seen);
-                    source.insert("lastSeen".into(), json!(seen.to_string()));
-                }
-            }
-            if pending.counted && pending.add > 0 {
-                let count = record.count.unwrap_or(0) + pending.add;
-                record.count = Some(count);
-                source.insert("count".into(), json!(count));
-            }
-            if source.is_empty() {
-                continue;
-            }
-            let api: Api<AlertCall> = Api::namespaced(self.ctx.client.clone(), &page.0);
-            let patch = json!({ "spec": { "source": source } });
-            self.jobs.spawn(async move {
-                let result = api
-                    .patch(&page.1, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await;
-                Done::Patched {
-                    page,
-                    pending,
-                    result,
-                }
-            });
         }
     }
 }
@@ -975,22 +588,20 @@ fn route_labels(key: &RouteKey) -> RouteLabels {
 mod tests {
     use super::*;
     use crate::api::AlertRouteSpec;
-    use crate::controller::alert_route::RouteActivity;
-    use crate::controller::Config;
+    use crate::pipeline::routes::RouteActivity;
     use crate::routing::{AlertCandidate, RouteIndex};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     /// A pager on a client that reaches nothing: decisions only (creates fail in the background).
     fn pager(spec: AlertRouteSpec) -> (PagerTask, RouteStats) {
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
         let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
-        let (_, shutdown) = watch::channel(false);
-        let ctx = Arc::new(Context::new(
+        let shared = Shared {
             client,
-            Config::local("test"),
-            crate::leader::Leadership::always(),
-            shutdown,
-        ));
+            namespace: None,
+            leader: crate::leader::Leadership::always(),
+            readiness: crate::http::Readiness::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+        };
         let mut route = crate::api::AlertRoute::new("r", spec);
         route.metadata.namespace = Some("prod".into());
         let snapshot = RouteSnapshot {
@@ -1000,7 +611,13 @@ mod tests {
         };
         let (_publish, routes) = watch::channel(Arc::new(snapshot));
         let stats = RouteStats::default();
-        let task = PagerTask::new(ctx, routes, stats.clone(), true);
+        let task = PagerTask::new(
+            shared,
+            Duration::from_secs(300),
+            routes,
+            stats.clone(),
+            true,
+        );
         (task, stats)
     }
 
@@ -1027,7 +644,7 @@ mod tests {
         for _ in 0..3 {
             pager.on_signal(backoff(1, now, false));
         }
-        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 1);
+        assert_eq!(pager.pages.page_count(), 1);
         let seen = activity(&stats);
         assert_eq!((seen.matched, seen.suppressed), (3, 2));
         let pending: Vec<&PendingCounter> = pager.counters.values().collect();
@@ -1065,7 +682,7 @@ mod tests {
         assert_eq!(activity(&stats), RouteActivity::default());
         // The same occurrence seen live (not from a relist) is news after the window.
         pager.on_signal(backoff(2, now, false));
-        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 2);
+        assert_eq!(pager.pages.page_count(), 2);
     }
 
     #[tokio::test]
@@ -1093,10 +710,10 @@ mod tests {
         };
         pager.on_signal(alert(crate::routing::AlertStatus::Firing));
         pager.on_signal(alert(crate::routing::AlertStatus::Firing));
-        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 1);
+        assert_eq!(pager.pages.page_count(), 1);
         pager.on_signal(alert(crate::routing::AlertStatus::Resolved));
         pager.on_signal(alert(crate::routing::AlertStatus::Firing));
-        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 2);
+        assert_eq!(pager.pages.page_count(), 2);
     }
 
     fn alert_route_spec() -> AlertRouteSpec {
@@ -1150,9 +767,9 @@ mod tests {
         pager.on_signal(backoff(1, now, false));
         // Nothing is held in memory: the page is on its way to the API server, waiting there.
         assert!(pager.held.is_empty() && pager.waiting.is_empty());
-        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 1);
+        assert_eq!(pager.pages.page_count(), 1);
         pager.on_signal(backoff(2, now, false));
-        assert_eq!(pager.pages.groups.values().map(Vec::len).sum::<usize>(), 1);
+        assert_eq!(pager.pages.page_count(), 1);
         assert_eq!(activity(&stats).suppressed, 1);
     }
 
@@ -1178,7 +795,7 @@ mod tests {
             };
             pager.pages.upsert(id.clone(), record);
             pager.on_signal(firing());
-            let made = pager.pages.groups.values().map(Vec::len).sum::<usize>();
+            let made = pager.pages.page_count();
             assert_eq!(made, pages, "resolved at {resolved:?}");
         }
     }
@@ -1212,37 +829,6 @@ mod tests {
         // Already recorded (a duplicate from another Alertmanager): no second write.
         pager.on_signal(resolved());
         assert_eq!(pager.jobs.len(), 1);
-    }
-
-    #[test]
-    fn the_index_rebuilds_resolves_from_listed_alert_calls() {
-        let call = |name: &str, created: i64, resolved: Option<i64>| {
-            let mut spec = crate::fixtures::alert_call_spec();
-            spec.source.resolved_at = resolved.map(|t| Time(crate::fixtures::at(t)));
-            let mut call = AlertCall::new(name, spec);
-            call.metadata.namespace = Some("prod".into());
-            call.metadata.creation_timestamp = Some(Time(crate::fixtures::at(created)));
-            call.metadata.labels = Some(BTreeMap::from([(
-                LABEL_GROUP_HASH.to_string(),
-                "abc".to_string(),
-            )]));
-            DeserializeGuard(Ok(call))
-        };
-        let id = ("prod".to_string(), "abc".to_string());
-        let mut index = PageIndex::default();
-        assert!(!index.on_event(watcher::Event::Init));
-        index.on_event(watcher::Event::InitApply(call("a", 100, Some(150))));
-        index.on_event(watcher::Event::InitApply(call("b", 200, None)));
-        assert_eq!(index.resolved_at(&id), None, "only complete lists count");
-        assert!(index.on_event(watcher::Event::InitDone));
-        assert_eq!(index.resolved_at(&id), Some(crate::fixtures::at(150)));
-        assert_eq!(index.latest(&id).map(|r| r.name.as_str()), Some("b"));
-        // A later resolve written on the newest page, seen through the watch.
-        index.on_event(watcher::Event::Apply(call("b", 200, Some(250))));
-        assert_eq!(index.resolved_at(&id), Some(crate::fixtures::at(250)));
-        // A stale event does not take a recorded resolve back.
-        index.on_event(watcher::Event::Apply(call("b", 200, None)));
-        assert_eq!(index.resolved_at(&id), Some(crate::fixtures::at(250)));
     }
 
     /// Runs the pager's finished jobs through `on_done`, as its loop does.
@@ -1281,34 +867,5 @@ mod tests {
         assert!(pager.replies.is_empty() && pager.in_flight.is_empty());
         // The pager retries on its own too (an Event's page has nobody else to retry it).
         assert_eq!(pager.held.len(), 1);
-    }
-
-    fn record(name: &str, created: i64, count: Option<i64>) -> PageRecord {
-        PageRecord {
-            name: name.into(),
-            created: crate::fixtures::at(created),
-            last_seen: Some(crate::fixtures::at(created)),
-            count,
-            resolved_at: None,
-        }
-    }
-
-    #[test]
-    fn latest_page_wins_and_counters_only_grow() {
-        let mut index = PageIndex::default();
-        let id = ("prod".to_string(), "abc".to_string());
-        index.upsert(id.clone(), record("a", 100, Some(5)));
-        index.upsert(id.clone(), record("b", 200, Some(1)));
-        assert_eq!(index.latest(&id).map(|r| r.name.as_str()), Some("b"));
-        // A stale watch event of "a" does not lower what we wrote.
-        index.upsert(id.clone(), record("a", 100, Some(3)));
-        let a = index
-            .groups
-            .get(&id)
-            .and_then(|rs| rs.iter().find(|r| r.name == "a"))
-            .and_then(|r| r.count);
-        assert_eq!(a, Some(5));
-        index.remove(&id, "b");
-        assert_eq!(index.latest(&id).map(|r| r.name.as_str()), Some("a"));
     }
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use super::decide::{asset_prefix, keep_versions};
 use super::{twilio, Error, State, ENVIRONMENT};
 use crate::api::{TwimlStatus, TwimlUrls};
-use crate::controller::Account;
+use crate::page::documents::HostedDocuments;
 use crate::twilio::client::AssetUpload;
-use crate::twilio::documents::HostedDocuments;
 use crate::twilio::types::Environment;
+use crate::twilio::Account;
 use crate::twilio::TwilioClient;
 
 const DOCUMENTS: [&str; 3] = ["ack.xml", "bridge.xml", "no-ack.xml"];

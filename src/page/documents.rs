@@ -4,8 +4,10 @@
 
 use sha2::{Digest, Sha256};
 
-use super::twiml::{fit_inline, Beep, Conference, Dial, Gather, Method, Response, Say, TwimlError};
 use crate::api::CallPolicySpec;
+use crate::twilio::twiml::{
+    fit_inline, Beep, Conference, Dial, Gather, Method, Response, Say, TwimlError,
+};
 
 /// The spoken prompts, in the message's language where we have them.
 struct Prompts {

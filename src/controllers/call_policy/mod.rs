@@ -29,20 +29,24 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Mutex as AsyncMutex;
 
 mod bridge;
+mod cleanup;
 pub mod decide;
 mod publish;
+mod status;
 
 use bridge::{configure_bridge, previous_webhook, restore};
 pub use publish::publish_documents;
 use publish::{publish, unpublish};
 
 pub use bridge::PreviousWebhook;
-pub use decide::{asset_prefix, backoff, keep_versions, twilio_health, validate, Health};
+use cleanup::*;
+pub use decide::{asset_prefix, keep_versions, twilio_health, validate, Health};
+use status::*;
 
-use super::{AccountError, Context, FIELD_MANAGER};
+use super::{backoff, AccountError, Context, FIELD_MANAGER};
 use crate::api::conditions::set_condition;
 use crate::api::{AlertCall, Attempt, CallPolicy, CallPolicyStatus};
-use crate::twilio::documents::{self, HostedDocuments};
+use crate::page::documents::{self, HostedDocuments};
 use crate::twilio::types::IncomingPhoneNumber;
 use crate::twilio::{TwilioClient, TwilioError};
 
@@ -332,35 +336,6 @@ fn error_policy(guarded: Arc<Guarded>, error: &Error, state: Arc<State>) -> Acti
 
 // ---- apply ----------------------------------------------------------------------------------
 
-/// Conditions gathered during one reconcile.
-struct Report {
-    status: CallPolicyStatus,
-    generation: Option<i64>,
-    now: Time,
-}
-
-impl Report {
-    fn new(policy: &CallPolicy) -> Self {
-        Self {
-            status: policy.status.clone().unwrap_or_default(),
-            generation: policy.metadata.generation,
-            now: Time(jiff::Timestamp::now()),
-        }
-    }
-
-    fn set(&mut self, type_: &str, ok: bool, reason: &str, message: &str) {
-        set_condition(
-            &mut self.status.conditions,
-            type_,
-            ok,
-            reason,
-            message,
-            self.generation,
-            self.now.clone(),
-        );
-    }
-}
-
 async fn apply(policy: &CallPolicy, state: &State) -> Result<Action, Error> {
     let mut report = Report::new(policy);
     let result = apply_steps(policy, state, &mut report).await;
@@ -381,18 +356,6 @@ async fn apply(policy: &CallPolicy, state: &State) -> Result<Action, Error> {
         }
         Err(error) => Err(error),
     }
-}
-
-fn count_error(state: &State, error: &Error) {
-    state
-        .ctx
-        .metrics
-        .reconcile_errors
-        .get_or_create(&crate::metrics::ReconcileErrorLabels {
-            controller: CONTROLLER.into(),
-            reason: error.reason().into(),
-        })
-        .inc();
 }
 
 async fn apply_steps(policy: &CallPolicy, state: &State, report: &mut Report) -> Result<(), Error> {
@@ -524,17 +487,6 @@ async fn apply_steps(policy: &CallPolicy, state: &State, report: &mut Report) ->
     Ok(())
 }
 
-fn error_summary(error: &Error) -> String {
-    match error {
-        Error::Credentials { source, .. } => match (source.status(), source.code()) {
-            (Some(status), Some(code)) => format!("HTTP {status} (error {code})"),
-            (Some(status), None) => format!("HTTP {status}"),
-            _ => source.to_string(),
-        },
-        other => other.to_string(),
-    }
-}
-
 /// The account's IncomingPhoneNumber with exactly this number (Twilio matches partially).
 async fn find_number(
     client: &TwilioClient,
@@ -592,115 +544,9 @@ async fn policy_attempts(
 
 // ---- publishing -----------------------------------------------------------------------------
 
-async fn emit_event(state: &State, policy: &CallPolicy, event: Event) {
-    let reference = policy.object_ref(&());
-    if let Err(error) = state.ctx.recorder.publish(&event, &reference).await {
-        tracing::debug!(%error, "cannot publish event");
-    }
-}
-
 // ---- cleanup --------------------------------------------------------------------------------
 
-async fn cleanup(policy: &CallPolicy, state: &State) -> Result<Action, Error> {
-    let namespace = policy.namespace().unwrap_or_default();
-    let name = policy.name_any();
-    let previous = previous_webhook(policy);
-    if previous.is_none() && policy.status.as_ref().is_none_or(|s| s.twiml.is_none()) {
-        // Nothing was published or changed for this policy (it never got that far).
-        return Ok(Action::await_change());
-    }
-    let account = match state.ctx.accounts.for_policy(policy).await {
-        Ok(account) => account,
-        Err(error) if error.is_permanent() => return give_up(policy, state, &error.into()).await,
-        Err(error) => return Err(cleanup_failed(policy, state, error.into()).await),
-    };
-    let client = &account.client;
-    let mut result = Ok(());
-    if let Some(previous) = previous {
-        result = restore(client, &previous).await;
-    }
-    if result.is_ok() {
-        result = unpublish(client, state, &account.account_sid, &namespace, &name).await;
-    }
-    match result {
-        Ok(()) => Ok(Action::await_change()),
-        Err(error) if is_unauthorized(&error) => give_up(policy, state, &error).await,
-        Err(error) => Err(cleanup_failed(policy, state, error).await),
-    }
-}
-
-fn is_unauthorized(error: &Error) -> bool {
-    matches!(error, Error::Twilio { source, .. } if matches!(source.status(), Some(401 | 403)))
-}
-
-/// Without usable credentials nothing can be undone, and holding the object forever would also
-/// block deleting its namespace: say so loudly on the object's Events and let it go.
-async fn give_up(policy: &CallPolicy, state: &State, error: &Error) -> Result<Action, Error> {
-    let event = Event {
-        type_: EventType::Warning,
-        reason: "CleanupSkipped".into(),
-        note: Some(format!(
-            "{error}: the bridge number's webhook and the TwiML assets in Twilio were left as they are"
-        )),
-        action: "Cleanup".into(),
-        secondary: None,
-    };
-    emit_event(state, policy, event).await;
-    tracing::warn!(namespace = policy.namespace(), name = policy.name_any(), %error, "cleanup skipped");
-    Ok(Action::await_change())
-}
-
-/// Records why deletion waits, so it never waits silently.
-async fn cleanup_failed(policy: &CallPolicy, state: &State, error: Error) -> Error {
-    let mut report = Report::new(policy);
-    report.set(
-        READY,
-        false,
-        "CleanupPending",
-        &format!("deletion waits until Twilio changes are undone: {error}"),
-    );
-    if let Err(kube_error) = write_status(policy, state, report.status).await {
-        tracing::debug!(%kube_error, "cannot record the cleanup failure");
-    }
-    error
-}
-
 // ---- status ---------------------------------------------------------------------------------
-
-async fn write_status(
-    policy: &CallPolicy,
-    state: &State,
-    status: CallPolicyStatus,
-) -> Result<(), Error> {
-    if policy.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<CallPolicy> = Api::namespaced(
-        state.ctx.client.clone(),
-        &policy.namespace().unwrap_or_default(),
-    );
-    let mut body = serde_json::to_value(&status).unwrap_or_default();
-    // NB: merge patch keeps absent keys; cleared fields are sent as null to remove them.
-    if let Some(map) = body.as_object_mut() {
-        for key in ["twiml", "bridgeNumberSid"] {
-            map.entry(key).or_insert(serde_json::Value::Null);
-        }
-    }
-    let patch = serde_json::json!({ "status": body });
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..Default::default()
-    };
-    match api
-        .patch_status(&policy.name_any(), &params, &Patch::Merge(&patch))
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Deleted meanwhile: nothing to report on.
-        Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
-}
 
 #[cfg(test)]
 mod tests {

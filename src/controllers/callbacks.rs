@@ -27,16 +27,52 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::StreamExt;
+use kube::api::Api;
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, reflector, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use subtle::ConstantTimeEq;
 
 use super::alert_call::{claimed_sids, record, Pages};
-use super::{Account, Context, Policies};
+use super::Context;
 use crate::api::{AlertCall, Attempt, CallPolicy};
 use crate::escalation::{CallUpdate, Observation};
 use crate::page::calls::{attempt_status, LOOKUP_SKEW};
-use crate::twilio::{documents, signature};
+use crate::page::documents;
+use crate::twilio::{signature, Account};
+
+/// Readiness component of the CallPolicy cache the callback endpoints verify requests with.
+pub const POLICIES: &str = "callpolicies";
+
+/// Every CallPolicy in scope, from a watch: what Twilio's requests are checked against without
+/// an API call.
+pub type Policies = Store<DeserializeGuard<CallPolicy>>;
+
+/// Watches CallPolicies into a cache; the task runs until its stream ends.
+pub fn watch_policies(ctx: &Context) -> (Policies, impl std::future::Future<Output = ()>) {
+    let api: Api<DeserializeGuard<CallPolicy>> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let readiness = ctx.readiness.clone();
+    let task = async move {
+        let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                // NB: the initial list is complete (even when empty): the cache answers now.
+                Ok(watcher::Event::InitDone) => readiness.set_ready(POLICIES),
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "watching CallPolicies"),
+            }
+        }
+    };
+    (reader, task)
+}
 
 /// The routes Twilio calls.
 pub fn router(ctx: Arc<Context>, pages: Pages, policies: Policies) -> Router {
@@ -209,7 +245,7 @@ impl Callbacks {
             }
         }
         let ready = |component: &str| !self.ctx.readiness.pending().iter().any(|p| p == component);
-        if !ready(super::alert_call::CONTROLLER) || !ready(super::POLICIES) {
+        if !ready(super::alert_call::CONTROLLER) || !ready(POLICIES) {
             return Err(Refusal::Unavailable);
         }
         let page = ObjectRef::<Guarded>::new(&named.name).within(&named.namespace);

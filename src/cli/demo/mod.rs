@@ -23,37 +23,44 @@ use tokio::sync::mpsc;
 use super::check::{namespace_of, qualified, Manifests};
 use crate::api::TwimlStatus;
 use crate::api::{AlertCall, AlertCallStatus, CallPolicy, Mode, Phase};
-use crate::controller::{Account, Hooks};
 use crate::escalation::{observe, step, Action, Observation, StepContext};
 use crate::metrics::Metrics;
+use crate::page::documents::{room_name, HostedDocuments};
+use crate::page::hooks::Hooks;
+use crate::page::runner::Runner;
 use crate::page::{calls, DialUrls, Executor, Outcomes};
 use crate::routing::{
     build_alert_call, decide, Candidate, EventCandidate, GroupDecision, GroupKey, GroupState,
     PageRequest, RouteIndex, RouteKey,
 };
-use crate::runner::Runner;
 use crate::sources::alertmanager::Payload;
-use crate::twilio::documents::{room_name, HostedDocuments};
 use crate::twilio::sim::{self, Event, Outcome, Recipient, SimConfig, SimHandle, Simulator};
+use crate::twilio::Account;
 use crate::twilio::{Credentials, TwilioClient, TwilioConfig};
 
 /// The examples compiled into the binary, so the demo runs from anywhere.
+mod cast;
+mod narration;
+
+use cast::*;
+use narration::*;
+
 pub const EXAMPLES: &[(&str, &str)] = &[
     (
         "examples/policy-sequential.yaml",
-        include_str!("../../examples/policy-sequential.yaml"),
+        include_str!("../../../examples/policy-sequential.yaml"),
     ),
     (
         "examples/policy-simultaneous-all-ack.yaml",
-        include_str!("../../examples/policy-simultaneous-all-ack.yaml"),
+        include_str!("../../../examples/policy-simultaneous-all-ack.yaml"),
     ),
     (
         "examples/route-critical-pods-nodes.yaml",
-        include_str!("../../examples/route-critical-pods-nodes.yaml"),
+        include_str!("../../../examples/route-critical-pods-nodes.yaml"),
     ),
     (
         "examples/route-alertmanager-critical.yaml",
-        include_str!("../../examples/route-alertmanager-critical.yaml"),
+        include_str!("../../../examples/route-alertmanager-critical.yaml"),
     ),
 ];
 
@@ -110,7 +117,7 @@ pub enum DemoError {
     #[error("Twilio (simulated): {0}")]
     Twilio(#[from] crate::twilio::TwilioError),
     #[error("publishing the TwiML documents: {0}")]
-    Publish(#[from] crate::controller::call_policy::Error),
+    Publish(#[from] crate::controllers::call_policy::Error),
     #[error("the page did not finish within {0:?} of real time")]
     Stuck(Duration),
 }
@@ -187,159 +194,6 @@ impl DemoRun {
         ));
         out
     }
-}
-
-/// How one person behaves on each of their calls (the last entry repeats).
-struct Role {
-    name: &'static str,
-    calls: Vec<(Recipient, &'static str)>,
-}
-
-fn cast(example: &str) -> Vec<Role> {
-    match example {
-        "db-owners" => vec![
-            Role {
-                name: "dana",
-                calls: vec![(Recipient::presses(4.0, "1"), "answers and presses 1")],
-            },
-            Role {
-                name: "erik",
-                calls: vec![
-                    (
-                        Recipient::with_outcome(Outcome::NoAnswer),
-                        "does not answer",
-                    ),
-                    (Recipient::presses(5.0, "1"), "answers and presses 1"),
-                ],
-            },
-            Role {
-                name: "fumi",
-                calls: vec![(Recipient::presses(7.0, "1"), "answers and presses 1")],
-            },
-        ],
-        _ => vec![
-            Role {
-                name: "alice",
-                calls: vec![(Recipient::with_outcome(Outcome::NoAnswer), "never answers")],
-            },
-            Role {
-                name: "bob",
-                calls: vec![(Recipient::voicemail(4.0), "voicemail answers")],
-            },
-            Role {
-                name: "carol",
-                calls: vec![(Recipient::presses(3.0, "1"), "answers and presses 1")],
-            },
-        ],
-    }
-}
-
-fn role_call<'a>(
-    roles: &'a [Role],
-    name: &str,
-    nth: usize,
-) -> Option<&'a (Recipient, &'static str)> {
-    let role = roles.iter().find(|r| r.name == name)?;
-    role.calls.get(nth).or_else(|| role.calls.last())
-}
-
-fn describe_cast(roles: &[Role]) -> String {
-    roles
-        .iter()
-        .map(|role| {
-            let parts: Vec<&str> = role.calls.iter().map(|(_, what)| *what).collect();
-            format!("{}: {}", role.name, parts.join(", then on the next call "))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn manifests() -> Result<Manifests, DemoError> {
-    let sources: Vec<(String, String)> = EXAMPLES
-        .iter()
-        .map(|(name, text)| (name.to_string(), text.to_string()))
-        .collect();
-    Manifests::parse(&sources).map_err(|errors| DemoError::Examples(errors.join("; ")))
-}
-
-/// The example's sample signal: a Warning BackOff Event about a critical Pod, or a critical
-/// Alertmanager alert posted to `critical-alerts`.
-fn sample_signal(example: &str) -> Result<(Candidate, String), DemoError> {
-    if example == "db-owners" {
-        let payload = Payload::parse(SAMPLE_ALERT.as_bytes())
-            .map_err(|error| DemoError::Examples(error.to_string()))?;
-        let route = RouteKey::new("default", "critical-alerts");
-        let alert = payload
-            .candidates(&route)
-            .into_iter()
-            .next()
-            .ok_or_else(|| DemoError::NoRoute(example.to_string()))?;
-        let text = format!(
-            "Alertmanager alert PostgresReplicationLag (severity=critical, team=db) posted to {route}"
-        );
-        return Ok((Candidate::Alert(alert), text));
-    }
-    let now = Timestamp::now().to_string();
-    let event: KubeEvent = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "api-7f9c6d5b8-x2x9q.17a2b3c4d5e6f708", "namespace": "payments"},
-        "type": "Warning",
-        "reason": "BackOff",
-        "message": "Back-off restarting failed container api",
-        "count": 3,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "involvedObject": {"kind": "Pod", "name": "api-7f9c6d5b8-x2x9q", "namespace": "payments"},
-    }))
-    .map_err(|error| DemoError::Examples(format!("the sample Event: {error}")))?;
-    let candidate = EventCandidate::from_event(
-        &event,
-        BTreeMap::from([("tier".to_string(), "critical".to_string())]),
-        BTreeMap::from([("alerting".to_string(), "enabled".to_string())]),
-    );
-    let text = "Kubernetes Event: Warning BackOff on Pod payments/api-7f9c6d5b8-x2x9q \
-                (Pod labeled tier=critical, namespace labeled alerting=enabled)"
-        .to_string();
-    Ok((Candidate::Event(candidate), text))
-}
-
-/// Routes the sample signal like the pager: the route index, the group key, the window
-/// decision and the AlertCall build.
-fn route_signal(
-    manifests: &Manifests,
-    policy: &CallPolicy,
-    candidate: &Candidate,
-    now: Timestamp,
-) -> Result<(AlertCall, String), DemoError> {
-    let index = RouteIndex::new(manifests.routes.clone());
-    let policy_name = policy.name_any();
-    let route = index
-        .matching(candidate)
-        .into_iter()
-        .find(|route| route.route.spec.policy_ref.name == policy_name)
-        .ok_or_else(|| DemoError::NoRoute(policy_name.clone()))?;
-    let grouping = &route.route.spec.grouping;
-    let key = GroupKey::of(&grouping.group_by, candidate);
-    let GroupDecision::Page {
-        name,
-        not_before: None,
-        ..
-    } = decide(&route.key, &key, grouping, &GroupState::default(), now)
-    else {
-        // The examples page at once (groupWaitSeconds 0) and the demo has no earlier page.
-        return Err(DemoError::NoRoute(policy_name));
-    };
-    let built = build_alert_call(
-        PageRequest {
-            route: &route.route,
-            policy_template: &policy.spec.message.template,
-            group_key: &key,
-            name: &name,
-            now,
-            not_before: None,
-        },
-        candidate,
-    );
-    Ok((built.call, format!("AlertRoute {}", route.key)))
 }
 
 /// Runs the example's page against an in-process simulator and returns what happened.
@@ -515,7 +369,7 @@ async fn stage(
     )?;
     let room = room_name(spec, &namespace, &policy_name);
     let docs = HostedDocuments::render(spec, &room);
-    let twiml = crate::controller::call_policy::publish_documents(
+    let twiml = crate::controllers::call_policy::publish_documents(
         &client,
         ACCOUNT_SID,
         INSTANCE,
@@ -725,166 +579,6 @@ fn scaled_rate(per_second: u32, time_scale: f64) -> u32 {
         // NB: in range and integral after the check and round above.
         (scaled as u32).max(1)
     }
-}
-
-/// Round changes and the end of the page, as the controller would announce them in Events.
-fn note_transitions(
-    notes: &mut Vec<Moment>,
-    old: &AlertCallStatus,
-    new: &AlertCallStatus,
-    now: Timestamp,
-) {
-    if new.round > old.round && new.round > 1 {
-        notes.push(Moment {
-            at: now,
-            text: format!("round {} starts", new.round),
-        });
-    }
-    if new.phase != old.phase && new.phase.is_terminal() {
-        notes.push(Moment {
-            at: now,
-            text: outcome_text(new),
-        });
-    }
-}
-
-fn duration_text(seconds: i64) -> String {
-    if seconds >= 60 {
-        format!("{}m{:02}s", seconds / 60, seconds % 60)
-    } else {
-        format!("{seconds}s")
-    }
-}
-
-fn outcome_text(status: &AlertCallStatus) -> String {
-    let calls = status
-        .attempts
-        .iter()
-        .filter(|a| a.call_sid.is_some())
-        .count();
-    let after = match (&status.started_at, &status.acknowledged_at) {
-        (Some(start), Some(acked)) => format!(
-            " after {}",
-            duration_text(acked.0.duration_since(start.0).as_secs())
-        ),
-        _ => String::new(),
-    };
-    match status.phase {
-        Phase::Acknowledged => format!(
-            "Acknowledged by {}{after}; {calls} call(s)",
-            status
-                .acknowledged_by
-                .as_deref()
-                .unwrap_or("-")
-                .replace(',', ", ")
-        ),
-        other => format!("{other:?} after {calls} call(s)"),
-    }
-}
-
-fn summary(status: &AlertCallStatus) -> String {
-    let room = status
-        .conference_room
-        .as_deref()
-        .map(|room| format!("; acknowledgers are in room {room}"))
-        .unwrap_or_default();
-    format!("{} (simulated time){room}.", outcome_text(status))
-}
-
-/// What the simulator saw, for the page's calls, as timeline lines.
-fn ledger_moments(
-    sim: &SimHandle,
-    status: &AlertCallStatus,
-    cast_of_attempt: &HashMap<String, &'static str>,
-    room: &str,
-) -> Vec<Moment> {
-    let by_sid: HashMap<&str, &crate::api::Attempt> = status
-        .attempts
-        .iter()
-        .filter_map(|a| a.call_sid.as_deref().map(|sid| (sid, a)))
-        .collect();
-    let mut in_room = 0usize;
-    let mut moments = Vec::new();
-    for entry in sim.ledger().entries {
-        let text = match &entry.event {
-            Event::CallStatus { call_sid, status } => {
-                let Some(attempt) = by_sid.get(call_sid.as_str()) else {
-                    continue;
-                };
-                let who = &attempt.recipient;
-                let scripted = cast_of_attempt
-                    .get(&attempt.id)
-                    .copied()
-                    .unwrap_or_default();
-                match status.as_str() {
-                    "ringing" => format!("{who} ringing"),
-                    "in-progress" if scripted.contains("voicemail") => {
-                        format!("{who} answered by voicemail (a machine cannot press a key)")
-                    }
-                    "in-progress" => format!("{who} answered"),
-                    "completed" if attempt.acknowledged => format!("{who} hung up"),
-                    "completed" => {
-                        format!("{who}'s call ended (no keypress: not acknowledged)")
-                    }
-                    "queued" | "initiated" => continue,
-                    other => format!("{who} {other}"),
-                }
-            }
-            Event::Digits { call_sid, digits } => match by_sid.get(call_sid.as_str()) {
-                Some(attempt) => format!("{} pressed {digits}", attempt.recipient),
-                None => continue,
-            },
-            Event::Webhook {
-                call_sid: Some(call_sid),
-                purpose,
-                ..
-            } if purpose == "gather-action" => match by_sid.get(call_sid.as_str()) {
-                Some(attempt) => format!(
-                    "Twilio fetched the hosted ack document for {}",
-                    attempt.recipient
-                ),
-                None => continue,
-            },
-            Event::ParticipantJoined {
-                friendly_name,
-                call_sid,
-                ..
-            } if friendly_name == room => {
-                in_room += 1;
-                let who = by_sid
-                    .get(call_sid.as_str())
-                    .map_or(call_sid.as_str(), |a| a.recipient.as_str());
-                if in_room == 1 {
-                    format!("{who} joined room {room} (alone: waiting with hold music)")
-                } else {
-                    format!("{who} joined room {room} ({in_room} people)")
-                }
-            }
-            Event::ParticipantLeft {
-                friendly_name,
-                call_sid,
-                ..
-            } if friendly_name == room => {
-                in_room = in_room.saturating_sub(1);
-                let who = by_sid
-                    .get(call_sid.as_str())
-                    .map_or(call_sid.as_str(), |a| a.recipient.as_str());
-                format!("{who} left room {room}")
-            }
-            Event::ConferenceStatus {
-                friendly_name,
-                status,
-                ..
-            } if friendly_name == room && status == "in-progress" => {
-                format!("room {room} starts: the acknowledgers can talk")
-            }
-            Event::Recording { .. } => format!("room {room} is being recorded"),
-            Event::Error { message, .. } => format!("simulator error: {message}"),
-            _ => continue,
-        };
-        moments.push(Moment { at: entry.at, text });
-    }
-    moments
 }
 
 pub fn run(args: &DemoArgs) -> ExitCode {

@@ -1,25 +1,13 @@
 //! The pure part: what a spec, a policy's attempts or a build mean, with no I/O.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use crate::api::{Attempt, CallPolicySpec};
 use crate::message::{self, MessageContext};
-use crate::twilio::documents;
+use crate::page::documents;
 use crate::twilio::twiml::{inline_chars, INLINE_TWIML_MAX_CHARS};
 /// Longest `AlertCall.spec.summary` the schema accepts: what a call can be asked to speak.
 const MAX_SUMMARY_CHARS: usize = 2000;
-
-/// Exponential from 1 s with jitter, capped at the resync interval (and 5 minutes).
-pub fn backoff(failures: u32, resync: Duration) -> Duration {
-    let cap = resync
-        .min(Duration::from_secs(300))
-        .max(Duration::from_secs(1));
-    let base = Duration::from_secs(1).saturating_mul(1u32 << failures.saturating_sub(1).min(10));
-    let full = base.min(cap);
-    let half = full / 2;
-    half + half.mul_f64(fastrand::f64())
-}
 
 /// Problems with the spec that need no Twilio request: the schema's gaps, the template, and
 /// whether the longest plausible call still fits Twilio's inline TwiML limit.
@@ -249,13 +237,5 @@ mod tests {
         let long_b = asset_prefix(&"n".repeat(63), &format!("{}b", "x".repeat(252)));
         assert_ne!(long_a, long_b);
         assert!(format!("/{long_a}no-ack.xml").len() <= 255, "{long_a}");
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let resync = Duration::from_secs(60);
-        assert!(backoff(1, resync) <= Duration::from_secs(1));
-        assert!(backoff(20, resync) <= resync);
-        assert!(backoff(20, resync) >= Duration::from_secs(30));
     }
 }

@@ -1,0 +1,414 @@
+//! One reconcile of a page: observe, step, persist the decision, then act.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+
+use super::*;
+use crate::api::{conditions, validate, AlertCall, AlertCallStatus, AlertRoute, CallPolicy};
+use crate::controllers::{callbacks, Context};
+use crate::escalation::{observe, step, StepContext, Withdrawn};
+use crate::page::documents;
+use crate::page::{calls, DialUrls, Executed, Executor};
+
+#[tracing::instrument(skip(guarded, state), fields(alertcall = %key_of(&*guarded)))]
+pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, Error> {
+    let ctx = &state.ctx;
+    let call = match &guarded.0 {
+        Ok(call) => call,
+        Err(invalid) => {
+            tracing::warn!(error = %invalid.error, "AlertCall does not parse");
+            if ctx.leader.is_leader() {
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "InvalidAlertCall".into(),
+                    note: Some(invalid.error.chars().take(1000).collect()),
+                    action: "Parse".into(),
+                    secondary: None,
+                };
+                if let Err(error) = ctx.recorder.publish(&event, &guarded.object_ref(&())).await {
+                    tracing::debug!(%error, "recording an event");
+                }
+            }
+            return Ok(Requeue::await_change());
+        }
+    };
+    // NB: followers read but never write or dial; they look again in case they take over.
+    if !ctx.leader.is_leader() {
+        return Ok(Requeue::requeue(Duration::from_secs(5)));
+    }
+    let namespace = call.namespace().unwrap_or_default();
+    let name = call.name_any();
+    let status = call.status.clone().unwrap_or_default();
+    let dialing = ctx.runner.dialing(&namespace, &name);
+    let settled = status
+        .attempts
+        .iter()
+        .all(|a| a.status.is_final() || a.acknowledged);
+    let deleting = call.metadata.deletion_timestamp.is_some();
+    if (status.phase.is_terminal() || deleting) && settled && dialing.is_empty() {
+        // Nothing of this page can ring any more: an old page deletes at once.
+        ctx.runner.release_page(&namespace, &name);
+        state.failures().remove(&key_of(call));
+        remove_finalizer(ctx, call).await?;
+        // NB: the room's recording may start after the page is done; whether the policy records
+        // is only known once it is read below.
+        if deleting || !awaiting_recording(&status, Timestamp::now()) {
+            return Ok(Requeue::await_change());
+        }
+    }
+
+    let policy_name = &call.spec.policy_ref.name;
+    let policies: Api<CallPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let policy = match policies.get_opt(policy_name).await {
+        Ok(Some(policy)) => policy,
+        Ok(None) => {
+            let message = format!("CallPolicy {policy_name} not found in {namespace}");
+            if deleting {
+                return abandon(ctx, call, "PolicyNotFound", &message).await;
+            }
+            return blocked(ctx, call, "PolicyNotFound", &message, None).await;
+        }
+        Err(error) => return Err(Error::Policy(policy_name.clone(), error)),
+    };
+    let problems = validate::call_policy(&policy.spec);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        let message = format!("CallPolicy {policy_name} is invalid: {}", list.join("; "));
+        // The policy watch brings the page back when the policy is fixed.
+        return blocked(
+            ctx,
+            call,
+            "PolicyInvalid",
+            &message,
+            Some(Requeue::await_change()),
+        )
+        .await;
+    }
+    let account = match ctx.accounts.for_policy(&policy).await {
+        Ok(account) => account,
+        Err(error) if error.is_permanent() => {
+            if deleting {
+                return abandon(ctx, call, error.reason(), &error.to_string()).await;
+            }
+            return blocked(ctx, call, error.reason(), &error.to_string(), None).await;
+        }
+        Err(error) => return Err(Error::Account(error)),
+    };
+    let Some(ack_base) = ack_base(ctx, &policy) else {
+        let message = "no acknowledgement URL yet: the policy's TwiML is not published and --public-url is not set";
+        return blocked(ctx, call, "TwimlNotPublished", message, None).await;
+    };
+    ctx.runner
+        .remember_policy(&namespace, policy_name, &account.account_sid);
+
+    let now = Timestamp::now();
+    let room = documents::room_name(&policy.spec, &namespace, policy_name);
+    let mut next = status.clone();
+    if next.nonce.is_none() && !next.phase.is_terminal() {
+        // NB: recorded with the first intent (the same guarded write), so every URL of every
+        // call of this page carries it.
+        match super::callbacks::new_nonce() {
+            Ok(nonce) => next.nonce = Some(nonce),
+            Err(error) => return Err(Error::Randomness(error.to_string())),
+        }
+    }
+    conditions::set_condition(
+        &mut next.conditions,
+        POLICY_RESOLVED,
+        true,
+        "Resolved",
+        &format!("calls follow CallPolicy {policy_name}"),
+        call.metadata.generation,
+        Time(now),
+    );
+    for observation in calls::poll(&account.client, &next, &room, &ack_base, now).await {
+        observe(&mut next, &observation, now);
+    }
+    let records = policy.spec.conference.record;
+    if records && awaiting_recording(&next, now) {
+        let since = next.started_at.as_ref().map_or(now, |t| t.0);
+        match calls::recording_url(&account.client, &room, since).await {
+            Ok(Some(url)) => next.recording_url = Some(url),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%room, %error, "looking for the room's recording"),
+        }
+    }
+    let cached = state.pages.state();
+    let billed_to = ctx.runner.account_of(&namespace, policy_name);
+    let step_ctx = StepContext {
+        start_index: start_index(cached.iter().filter_map(|c| valid(c)), call, &policy),
+        calls_last_hour: calls_last_hour(
+            cached.iter().filter_map(|c| valid(c)),
+            |other| {
+                let namespace = other.namespace().unwrap_or_default();
+                billed_to.is_some()
+                    && ctx
+                        .runner
+                        .account_of(&namespace, &other.spec.policy_ref.name)
+                        == billed_to
+            },
+            call,
+            &next,
+            now,
+        ),
+        withdrawn: withdrawn(ctx, call, &namespace).await,
+        dialing: dialing.clone(),
+        conference_room: Some(room.clone()),
+    };
+    let decision = step(&policy.spec, &call.spec, &next, now, &step_ctx);
+    let mut decided = decision.status.clone();
+    decided.observed_generation = call.metadata.generation;
+    // Dials are intents in `decided`, so they count as live too; a page from before the
+    // finalizer existed gets it at its next reconcile while it still has calls.
+    let live_calls = decided
+        .attempts
+        .iter()
+        .any(|a| !a.status.is_final() && !a.acknowledged);
+    // NB: the finalizer is written before the first intent, so no call is ever placed for a page
+    // that could vanish without canceling it. The status write below is then guarded by the
+    // resourceVersion this write returned.
+    let with_finalizer;
+    let call = if live_calls && !deleting && !has_finalizer(call) {
+        match add_finalizer(ctx, call).await {
+            Ok(updated) => {
+                with_finalizer = updated;
+                &with_finalizer
+            }
+            Err(error) if is_conflict(&error) => {
+                tracing::debug!("finalizer write lost the race; not acting");
+                return Ok(Requeue::requeue(Duration::from_millis(500)));
+            }
+            Err(error) => return Err(Error::Finalizer(error)),
+        }
+    } else {
+        call
+    };
+    if decided != status {
+        match write_status(ctx, call, &decided).await {
+            Ok(_) => transitions(ctx, call, &status, &decided).await,
+            Err(error) if is_conflict(&error) => {
+                // Someone else wrote first (a newer watch event, or another replica): their
+                // status wins and nothing decided here may be acted on.
+                tracing::debug!("status write lost the race; not acting");
+                return Ok(Requeue::requeue(Duration::from_millis(500)));
+            }
+            Err(error) => return Err(Error::Status(error)),
+        }
+    }
+
+    let live: HashSet<String> = decided
+        .attempts
+        .iter()
+        .filter(|a| !a.status.is_final() && a.call_sid.is_some())
+        .map(|a| a.id.clone())
+        .collect();
+    ctx.runner
+        .sync_live(&account.account_sid, &namespace, &name, &live);
+
+    let urls = |attempt_id: &str| {
+        let nonce = decided.nonce.as_deref().unwrap_or_default();
+        dial_urls(
+            ctx.config.public_url.as_ref(),
+            &ack_base,
+            &callbacks::callback_query(&namespace, &name, attempt_id, nonce),
+        )
+    };
+    let executor = Executor {
+        runner: &ctx.runner,
+        account: &account,
+        policy: &policy.spec,
+        summary: &call.spec.summary,
+        namespace: &namespace,
+        name: &name,
+        limits: calls::limits(&policy.spec),
+        urls: &urls,
+        hooks: &ctx.hooks,
+        outcomes: Recorded {
+            ctx: ctx.clone(),
+            pages: state.pages.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+        },
+    };
+    let Executed {
+        found,
+        unreachable,
+        wake,
+    } = executor.run(decision.actions, &decided, now).await;
+    if !found.is_empty() {
+        if let Err(error) = record(ctx, &namespace, &name, &found).await {
+            tracing::warn!(%error, "recording lookups and polls");
+        }
+    }
+
+    if deleting {
+        return deletion_waits(&state, call, &unreachable).await;
+    }
+
+    let poll_every = ctx.config.poll_interval;
+    let mut requeue = match wake {
+        Some(at) => Duration::try_from(at.duration_since(Timestamp::now()))
+            .unwrap_or(Duration::ZERO)
+            .max(Duration::from_millis(200)),
+        None if decided.phase.is_terminal() => Duration::from_secs(3600),
+        None => Duration::from_secs(300),
+    };
+    let watching = decided.attempts.iter().any(|a| {
+        (!a.status.is_final() && !a.acknowledged) || calls::recently_answered(a, Timestamp::now())
+    });
+    if watching || !ctx.runner.dialing(&namespace, &name).is_empty() {
+        requeue = requeue.min(poll_every);
+    }
+    if records && awaiting_recording(&decided, Timestamp::now()) {
+        requeue = requeue.min(poll_every.max(RECORDING_POLL));
+    }
+    Ok(Requeue::requeue(requeue))
+}
+
+/// A page someone acknowledged by key (so joined the room) whose room has no recording URL yet,
+/// still calling or finished recently enough that one may still come. Only meaningful when the
+/// policy records the room. A page acknowledged with kubectl alone sent nobody to the room.
+pub(super) fn awaiting_recording(status: &AlertCallStatus, now: Timestamp) -> bool {
+    let recent = !status.phase.is_terminal()
+        || status
+            .finished_at
+            .as_ref()
+            .is_some_and(|at| now.duration_since(at.0) < RECORDING_WINDOW);
+    status.recording_url.is_none() && status.attempts.iter().any(|a| a.acknowledged) && recent
+}
+
+/// The acknowledgement URL without the per-call query: the policy's hosted document once the
+/// CallPolicy reconciler published it, else this operator's own endpoint.
+pub(super) fn ack_base(ctx: &Context, policy: &CallPolicy) -> Option<String> {
+    let hosted = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.twiml.as_ref())
+        .map(|t| t.urls.ack.clone())
+        .filter(|url| !url.is_empty());
+    hosted.or_else(|| {
+        ctx.config.public_url.as_ref().map(|public| {
+            format!(
+                "{}/twiml/ack/{}/{}",
+                public.as_str().trim_end_matches('/'),
+                policy.namespace().unwrap_or_default(),
+                policy.name_any()
+            )
+        })
+    })
+}
+
+/// Records why the page cannot proceed, once, and waits.
+pub(super) async fn blocked(
+    ctx: &Context,
+    call: &AlertCall,
+    reason: &str,
+    message: &str,
+    requeue: Option<Requeue>,
+) -> Result<Requeue, Error> {
+    let status = call.status.clone().unwrap_or_default();
+    let mut next = status.clone();
+    let changed = conditions::set_condition(
+        &mut next.conditions,
+        POLICY_RESOLVED,
+        false,
+        reason,
+        message,
+        call.metadata.generation,
+        Time(Timestamp::now()),
+    );
+    if changed {
+        tracing::warn!(reason, %message, "page blocked");
+        match write_status(ctx, call, &next).await {
+            Ok(_) => emit_event(ctx, call, EventType::Warning, reason, "Resolve", message).await,
+            Err(error) if is_conflict(&error) => {
+                return Ok(Requeue::requeue(Duration::from_millis(500)))
+            }
+            Err(error) => return Err(Error::Status(error)),
+        }
+    }
+    Ok(requeue.unwrap_or_else(|| Requeue::requeue(Duration::from_secs(60))))
+}
+
+pub(super) async fn withdrawn(
+    ctx: &Context,
+    call: &AlertCall,
+    namespace: &str,
+) -> Option<Withdrawn> {
+    if call.metadata.deletion_timestamp.is_some() {
+        return Some(Withdrawn::Deleted);
+    }
+    let route = call.spec.route_ref.as_ref()?;
+    let routes: Api<AlertRoute> = Api::namespaced(ctx.client.clone(), namespace);
+    match routes.get_opt(&route.name).await {
+        Ok(Some(route)) if route.spec.suspend => Some(Withdrawn::Suspended),
+        _ => None,
+    }
+}
+
+/// The URLs of one call. Our own acknowledgement endpoint learns from the query which attempt
+/// pressed a key; a hosted document is static, and the keypress is seen in the call's Events
+/// instead. Twilio reports progress to our status endpoint only when it can reach us.
+pub(super) fn dial_urls(
+    public_url: Option<&url::Url>,
+    ack_base: &str,
+    callback_query: &str,
+) -> DialUrls {
+    let public = public_url.map(|public| public.as_str().trim_end_matches('/'));
+    let own = public
+        .is_some_and(|public| ack_base.starts_with(public) && ack_base.contains("/twiml/ack/"));
+    DialUrls {
+        ack: if own {
+            format!("{ack_base}?{callback_query}")
+        } else {
+            ack_base.to_string()
+        },
+        status_callback: public.map(|public| format!("{public}/twilio/status?{callback_query}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_carries_the_query_only_to_our_own_endpoints() {
+        let public = url::Url::parse("https://pager.example/").ok();
+        let own = "https://pager.example/twiml/ack/ns/oncall";
+        let hosted = "https://svc-1234.twil.io/alertcall/ns/oncall/ack.xml";
+        let query = "ns=ns&name=page&attempt=r1-alice&nonce=n1";
+        let cases = [
+            (
+                public.as_ref(),
+                own,
+                format!("{own}?{query}"),
+                Some(format!("https://pager.example/twilio/status?{query}")),
+            ),
+            (
+                public.as_ref(),
+                hosted,
+                hosted.to_string(),
+                Some(format!("https://pager.example/twilio/status?{query}")),
+            ),
+            (None, hosted, hosted.to_string(), None),
+        ];
+        for (public, ack_base, ack, status_callback) in cases {
+            assert_eq!(
+                dial_urls(public, ack_base, query),
+                DialUrls {
+                    ack,
+                    status_callback
+                },
+                "{ack_base}"
+            );
+        }
+    }
+}
