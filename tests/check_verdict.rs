@@ -396,3 +396,50 @@ async fn check_and_the_api_server_agree_on_every_document() {
         disagreements.join("\n")
     );
 }
+
+#[test]
+fn the_shipped_examples_pass_check_through_the_binary() {
+    let examples = support::repo_root().join("examples");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_alertcall"))
+        .args(["check", "-f", &examples.display().to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run alertcall check: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("2 CallPolicy, 2 AlertRoute, 1 AlertCall checked: no problems"));
+}
+
+#[test]
+fn a_misspelled_field_fails_check_with_file_document_and_path() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let file = dir.path().join("policy.yaml");
+    let mut document = policy("typo", |d| {
+        d["spec"]["strategy"] = json!({"ringTimeout": 20})
+    });
+    document["metadata"]["namespace"] = json!("team-a");
+    let text = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: other}}\n---\n{}",
+        serde_yaml::to_string(&document).unwrap_or_default()
+    );
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("{e}"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_alertcall"))
+        .args(["check", "-f", &file.display().to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run alertcall check: {e}"));
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let expected = format!(
+        "error: {} (document 2): CallPolicy team-a/typo spec.strategy.ringTimeout: unknown field \"ringTimeout\"",
+        file.display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(
+        stderr.contains("did you mean ringTimeoutSeconds?"),
+        "{stderr}"
+    );
+}
