@@ -181,7 +181,12 @@ pub async fn start_with_listener(
     spawn_until(&mut tasks, &shutdown, watching_policies);
     let (pages, escalation) = alert_call::controller(context.clone());
     let router = http::base_router(readiness, metrics)
-        .merge(alertmanager::router(context.client.clone(), routes, pager))
+        .merge(alertmanager::router(
+            context.client.clone(),
+            routes,
+            pager,
+            context.metrics.clone(),
+        ))
         .merge(callbacks::router(context.clone(), pages, policies));
     tasks.spawn(escalation);
     let mut http_shutdown = shutdown.clone();
