@@ -5,6 +5,7 @@ pub mod alert_call;
 pub mod alert_route;
 pub mod call_policy;
 pub mod conditions;
+pub mod structural;
 pub mod validate;
 
 pub use alert_call::{
