@@ -132,6 +132,7 @@ async fn sigterm_mid_page_the_standby_goes_on_without_calling_twice() {
             answer_after: 20.0,
             press: Some("1".into()),
             hangup_after: None,
+            hangup_after_press: None,
         },
         ..Script::default()
     };
@@ -202,6 +203,7 @@ async fn sigterm_during_a_dial_records_its_call_before_exiting() {
             answer_after: 10.0,
             press: Some("1".into()),
             hangup_after: None,
+            hangup_after_press: None,
         },
         ..Script::default()
     };

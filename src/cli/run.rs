@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// Twilio Serverless upload base URL (default: follows --twilio-serverless-url).
     #[arg(long, env = "ALERTCALL_TWILIO_UPLOAD_URL")]
     pub twilio_upload_url: Option<Url>,
+    /// Twilio Sync base URL, where the acknowledgement ledger lives (default: Twilio's, or
+    /// `<--twilio-serverless-url>/sync` when that is set, as `alertcall twilio-sim` serves it).
+    #[arg(long, env = "ALERTCALL_TWILIO_SYNC_URL")]
+    pub twilio_sync_url: Option<Url>,
     /// Names the Twilio Serverless service that hosts this install's TwiML documents.
     #[arg(long, env = "ALERTCALL_INSTANCE_NAME", default_value = "alertcall")]
     pub instance_name: String,
@@ -133,6 +137,7 @@ impl RunArgs {
                 api_url: self.twilio_api_url.clone(),
                 serverless_url: self.twilio_serverless_url.clone(),
                 upload_url: self.twilio_upload_url.clone(),
+                sync_url: self.twilio_sync_url.clone(),
                 asset_scheme: None,
             },
             instance_name: self.instance_name.clone(),

@@ -10,6 +10,9 @@ pub struct TwilioEndpoints {
     pub api_url: Option<Url>,
     pub serverless_url: Option<Url>,
     pub upload_url: Option<Url>,
+    /// Sync; defaults to `{serverless_url}/sync` when only the Serverless URL is overridden,
+    /// where the simulator serves it.
+    pub sync_url: Option<Url>,
     /// Scheme of hosted asset URLs (`http` for the simulator).
     pub asset_scheme: Option<String>,
 }
@@ -21,7 +24,8 @@ impl TwilioEndpoints {
         Self {
             api_url: discard.clone(),
             serverless_url: discard.clone(),
-            upload_url: discard,
+            upload_url: discard.clone(),
+            sync_url: discard,
             asset_scheme: None,
         }
     }
@@ -36,6 +40,11 @@ impl TwilioEndpoints {
         }
         // The upload host follows the Serverless override unless set on its own, since a
         // simulator serves both.
+        if let Some(url) = &self.sync_url {
+            config.sync_base = url.clone();
+        } else if let Some(url) = &self.serverless_url {
+            config.sync_base = super::client::sim_sync_base(url);
+        }
         if let Some(url) = self.upload_url.as_ref().or(self.serverless_url.as_ref()) {
             config.upload_base = url.clone();
         }

@@ -37,6 +37,11 @@ pub enum Operation {
     FetchBuildStatus,
     CreateDeployment,
     ListDeployments,
+    CreateFunction,
+    ListFunctions,
+    UploadFunctionVersion,
+    CreateSyncMap,
+    ListSyncMapItems,
 }
 
 impl Operation {
@@ -69,6 +74,11 @@ impl Operation {
             Operation::FetchBuildStatus => "FetchBuildStatus",
             Operation::CreateDeployment => "CreateDeployment",
             Operation::ListDeployments => "ListDeployment",
+            Operation::CreateFunction => "CreateFunction",
+            Operation::ListFunctions => "ListFunction",
+            Operation::UploadFunctionVersion => "CreateFunctionVersion",
+            Operation::CreateSyncMap => "CreateSyncMap",
+            Operation::ListSyncMapItems => "ListSyncMapItem",
         }
     }
 
@@ -84,6 +94,9 @@ impl Operation {
                 | Operation::UploadAssetVersion
                 | Operation::CreateBuild
                 | Operation::CreateDeployment
+                | Operation::CreateFunction
+                | Operation::UploadFunctionVersion
+                | Operation::CreateSyncMap
         )
     }
 }
@@ -249,6 +262,11 @@ impl TwilioError {
             TwilioError::Api { code, .. } => *code,
             _ => None,
         }
+    }
+
+    /// True for 409: a resource of that unique name exists already.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
     }
 
     /// True for 404: the resource does not exist.

@@ -356,6 +356,7 @@ pub struct Build {
     pub status: BuildStatus,
     /// Twilio returns the full version objects here; kept as JSON.
     pub asset_versions: Option<Vec<serde_json::Value>>,
+    pub function_versions: Option<Vec<serde_json::Value>>,
     #[serde(deserialize_with = "lenient_string")]
     pub date_created: Option<String>,
 }
@@ -466,4 +467,45 @@ mod tests {
         );
         assert_eq!(event.response.and_then(|r| r.response_code), Some(200));
     }
+}
+
+/// A Serverless Function (`serverless.v1.service.function`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Function {
+    #[serde(deserialize_with = "nullable")]
+    pub sid: String,
+    #[serde(deserialize_with = "nullable")]
+    pub service_sid: String,
+    #[serde(deserialize_with = "nullable")]
+    pub friendly_name: String,
+}
+
+/// An uploaded Function version (`serverless.v1.service.function.function_version`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FunctionVersion {
+    #[serde(deserialize_with = "nullable")]
+    pub sid: String,
+    #[serde(deserialize_with = "nullable")]
+    pub path: String,
+}
+
+/// A Sync Map (`sync.v1.service.sync_map`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncMap {
+    #[serde(deserialize_with = "nullable")]
+    pub sid: String,
+    #[serde(deserialize_with = "lenient_string")]
+    pub unique_name: Option<String>,
+}
+
+/// A Sync Map Item (`sync.v1.service.sync_map.sync_map_item`): `data` is what the writer put.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SyncMapItem {
+    #[serde(deserialize_with = "nullable")]
+    pub key: String,
+    pub data: serde_json::Value,
 }

@@ -8,6 +8,7 @@
 //! [`TwilioError::retry_class`].
 
 mod serverless;
+mod sync;
 mod voice;
 
 use serverless::upload_form;
@@ -135,6 +136,8 @@ pub struct TwilioConfig {
     pub serverless_base: Url,
     /// Serverless upload base, default `https://serverless-upload.twilio.com`.
     pub upload_base: Url,
+    /// Sync base, default `https://sync.twilio.com`.
+    pub sync_base: Url,
     /// Scheme of public asset URLs, default `https`; the simulator serves `http`.
     pub asset_scheme: String,
     /// Whole-request timeout.
@@ -154,6 +157,7 @@ impl TwilioConfig {
             api_base: static_url("https://api.twilio.com"),
             serverless_base: static_url("https://serverless.twilio.com"),
             upload_base: static_url("https://serverless-upload.twilio.com"),
+            sync_base: static_url("https://sync.twilio.com"),
             asset_scheme: "https".to_string(),
             timeout: Duration::from_secs(15),
             retry: RetryPolicy::default(),
@@ -162,16 +166,23 @@ impl TwilioConfig {
         }
     }
 
-    /// Points all three hosts at one base URL (the simulator serves them all). Asset URLs take
+    /// Points every host at one base URL (the simulator serves them all, Sync under `/sync`,
+    /// where its paths do not collide with Serverless's `/v1/Services`). Asset URLs take
     /// the base's scheme too: the simulator serves an Environment's `domain_name` on the same
     /// plain-HTTP origin, where `https://` would fail the TLS handshake.
     pub fn with_single_base(mut self, base: Url) -> Self {
         self.asset_scheme = base.scheme().to_string();
         self.api_base = base.clone();
         self.serverless_base = base.clone();
+        self.sync_base = sim_sync_base(&base);
         self.upload_base = base;
         self
     }
+}
+
+/// The simulator's Sync base on its origin `base`: `{base}/sync`.
+pub fn sim_sync_base(base: &Url) -> Url {
+    build_url(base, &["sync"]).unwrap_or_else(|_| base.clone())
 }
 
 fn static_url(s: &str) -> Url {
@@ -262,9 +273,19 @@ impl TwilioClient {
         build_url(&self.config.serverless_base, &segments)
     }
 
+    fn sync_url(&self, tail: &[&str]) -> Result<Url, TwilioError> {
+        let mut segments = vec!["v1"];
+        segments.extend_from_slice(tail);
+        build_url(&self.config.sync_base, &segments)
+    }
+
     /// The path prefix of the configured base this URL was built on (`""` for a host root).
     fn base_prefix(&self, url: &Url) -> String {
-        [&self.config.api_base, &self.config.serverless_base]
+        [
+            &self.config.api_base,
+            &self.config.serverless_base,
+            &self.config.sync_base,
+        ]
             .iter()
             .map(|base| base.path().trim_end_matches('/'))
             .filter(|prefix| url.path().starts_with(&format!("{prefix}/")))

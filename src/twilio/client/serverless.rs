@@ -144,6 +144,80 @@ impl TwilioClient {
         .await
     }
 
+    /// `GET /v1/Services/{ServiceSid}/Functions`.
+    pub async fn list_functions(&self, service_sid: &str) -> Result<Vec<Function>, TwilioError> {
+        let url = self.serverless_url(&["Services", service_sid, "Functions"])?;
+        self.list(Operation::ListFunctions, url, &[], "functions")
+            .await
+    }
+
+    /// `POST /v1/Services/{ServiceSid}/Functions`.
+    pub async fn create_function(
+        &self,
+        service_sid: &str,
+        friendly_name: &str,
+    ) -> Result<Function, TwilioError> {
+        let url = self.serverless_url(&["Services", service_sid, "Functions"])?;
+        let form = vec![("FriendlyName".to_string(), friendly_name.to_string())];
+        self.request(Operation::CreateFunction, Verb::Post, url, Body::Form(&form))
+            .await
+    }
+
+    /// `POST /v1/Services/{ServiceSid}/Functions/{FunctionSid}/Versions` on the upload host,
+    /// multipart like an asset version (protected).
+    pub async fn upload_function_version(
+        &self,
+        service_sid: &str,
+        function_sid: &str,
+        upload: &AssetUpload,
+    ) -> Result<FunctionVersion, TwilioError> {
+        let url = build_url(
+            &self.config.upload_base,
+            &[
+                "v1",
+                "Services",
+                service_sid,
+                "Functions",
+                function_sid,
+                "Versions",
+            ],
+        )?;
+        self.request(
+            Operation::UploadFunctionVersion,
+            Verb::Post,
+            url,
+            Body::Upload(upload),
+        )
+        .await
+    }
+
+    /// `POST /v1/Services/{ServiceSid}/Builds` with Function versions, the npm `Dependencies`
+    /// (a JSON array of `{name, version}`) and the Node.js `Runtime` they run on, beside the
+    /// asset versions.
+    pub async fn create_build_with_functions(
+        &self,
+        service_sid: &str,
+        asset_version_sids: &[String],
+        function_version_sids: &[String],
+        dependencies: &str,
+        runtime: &str,
+    ) -> Result<Build, TwilioError> {
+        let url = self.serverless_url(&["Services", service_sid, "Builds"])?;
+        let mut form: Vec<(String, String)> = asset_version_sids
+            .iter()
+            .map(|sid| ("AssetVersions".to_string(), sid.clone()))
+            .collect();
+        form.extend(
+            function_version_sids
+                .iter()
+                .map(|sid| ("FunctionVersions".to_string(), sid.clone())),
+        );
+        form.push(("Dependencies".to_string(), dependencies.to_string()));
+        form.push(("Runtime".to_string(), runtime.to_string()));
+        self.request(Operation::CreateBuild, Verb::Post, url, Body::Form(&form))
+            .await
+    }
+
     /// `POST /v1/Services/{ServiceSid}/Builds` with one `AssetVersions` key per version.
     pub async fn create_build(
         &self,
