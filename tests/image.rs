@@ -646,6 +646,7 @@ mod pod {
                     answer_after,
                     press: Some("1".into()),
                     hangup_after: None,
+                    hangup_after_press: None,
                 },
                 ..Script::default()
             },
