@@ -407,6 +407,11 @@ pub struct TwimlUrls {
     /// Goodbye for a call that did not acknowledge.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub no_ack: String,
+    /// The acknowledgement function every call's keypress is sent to: it records the keypress
+    /// in the install's Twilio Sync map, then joins the person to the room. The operator reads
+    /// that map, so a keypress counts even if the person hangs up at once.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ack_function: String,
 }
 
 #[cfg(test)]

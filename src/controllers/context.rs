@@ -15,6 +15,7 @@ use crate::http::Readiness;
 use crate::leader::{Leadership, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::page::hooks::Hooks;
+use crate::page::ledger::Ledger;
 use crate::page::runner::Runner;
 use crate::twilio::TwilioEndpoints;
 
@@ -86,6 +87,8 @@ pub struct Context {
     pub shutdown: watch::Receiver<bool>,
     /// Places the calls, paced per Twilio account.
     pub runner: Arc<Runner>,
+    /// Keypresses the acknowledgement function recorded, read once per poll interval and account.
+    pub ledger: Ledger,
     #[doc(hidden)]
     pub hooks: Hooks,
 }
@@ -110,6 +113,7 @@ impl Context {
         Self {
             accounts: Accounts::new(client.clone(), config.twilio.clone()),
             runner: Arc::new(Runner::new(metrics.clone())),
+            ledger: Ledger::new(config.poll_interval),
             hooks: config.hooks.clone(),
             client,
             config,

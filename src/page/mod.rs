@@ -9,6 +9,7 @@ pub mod documents;
 pub mod executor;
 #[doc(hidden)]
 pub mod hooks;
+pub mod ledger;
 pub mod runner;
 
 pub use executor::{DialUrls, Executed, Executor, Outcomes};

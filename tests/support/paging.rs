@@ -46,9 +46,6 @@ impl Harness {
             time_scale,
             // The operator paces; the simulator must not hide what it does.
             calls_per_second: 100.0,
-            // NB: acknowledgements are still read from call Events until the Sync ledger is
-            // wired into the operator (issue 11); Twilio only serves them 15 minutes after a call.
-            immediate_call_events: true,
             ..SimConfig::new(AC, TOKEN)
         })
         .await

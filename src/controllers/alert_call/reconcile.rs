@@ -16,7 +16,7 @@ use crate::api::{conditions, validate, AlertCall, AlertCallStatus, AlertRoute, C
 use crate::controllers::{callbacks, Context};
 use crate::escalation::{observe, step, StepContext, Withdrawn};
 use crate::page::documents;
-use crate::page::{calls, DialUrls, Executed, Executor};
+use crate::page::{calls, ledger, DialUrls, Executed, Executor};
 
 #[tracing::instrument(skip(guarded, state), fields(alertcall = %key_of(&*guarded)))]
 pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, Error> {
@@ -132,6 +132,28 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
     for observation in calls::poll(&account.client, &next, &room, &ack_base, now).await {
         observe(&mut next, &observation, now);
     }
+    let ack_function = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.twiml.as_ref())
+        .map(|t| t.urls.ack_function.clone())
+        .filter(|url| !url.is_empty());
+    // The keypress is in the ledger before the person can hang up; a call that just ended
+    // answered but unacknowledged holds the page until a read made after its end agrees.
+    let settling = ack_function
+        .as_ref()
+        .and_then(|_| ledger::settling(&next, now));
+    if ack_function.is_some() && ledger::wanted(&next) {
+        match ctx.ledger.keypresses(&account, now, settling).await {
+            Ok(keypresses) => {
+                for observation in ledger::observations(&next, &keypresses) {
+                    observe(&mut next, &observation, now);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reading the acknowledgement ledger"),
+        }
+    }
+    let settling = settling.filter(|_| ledger::settling(&next, now).is_some());
     let records = policy.spec.conference.record;
     if records && awaiting_recording(&next, now) {
         let since = next.started_at.as_ref().map_or(now, |t| t.0);
@@ -163,6 +185,21 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         dialing: dialing.clone(),
         conference_room: Some(room.clone()),
     };
+    if let Some(ended) = settling {
+        // NB: only what was observed is written; nothing is decided until the ledger settles.
+        if next != status {
+            match write_status(ctx, call, &next).await {
+                Ok(_) => transitions(ctx, call, &status, &next).await,
+                Err(error) if is_conflict(&error) => {
+                    return Ok(Requeue::requeue(Duration::from_millis(500)))
+                }
+                Err(error) => return Err(Error::Status(error)),
+            }
+        }
+        let wait = (ended + ledger::SETTLE).duration_since(now);
+        let wait = Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(200);
+        return Ok(Requeue::requeue(wait));
+    }
     let decision = step(&policy.spec, &call.spec, &next, now, &step_ctx);
     let mut decided = decision.status.clone();
     decided.observed_generation = call.metadata.generation;
@@ -215,11 +252,20 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
 
     let urls = |attempt_id: &str| {
         let nonce = decided.nonce.as_deref().unwrap_or_default();
-        dial_urls(
+        let mut urls = dial_urls(
             ctx.config.public_url.as_ref(),
             &ack_base,
             &callbacks::callback_query(&namespace, &name, attempt_id, nonce),
-        )
+        );
+        if let Some(function) = &ack_function {
+            match documents::ack_action_url(function, &policy.spec, &room, attempt_id) {
+                Ok(action) => urls.ack = action,
+                Err(error) => {
+                    tracing::warn!(%error, "the acknowledgement function's URL; the ack document takes its place")
+                }
+            }
+        }
+        urls
     };
     let executor = Executor {
         runner: &ctx.runner,

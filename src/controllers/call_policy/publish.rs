@@ -10,7 +10,9 @@ use super::decide::{asset_prefix, keep_versions};
 use super::{twilio, Error, State, ENVIRONMENT};
 use crate::api::{TwimlStatus, TwimlUrls};
 use crate::page::documents::HostedDocuments;
+use crate::page::ledger::SYNC_SERVICE;
 use crate::twilio::client::AssetUpload;
+use crate::twilio::functions::ack;
 use crate::twilio::types::Environment;
 use crate::twilio::Account;
 use crate::twilio::TwilioClient;
@@ -61,11 +63,83 @@ async fn other_versions(
     ))
 }
 
+/// The Function the install's policies share: the acknowledgement ledger's writer.
+const ACK_FUNCTION: &str = "alertcall-ack";
+/// The npm packages the function's Runtime provides: `context.getTwilioClient()` is the
+/// `twilio` package's client.
+const DEPENDENCIES: &str = r#"[{"name":"twilio","version":"5.3.4"}]"#;
+/// The Node.js runtime Twilio runs the function on.
+const RUNTIME: &str = "node22";
+
+/// Uploads the acknowledgement function's source as a new version of the shared Function.
+async fn upload_ack_function(client: &TwilioClient, service_sid: &str) -> Result<String, Error> {
+    let functions = client
+        .list_functions(service_sid)
+        .await
+        .map_err(twilio("listing Serverless functions"))?;
+    let function = match functions
+        .into_iter()
+        .find(|f| f.friendly_name == ACK_FUNCTION)
+    {
+        Some(function) => function,
+        None => client
+            .create_function(service_sid, ACK_FUNCTION)
+            .await
+            .map_err(twilio("creating the acknowledgement function"))?,
+    };
+    let version = client
+        .upload_function_version(
+            service_sid,
+            &function.sid,
+            &AssetUpload {
+                path: ack::PATH.to_string(),
+                file_name: "ack.js".to_string(),
+                content_type: "application/javascript".to_string(),
+                content: ack::SOURCE.as_bytes().to_vec(),
+            },
+        )
+        .await
+        .map_err(twilio("uploading the acknowledgement function"))?;
+    Ok(version.sid)
+}
+
+/// The map every keypress is written into exists (a second create answers 409).
+pub(super) async fn ensure_ack_map(client: &TwilioClient) -> Result<(), Error> {
+    match client.create_sync_map(SYNC_SERVICE, ack::DEFAULT_MAP).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.is_conflict() => Ok(()),
+        Err(error) => Err(twilio("creating the acknowledgement Sync map")(error)),
+    }
+}
+
+/// Function version SIDs of the environment's active build (the acknowledgement function's).
+async fn active_function_versions(
+    client: &TwilioClient,
+    service_sid: &str,
+    environment: &Environment,
+) -> Result<Vec<String>, Error> {
+    let Some(build_sid) = environment.build_sid.as_deref().filter(|s| !s.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let build = match client.fetch_build(service_sid, build_sid).await {
+        Ok(build) => build,
+        Err(error) if error.is_not_found() => return Ok(Vec::new()),
+        Err(error) => return Err(twilio("reading the active build")(error)),
+    };
+    Ok(build
+        .function_versions
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.get("sid").and_then(|s| s.as_str()).map(str::to_string))
+        .collect())
+}
+
 async fn build_and_deploy(
     client: &TwilioClient,
     service_sid: &str,
     environment: &Environment,
     versions: &[String],
+    function_versions: &[String],
 ) -> Result<String, Error> {
     if versions.is_empty() {
         client
@@ -75,7 +149,13 @@ async fn build_and_deploy(
         return Ok(String::new());
     }
     let build = client
-        .create_build(service_sid, versions)
+        .create_build_with_functions(
+            service_sid,
+            versions,
+            function_versions,
+            DEPENDENCIES,
+            RUNTIME,
+        )
         .await
         .map_err(twilio("creating the Serverless build"))?;
     client
@@ -99,8 +179,9 @@ async fn build_and_deploy(
 fn publication_hash(docs: &HostedDocuments, account_sid: &str, instance: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(format!(
-        "{}\n{account_sid}\n{instance}",
-        docs.content_hash()
+        "{}\n{account_sid}\n{instance}\n{}",
+        docs.content_hash(),
+        ack::SOURCE
     ));
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -118,10 +199,13 @@ pub(super) async fn publish(
     let auth_token = account.auth_token.as_deref();
     let instance = &state.ctx.config.instance_name;
     let hash = publication_hash(docs, account_sid, instance);
+    // NB: before the short-circuit, so a map deleted by hand comes back at the next resync.
+    ensure_ack_map(client).await?;
     if let Some(current) = current {
         if current.content_hash == hash
             && !current.build_sid.is_empty()
             && !current.urls.ack.is_empty()
+            && !current.urls.ack_function.is_empty()
         {
             if still_served(state, auth_token, &current.urls.ack, &docs.ack).await {
                 return Ok(current.clone());
@@ -208,10 +292,19 @@ pub async fn publish_documents(
             _ => urls.no_ack = url,
         }
     }
+    let function_version = upload_ack_function(client, &service.sid).await?;
+    urls.ack_function = client.asset_url(&environment, ack::PATH);
     let existing: HashSet<String> = assets.iter().map(|a| a.sid.clone()).collect();
     let mut versions = other_versions(client, &service.sid, &environment, &ours, &existing).await?;
     versions.extend(new_versions);
-    let build_sid = build_and_deploy(client, &service.sid, &environment, &versions).await?;
+    let build_sid = build_and_deploy(
+        client,
+        &service.sid,
+        &environment,
+        &versions,
+        &[function_version],
+    )
+    .await?;
     tracing::info!(namespace, name, build_sid, "TwiML documents published");
     Ok(TwimlStatus {
         service_sid: service.sid,
@@ -283,7 +376,15 @@ pub(super) async fn unpublish(
     let existing: HashSet<String> = assets.iter().map(|a| a.sid.clone()).collect();
     let environment = find_or_create_environment(client, &service.sid).await?;
     let versions = other_versions(client, &service.sid, &environment, &ours, &existing).await?;
-    build_and_deploy(client, &service.sid, &environment, &versions).await?;
+    let function_versions = active_function_versions(client, &service.sid, &environment).await?;
+    build_and_deploy(
+        client,
+        &service.sid,
+        &environment,
+        &versions,
+        &function_versions,
+    )
+    .await?;
     for sid in &ours {
         match client.delete_asset(&service.sid, sid).await {
             Ok(()) => {}

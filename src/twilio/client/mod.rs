@@ -286,12 +286,12 @@ impl TwilioClient {
             &self.config.serverless_base,
             &self.config.sync_base,
         ]
-            .iter()
-            .map(|base| base.path().trim_end_matches('/'))
-            .filter(|prefix| url.path().starts_with(&format!("{prefix}/")))
-            .max_by_key(|prefix| prefix.len())
-            .unwrap_or_default()
-            .to_string()
+        .iter()
+        .map(|base| base.path().trim_end_matches('/'))
+        .filter(|prefix| url.path().starts_with(&format!("{prefix}/")))
+        .max_by_key(|prefix| prefix.len())
+        .unwrap_or_default()
+        .to_string()
     }
 
     async fn request<T: DeserializeOwned>(

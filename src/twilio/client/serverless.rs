@@ -159,8 +159,13 @@ impl TwilioClient {
     ) -> Result<Function, TwilioError> {
         let url = self.serverless_url(&["Services", service_sid, "Functions"])?;
         let form = vec![("FriendlyName".to_string(), friendly_name.to_string())];
-        self.request(Operation::CreateFunction, Verb::Post, url, Body::Form(&form))
-            .await
+        self.request(
+            Operation::CreateFunction,
+            Verb::Post,
+            url,
+            Body::Form(&form),
+        )
+        .await
     }
 
     /// `POST /v1/Services/{ServiceSid}/Functions/{FunctionSid}/Versions` on the upload host,
