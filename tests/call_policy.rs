@@ -305,7 +305,8 @@ async fn policy_lifecycle_publishes_bridges_corrects_drift_and_cleans_up() {
 
     // Re-applying the same spec uploads nothing, across several resyncs.
     let uploads = env.uploads();
-    assert_eq!(uploads, 3);
+    // The three documents and the acknowledgement function.
+    assert_eq!(uploads, 4);
     let mut touched = policy("oncall", "twilio", FROM, Some(BRIDGE), template);
     touched.metadata.labels = Some([("touched".to_string(), "yes".to_string())].into());
     apply(&env, &touched).await;
