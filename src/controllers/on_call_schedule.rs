@@ -230,3 +230,61 @@ fn error_policy(_guarded: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Act
         .inc();
     Action::requeue(Duration::from_secs(5))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(zone: &str) -> OnCallSchedule {
+        let object: OnCallSchedule = serde_json::from_value(serde_json::json!({
+            "apiVersion": "alertcall.dev/v1alpha1",
+            "kind": "OnCallSchedule",
+            "metadata": {"name": "s", "namespace": "n", "generation": 3},
+            "spec": {
+                "timeZone": zone,
+                "members": [{"name": "alice", "client": "alice"}, {"name": "bob", "client": "bob"}],
+                "rotations": [{"name": "r", "members": ["alice", "bob"], "start": "2026-12-07T09:00:00", "shiftLength": "24h"}]
+            }
+        }))
+        .unwrap_or_else(|e| panic!("fixture: {e}"));
+        object
+    }
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn status_names_who_is_on_call_and_wakes_at_the_handoff() {
+        let now = at("2026-12-07T10:00:00Z");
+        let (status, wake) = decide(&schedule("UTC"), now);
+        assert_eq!(status.on_call, ["alice"]);
+        assert_eq!(status.until.as_deref(), Some("2026-12-08T09:00:00Z"));
+        assert_eq!(status.next, ["bob"]);
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(wake, Duration::from_secs(23 * 3600) + WAKE_MARGIN);
+        assert!(crate::api::conditions::is_true(&status.conditions, READY));
+        assert!(crate::api::conditions::is_true(&status.conditions, ON_CALL));
+    }
+
+    #[test]
+    fn before_the_first_shift_is_a_gap() {
+        let (status, _) = decide(&schedule("UTC"), at("2026-12-01T00:00:00Z"));
+        assert!(status.on_call.is_empty());
+        let condition =
+            find(&status.conditions, ON_CALL).map(|c| (c.status.as_str(), c.reason.as_str()));
+        assert_eq!(condition, Some(("False", "Gap")));
+    }
+
+    #[test]
+    fn an_invalid_zone_clears_who_is_on_call_and_says_why() {
+        let mut previous = schedule("UTC");
+        previous.status = Some(decide(&previous, at("2026-12-07T10:00:00Z")).0);
+        previous.spec.time_zone = "Nowhere/Land".into();
+        let (status, wake) = decide(&previous, at("2026-12-07T10:00:00Z"));
+        assert!(status.on_call.is_empty() && status.until.is_none() && status.next.is_empty());
+        let ready = find(&status.conditions, READY).map(|c| (c.status.as_str(), c.reason.as_str()));
+        assert_eq!(ready, Some(("False", "InvalidTimeZone")));
+        assert_eq!(wake, IDLE_REQUEUE);
+    }
+}
