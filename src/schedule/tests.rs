@@ -653,3 +653,45 @@ fn the_example_schedule_is_valid() {
         )],
     );
 }
+
+#[test]
+fn windows_follow_the_wall_clock_through_skipped_and_repeated_hours() {
+    let mut early = rotation(&["alice"], "2026-01-01T00:00:00", "168h");
+    early.restrictions = vec![window(&[], &[("02:30", "05:00")])];
+    let skipped = compiled(&spec("America/New_York", vec![early]));
+    check(
+        &skipped,
+        &[
+            // 01:30 EST on 2026-03-08; at 07:00Z the clock jumps to 03:00 EDT, inside the window
+            // although it never showed 02:30.
+            (
+                "2026-03-08T06:30:00Z",
+                &[],
+                Some("2026-03-08T07:00:00Z"),
+                &["alice"],
+            ),
+        ],
+    );
+    let mut late = rotation(&["alice"], "2026-01-01T00:00:00", "168h");
+    late.restrictions = vec![window(&[], &[("00:00", "01:30")])];
+    let repeated = compiled(&spec("America/New_York", vec![late]));
+    check(
+        &repeated,
+        &[
+            // 01:45 EDT on 2026-11-01; at 06:00Z the clock falls back to 01:00 EST, inside again
+            // until it shows 01:30 a second time.
+            (
+                "2026-11-01T05:45:00Z",
+                &[],
+                Some("2026-11-01T06:00:00Z"),
+                &["alice"],
+            ),
+            (
+                "2026-11-01T06:00:00Z",
+                &["alice"],
+                Some("2026-11-01T06:30:00Z"),
+                &[],
+            ),
+        ],
+    );
+}
