@@ -347,7 +347,7 @@ async fn kubectl_apply_and_get_show_the_printer_columns() {
         "-f",
         &copy.path().display().to_string(),
     ]);
-    let table = kubectl(&["get", "cp,ar,ac", "-n", &ns.name]);
+    let table = kubectl(&["get", "cp,ar,ac,ocs", "-n", &ns.name]);
     for column in [
         "MODE",
         "FROM",
@@ -358,6 +358,9 @@ async fn kubectl_apply_and_get_show_the_printer_columns() {
         "PHASE",
         "ACKED-BY",
         "ATTEMPTS",
+        "ON-CALL",
+        "UNTIL",
+        "NEXT",
         "AGE",
     ] {
         assert!(
@@ -371,6 +374,7 @@ async fn kubectl_apply_and_get_show_the_printer_columns() {
         "critical-workloads",
         "critical-alerts",
         "manual-page-example",
+        "sre-primary",
     ] {
         assert!(table.contains(name), "{name} missing from:\n{table}");
     }
