@@ -13,6 +13,20 @@ scripts/control-plane.sh install
 step "provisioning Helm (helm-python-sdk in a cached virtualenv)"
 scripts/helm-env.sh >/dev/null
 
+step "provisioning the container tools (skopeo, umoci, runc from Debian)"
+scripts/container-tools.sh
+
+step "provisioning promtool (Debian's prometheus package)"
+if ! command -v promtool >/dev/null; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  as_root apt-get update -qq
+  # NB: only promtool is used; the recommended exporters and their services are not wanted.
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+step "promtool check rules / test rules (the chart's PrometheusRule)"
+(cd charts/alertcall/files && promtool check rules prometheus-rules.yaml && promtool test rules prometheus-rules.test.yaml)
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

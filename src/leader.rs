@@ -58,13 +58,31 @@ pub enum LeaderError {
     Timing(String),
 }
 
-/// Keeps this replica in the election; dropping it stops renewing the Lease.
-pub struct LeaderTask(AbortOnDrop<()>);
+/// Keeps this replica in the election; dropping it stops renewing the Lease without releasing
+/// it (as a killed process would), [`LeaderTask::step_down`] hands it over.
+pub struct LeaderTask {
+    // NB: declared before `step_down`, so a drop aborts the task before the closed channel
+    // could be taken for a request to step down.
+    task: AbortOnDrop<()>,
+    step_down: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 impl LeaderTask {
     /// Resolves when the election task ends on its own.
-    pub async fn finished(mut self) {
-        let _ = (&mut (self.0).0).await;
+    pub async fn finished(&mut self) {
+        let _ = (&mut self.task.0).await;
+    }
+
+    /// Stops leading and releases the Lease, so a standby takes over at once instead of when the
+    /// Lease expires. Every [`Leadership`] sees "not leader" before the Lease is released. Gives
+    /// up after `limit` (then the Lease expires as after a crash).
+    pub async fn step_down(mut self, limit: Duration) {
+        if let Some(step_down) = self.step_down.take() {
+            let _ = step_down.send(());
+        }
+        if tokio::time::timeout(limit, &mut self.task.0).await.is_err() {
+            tracing::warn!(?limit, "the Lease was not released in time; it will expire");
+        }
     }
 }
 
@@ -104,25 +122,48 @@ impl Leadership {
             .with_field_manager("alertcall-leader")
             .build()
             .await?;
-        let (receiver, task) = manager.watch().await;
+        let (mut watched, task) = manager.watch().await;
         // NB: the lease manager renews from its own task; it must die with ours, or a "killed"
         // replica would keep renewing the Lease and nobody could take over.
-        let task = AbortOnDrop(task);
+        let mut task = AbortOnDrop(task);
+        // NB: the manager releases the Lease only once every receiver of its channel is gone,
+        // and Leadership clones live all over the operator; so they get a channel of their own,
+        // and this task holds the manager's only receiver.
+        let (leading, is_leader) = watch::channel(*watched.borrow_and_update());
+        let (step_down, mut stepping_down) = tokio::sync::oneshot::channel::<()>();
         let identity = config.identity.clone();
-        let mut watched = receiver.clone();
-        let logger = tokio::spawn(async move {
-            let task = task;
-            while watched.changed().await.is_ok() {
-                let leading = *watched.borrow();
-                tracing::info!(identity = %identity, leading, "leadership changed");
+        let forwarder = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = watched.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let now = *watched.borrow_and_update();
+                        tracing::info!(identity = %identity, leading = now, "leadership changed");
+                        let _ = leading.send(now);
+                    }
+                    Ok(()) = &mut stepping_down => {
+                        let _ = leading.send(false);
+                        drop(watched);
+                        match (&mut task.0).await {
+                            Ok(Ok(_)) => tracing::info!(identity = %identity, "released the Lease"),
+                            Ok(Err(error)) => tracing::warn!(identity = %identity, %error, "releasing the Lease failed; it will expire"),
+                            Err(error) => tracing::warn!(identity = %identity, %error, "the lease manager stopped"),
+                        }
+                        return;
+                    }
+                }
             }
+            let _ = leading.send(false);
             task.0.abort();
         });
         Ok((
-            Self {
-                is_leader: receiver,
+            Self { is_leader },
+            LeaderTask {
+                task: AbortOnDrop(forwarder),
+                step_down: Some(step_down),
             },
-            LeaderTask(AbortOnDrop(logger)),
         ))
     }
 

@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::Client;
 use tokio::net::TcpListener;
@@ -18,7 +19,7 @@ use tokio::task::JoinSet;
 use crate::controllers::{alert_call, alert_route, call_policy, callbacks, on_call_schedule};
 pub use crate::controllers::{Config, Context};
 use crate::http;
-use crate::leader::{LeaderError, Leadership};
+use crate::leader::{LeaderError, LeaderTask, Leadership};
 use crate::pipeline::routes::{self, RouteSnapshot, RouteStats};
 use crate::pipeline::{pager, Shared};
 use crate::sources::{alertmanager, kube_events};
@@ -44,18 +45,32 @@ pub struct Running {
     pub context: Arc<Context>,
     tasks: JoinSet<()>,
     stop: watch::Sender<bool>,
+    /// Held here, not among `tasks`, so a graceful stop can hand the Lease over.
+    leader_task: Option<LeaderTask>,
 }
 
+/// How long dials already under way get to finish and record their outcome at shutdown.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// How long releasing the Lease may take at shutdown. With [`DRAIN_LIMIT`] and the controllers'
+/// own stop, well within the chart's 30 s terminationGracePeriodSeconds.
+const RELEASE_LIMIT: Duration = Duration::from_secs(5);
+
 impl Running {
-    /// Asks every task to stop and waits for them.
+    /// Stops as SIGTERM asks: webhooks, watches and controllers stop; the dials under way
+    /// finish and record their outcome (bounded); then this replica stops leading and releases
+    /// the Lease, so no dial starts after a successor may have taken over.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        self.context.runner.abort_all();
+        self.context.runner.drain(DRAIN_LIMIT).await;
+        if let Some(task) = self.leader_task.take() {
+            task.step_down(RELEASE_LIMIT).await;
+        }
         while self.tasks.join_next().await.is_some() {}
     }
 
-    /// Stops every task at once, as a killed process would.
+    /// Stops every task at once, as a killed process would: nothing is finished or released.
     pub async fn kill(mut self) {
+        drop(self.leader_task.take());
         self.tasks.abort_all();
         self.context.runner.abort_all();
         while self.tasks.join_next().await.is_some() {}
@@ -63,7 +78,17 @@ impl Running {
 
     /// Waits until a task ends (which only happens on shutdown or a fatal error).
     pub async fn wait(&mut self) {
-        let _ = self.tasks.join_next().await;
+        match self.leader_task.as_mut() {
+            Some(leader_task) => {
+                tokio::select! {
+                    _ = self.tasks.join_next() => {}
+                    _ = leader_task.finished() => {}
+                }
+            }
+            None => {
+                let _ = self.tasks.join_next().await;
+            }
+        }
     }
 }
 
@@ -88,17 +113,11 @@ pub async fn start_with_listener(
 ) -> Result<Running, RunError> {
     let (stop, shutdown) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    let mut leader_task = None;
     let leader = match &config.leader_election {
         Some(lease) => {
             let (leader, task) = Leadership::elect(client.clone(), lease).await?;
-            let mut stopping = shutdown.clone();
-            // Not released on shutdown: the successor takes over when the Lease expires.
-            tasks.spawn(async move {
-                tokio::select! {
-                    _ = task.finished() => {}
-                    _ = stopping.wait_for(|stop| *stop) => {}
-                }
-            });
+            leader_task = Some(task);
             leader
         }
         None => Leadership::always(),
@@ -162,7 +181,12 @@ pub async fn start_with_listener(
     spawn_until(&mut tasks, &shutdown, watching_policies);
     let (pages, escalation) = alert_call::controller(context.clone());
     let router = http::base_router(readiness, metrics)
-        .merge(alertmanager::router(context.client.clone(), routes, pager))
+        .merge(alertmanager::router(
+            context.client.clone(),
+            routes,
+            pager,
+            context.metrics.clone(),
+        ))
         .merge(callbacks::router(context.clone(), pages, policies));
     tasks.spawn(escalation);
     let mut http_shutdown = shutdown.clone();
@@ -184,6 +208,7 @@ pub async fn start_with_listener(
         context,
         tasks,
         stop,
+        leader_task,
     })
 }
 

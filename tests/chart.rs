@@ -146,6 +146,32 @@ fn two_replicas_elect_a_leader() {
     );
 }
 
+/// A rolling update runs the old and the new pod side by side; only a Lease keeps them from
+/// both dialing, so without one the old pod stops first.
+#[test]
+fn no_two_pods_dial_at_once_during_an_upgrade() {
+    let single = render(json!({}));
+    let deployment = one(&single, "Deployment");
+    assert_eq!(deployment["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        30
+    );
+    for values in [
+        json!({"replicaCount": 2}),
+        json!({"leaderElection": {"enabled": true}}),
+    ] {
+        let documents = render(values.clone());
+        let deployment = one(&documents, "Deployment");
+        assert!(deployment["spec"]["strategy"].is_null(), "{values}");
+    }
+    let documents = render(json!({"terminationGracePeriodSeconds": 45}));
+    assert_eq!(
+        one(&documents, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+        45
+    );
+}
+
 #[test]
 fn optional_parts_render_when_enabled() {
     let documents = render(json!({

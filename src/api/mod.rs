@@ -6,6 +6,7 @@ pub mod alert_route;
 pub mod call_policy;
 pub mod conditions;
 pub mod on_call_schedule;
+pub mod structural;
 pub mod validate;
 
 pub use alert_call::{

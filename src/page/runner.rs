@@ -329,6 +329,24 @@ impl Runner {
         self.jobs().remove(&key);
     }
 
+    /// Shutdown: queued dials are dropped (each reports `NotPlaced`) and dials whose request is
+    /// under way finish and report, so every page is left with its call's SID recorded, its
+    /// intent alone, or neither. Whatever still runs after `limit` is aborted.
+    pub async fn drain(&self, limit: Duration) {
+        for state in self.jobs().values() {
+            if let JobState::Queued(cancel) = state {
+                cancel.notify_one();
+            }
+        }
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let finished =
+            tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
+        if finished.is_err() {
+            tracing::warn!(?limit, "dials still under way at shutdown were stopped");
+            tasks.abort_all();
+        }
+    }
+
     /// Stops every dial at once (shutdown or a simulated crash).
     pub fn abort_all(&self) {
         self.tasks

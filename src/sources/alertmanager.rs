@@ -224,10 +224,16 @@ struct Webhook {
     routes: Routes,
     pager: Pager,
     tokens: Arc<TokenCache>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The webhook endpoint, to merge into the operator's router.
-pub fn router(client: Client, routes: Routes, pager: Pager) -> Router {
+pub fn router(
+    client: Client,
+    routes: Routes,
+    pager: Pager,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Router {
     Router::new()
         .route("/alertmanager/{namespace}/{route}", post(receive))
         // NB: enforced by the `Bytes` extractor of `receive`, before anything is parsed.
@@ -237,6 +243,7 @@ pub fn router(client: Client, routes: Routes, pager: Pager) -> Router {
             routes,
             pager,
             tokens: Arc::new(TokenCache::default()),
+            metrics,
         })
 }
 
@@ -268,7 +275,26 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let key = RouteKey::new(namespace, name);
+    let metrics = hook.metrics.clone();
+    let response = settle(hook, RouteKey::new(namespace, name), headers, body).await;
+    if let Some(reason) = rejection_reason(response.status()) {
+        metrics.webhook_rejection(reason);
+    }
+    response
+}
+
+/// The `reason` label of `alertcall_webhook_rejections_total` for an error answer.
+fn rejection_reason(status: StatusCode) -> Option<&'static str> {
+    match status {
+        StatusCode::UNAUTHORIZED => Some("unauthorized"),
+        StatusCode::BAD_REQUEST => Some("bad-payload"),
+        StatusCode::SERVICE_UNAVAILABLE => Some("unavailable"),
+        status if status.is_success() => None,
+        _ => Some("other"),
+    }
+}
+
+async fn settle(hook: Webhook, key: RouteKey, headers: HeaderMap, body: Bytes) -> Response {
     let Some(presented) = bearer(&headers) else {
         return unauthorized();
     };

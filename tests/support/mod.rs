@@ -3,6 +3,7 @@
 //! the CRDs installed once, and a fresh namespace per test.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod image;
 pub mod paging;
 
 use std::path::{Path, PathBuf};

@@ -186,9 +186,10 @@ impl DemoRun {
         out.push_str(&format!(
             "\nThis was a simulation: simulated time ran {}x faster, the calls went to the Twilio simulator\n\
              in this process, and the AlertCall status was kept in memory instead of a cluster.\n\
-             Next: edit the numbers and the Secret in examples/, then `kubectl apply -f crds/ -f examples/`\n\
-             with the operator running, or rehearse your own policies with `alertcall twilio-sim` (dry runs)\n\
-             and `alertcall check -f DIR --event FILE`.\n",
+             Next: edit the numbers in examples/ and the credentials in examples/twilio.env, then\n\
+             `kubectl apply -f crds/` and `kubectl apply -n NAMESPACE -k examples/` with the operator\n\
+             running, or rehearse your own policies with `alertcall twilio-sim` (dry runs) and\n\
+             `alertcall check -f DIR --event FILE`.\n",
             self.time_scale
         ));
         out

@@ -88,6 +88,9 @@ pub(super) async fn transitions(
                 .calls
                 .get_or_create(&crate::metrics::OutcomeLabels { outcome: label })
                 .inc();
+            if let Some(code) = attempt.twilio_error_code {
+                ctx.metrics.call_error(&code.to_string());
+            }
             let (type_, reason) = match attempt.status {
                 AttemptStatus::Canceled => (EventType::Normal, "Canceled"),
                 AttemptStatus::Failed if attempt.call_sid.is_none() => {
@@ -124,6 +127,7 @@ pub(super) async fn transitions(
         .await;
     }
     if new.phase != old.phase {
+        ctx.metrics.page_phase(&format!("{:?}", new.phase));
         if new.phase == Phase::Acknowledged {
             if let (Some(start), Some(acked)) = (&new.started_at, &new.acknowledged_at) {
                 let seconds = acked.0.duration_since(start.0).as_secs_f64().max(0.0);

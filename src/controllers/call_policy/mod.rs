@@ -406,6 +406,7 @@ async fn apply_steps(policy: &CallPolicy, state: &State, report: &mut Report) ->
         }
         Err(source) => {
             report.set(TWILIO_HEALTHY, false, source.reason(), &source.to_string());
+            state.ctx.metrics.twilio_health(&namespace, &name, false);
             return Err(twilio("looking up the from number")(source));
         }
     };
@@ -420,6 +421,10 @@ async fn apply_steps(policy: &CallPolicy, state: &State, report: &mut Report) ->
 
     let health = twilio_health(&policy_attempts(state, &namespace, &name).await?);
     report.set(TWILIO_HEALTHY, health.ok, &health.reason, &health.message);
+    state
+        .ctx
+        .metrics
+        .twilio_health(&namespace, &name, health.ok);
 
     let room = documents::room_name(spec, &namespace, &name);
     let docs = HostedDocuments::render(spec, &room);

@@ -687,32 +687,13 @@ mod tests {
 
     #[tokio::test]
     async fn resolved_alerts_close_the_window_and_page_again_on_refire() {
-        let mut spec = crate::fixtures::route_spec();
-        spec.alertmanager = Some(crate::api::AlertmanagerSpec {
-            matchers: vec!["severity=critical".into()],
-            bearer_token_secret_ref: crate::api::SecretKeyRef {
-                name: "t".into(),
-                key: "token".into(),
-            },
-        });
-        let (mut pager, _) = pager(spec);
-        let alert = |status| Signal {
-            candidate: Candidate::Alert(AlertCandidate {
-                labels: BTreeMap::from([("severity".to_string(), "critical".to_string())]),
-                status,
-                route: RouteKey::new("prod", "r"),
-                ..Default::default()
-            }),
-            occurrences: 1,
-            received: Timestamp::now(),
-            replay: false,
-            reply: None,
-        };
-        pager.on_signal(alert(crate::routing::AlertStatus::Firing));
-        pager.on_signal(alert(crate::routing::AlertStatus::Firing));
+        use crate::routing::AlertStatus::{Firing, Resolved};
+        let (mut pager, _) = pager(alert_route_spec());
+        pager.on_signal(alert_signal("critical", Firing, None));
+        pager.on_signal(alert_signal("critical", Firing, None));
         assert_eq!(pager.pages.page_count(), 1);
-        pager.on_signal(alert(crate::routing::AlertStatus::Resolved));
-        pager.on_signal(alert(crate::routing::AlertStatus::Firing));
+        pager.on_signal(alert_signal("critical", Resolved, None));
+        pager.on_signal(alert_signal("critical", Firing, None));
         assert_eq!(pager.pages.page_count(), 2);
     }
 

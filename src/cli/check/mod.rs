@@ -6,14 +6,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use k8s_openapi::api::core::v1::Event;
-use kube::ResourceExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::api::{self, AlertCall, AlertRoute, CallPolicy, Mode, Order};
+use crate::api::{self, Mode, Order};
 use crate::routing::{
     decide, Candidate, EventCandidate, GroupDecision, GroupKey, GroupState, RouteIndex, RouteKey,
 };
 use crate::sources::alertmanager::Payload;
+
+mod manifests;
+pub use manifests::{namespace_of, qualified, read_sources, Diagnostic, Manifests};
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
@@ -34,161 +36,97 @@ pub struct CheckArgs {
     /// Labels of the Event's Namespace, `key=value` (repeatable or comma-separated).
     #[arg(long = "namespace-labels", value_delimiter = ',', requires = "event")]
     pub namespace_labels: Vec<String>,
+    /// `text` for people, `json` for CI: one object with every error (file, document, JSON
+    /// path, message).
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
-/// The alertcall resources found in a set of manifests.
-#[derive(Debug, Default)]
-pub struct Manifests {
-    pub policies: Vec<CallPolicy>,
-    pub routes: Vec<AlertRoute>,
-    pub calls: Vec<AlertCall>,
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TypeMeta {
-    #[serde(default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-}
-
-impl Manifests {
-    /// Parses every YAML document; documents of other kinds are skipped. Each error names the
-    /// source and the document number.
-    pub fn parse(sources: &[(String, String)]) -> Result<Self, Vec<String>> {
-        let mut manifests = Manifests::default();
-        let mut errors = Vec::new();
-        for (source, text) in sources {
-            for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-                let place = format!("{source} (document {})", index + 1);
-                let value = match serde_yaml::Value::deserialize(document) {
-                    Ok(serde_yaml::Value::Null) => continue,
-                    Ok(value) => value,
-                    Err(error) => {
-                        errors.push(format!("{place}: not YAML: {error}"));
-                        continue;
-                    }
-                };
-                if let Err(error) = manifests.add(value) {
-                    errors.push(format!("{place}: {error}"));
-                }
-            }
-        }
-        if errors.is_empty() {
-            Ok(manifests)
-        } else {
-            Err(errors)
-        }
-    }
-
-    fn add(&mut self, value: serde_yaml::Value) -> Result<(), serde_yaml::Error> {
-        let meta: TypeMeta = serde_yaml::from_value(value.clone())?;
-        let ours = meta.api_version == format!("{}/{}", api::GROUP, api::VERSION);
-        match (ours, meta.kind.as_str()) {
-            (true, "CallPolicy") => self.policies.push(serde_yaml::from_value(value)?),
-            (true, "AlertRoute") => self.routes.push(serde_yaml::from_value(value)?),
-            (true, "AlertCall") => self.calls.push(serde_yaml::from_value(value)?),
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Reads the YAML files under `path`.
-    pub fn load(path: &Path) -> Result<Self, Vec<String>> {
-        let files = super::yaml_files(&path.to_path_buf())
-            .map_err(|error| vec![format!("{}: {error}", path.display())])?;
-        let mut sources = Vec::new();
-        for file in files {
-            match std::fs::read_to_string(&file) {
-                Ok(text) => sources.push((file.display().to_string(), text)),
-                Err(error) => return Err(vec![format!("{}: {error}", file.display())]),
-            }
-        }
-        Self::parse(&sources)
-    }
-
-    /// The policy a namespaced reference points at.
-    pub fn policy(&self, namespace: &str, name: &str) -> Option<&CallPolicy> {
-        self.policies
-            .iter()
-            .find(|p| p.name_any() == name && namespace_of(*p) == namespace)
-    }
-
-    /// Every semantic problem, as `Kind namespace/name: field: message` lines.
-    pub fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        for policy in &self.policies {
-            for problem in api::validate::call_policy(&policy.spec) {
-                problems.push(format!("CallPolicy {}: {problem}", qualified(policy)));
-            }
-        }
-        for route in &self.routes {
-            for problem in api::validate::alert_route(&route.spec) {
-                problems.push(format!("AlertRoute {}: {problem}", qualified(route)));
-            }
-            let policy = &route.spec.policy_ref.name;
-            if self.policy(&namespace_of(route), policy).is_none() {
-                problems.push(format!(
-                    "AlertRoute {}: spec.policyRef: no CallPolicy {policy:?} in namespace {:?}",
-                    qualified(route),
-                    namespace_of(route)
-                ));
-            }
-        }
-        problems
-    }
-}
-
-/// The namespace of a manifest; `default` where the manifest leaves it to kubectl.
-pub fn namespace_of<K: ResourceExt>(object: &K) -> String {
-    object.namespace().unwrap_or_else(|| "default".to_string())
-}
-
-/// `namespace/name` of a manifest.
-pub fn qualified<K: ResourceExt>(object: &K) -> String {
-    format!("{}/{}", namespace_of(object), object.name_any())
+/// One error in the manifests, located well enough for a CI log or an editor.
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    ok: bool,
+    checked: BTreeMap<&'static str, usize>,
+    errors: &'a [Diagnostic],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<String>,
 }
 
 pub fn run(args: &CheckArgs) -> ExitCode {
-    let manifests = match Manifests::load(&args.path) {
-        Ok(manifests) => manifests,
-        Err(errors) => {
-            for error in errors {
+    let (manifests, mut errors) = match read_sources(&args.path) {
+        Ok(sources) => Manifests::check(&sources),
+        Err(error) => (Manifests::default(), vec![*error]),
+    };
+    let explanation = match sample(args) {
+        Ok(Some(candidates)) => Some(explain(&manifests, &candidates, jiff::Timestamp::now())),
+        Ok(None) => None,
+        Err(message) => {
+            errors.push(Diagnostic {
+                file: args
+                    .event
+                    .as_ref()
+                    .or(args.alert.as_ref())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                document: 0,
+                kind: None,
+                namespace: None,
+                name: None,
+                path: String::new(),
+                message,
+                category: "file",
+            });
+            None
+        }
+    };
+    let checked = BTreeMap::from([
+        ("CallPolicy", manifests.policies.len()),
+        ("AlertRoute", manifests.routes.len()),
+        ("AlertCall", manifests.calls.len()),
+    ]);
+    match args.output {
+        Output::Json => {
+            let report = JsonReport {
+                ok: errors.is_empty(),
+                checked,
+                errors: &errors,
+                explanation,
+            };
+            match serde_json::to_string_pretty(&report) {
+                Ok(json) => println!("{json}"),
+                Err(error) => {
+                    eprintln!("error: cannot write the report: {error}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        Output::Text => {
+            if let Some(explanation) = explanation {
+                print!("{explanation}");
+            }
+            for error in &errors {
                 eprintln!("error: {error}");
             }
-            return ExitCode::FAILURE;
+            println!(
+                "{} CallPolicy, {} AlertRoute, {} AlertCall checked: {}",
+                manifests.policies.len(),
+                manifests.routes.len(),
+                manifests.calls.len(),
+                if errors.is_empty() {
+                    "no problems".to_string()
+                } else {
+                    format!("{} problem(s)", errors.len())
+                }
+            );
         }
-    };
-    let sample = match sample(args) {
-        Ok(sample) => sample,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(candidates) = sample {
-        print!(
-            "{}",
-            explain(&manifests, &candidates, jiff::Timestamp::now())
-        );
     }
-    let problems = manifests.problems();
-    for problem in &problems {
-        eprintln!("error: {problem}");
-    }
-    println!(
-        "{} CallPolicy, {} AlertRoute, {} AlertCall checked: {}",
-        manifests.policies.len(),
-        manifests.routes.len(),
-        manifests.calls.len(),
-        if problems.is_empty() {
-            "no problems".to_string()
-        } else {
-            format!("{} problem(s)", problems.len())
-        }
-    );
-    if problems.is_empty() {
+    if errors.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -549,10 +487,46 @@ spec:
   policyRef: {name: missing}
   kubernetesEvents: {types: [Warning]}
 "#;
-        let manifests = parse(&format!("{POLICY}---\n{route}")).unwrap_or_default();
+        let (manifests, errors) =
+            Manifests::check(&[("test.yaml".into(), format!("{POLICY}---\n{route}"))]);
         let problems = manifests.problems();
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("spec.policyRef"), "{problems:?}");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].to_string(),
+            "test.yaml (document 2): AlertRoute ns/r spec.policyRef: no CallPolicy \"missing\" in namespace \"ns\""
+        );
+        assert_eq!(errors[0].category, "semantic");
+    }
+
+    #[test]
+    fn schema_errors_and_unknown_fields_are_located() {
+        let text = format!(
+            "{POLICY}---\n{}",
+            POLICY
+                .replace("name: p,", "name: q,")
+                .replace("\"+15005550101\"", "\"09012345678\"")
+                .replace("from: \"+15005550006\"}", "from: \"+15005550006\", sid: x}")
+        );
+        let (manifests, errors) = Manifests::check(&[("test.yaml".into(), text)]);
+        assert_eq!(
+            manifests.policies.len(),
+            1,
+            "the rejected document is not kept"
+        );
+        let located: Vec<(usize, &str, &str)> = errors
+            .iter()
+            .map(|e| (e.document, e.path.as_str(), e.category))
+            .collect();
+        assert_eq!(
+            located,
+            vec![
+                (2, "spec.twilio.sid", "unknown-field"),
+                (2, "spec.recipients[0].phone", "invalid"),
+            ],
+            "{errors:?}"
+        );
     }
 
     #[test]
