@@ -31,6 +31,7 @@ pub mod operator;
 pub mod page;
 pub mod pipeline;
 pub mod routing;
+pub mod schedule;
 pub mod sources;
 pub mod telemetry;
 pub mod twilio;

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::controllers::{alert_call, alert_route, call_policy, callbacks};
+use crate::controllers::{alert_call, alert_route, call_policy, callbacks, on_call_schedule};
 pub use crate::controllers::{Config, Context};
 use crate::http;
 use crate::leader::{LeaderError, LeaderTask, Leadership};
@@ -198,6 +198,7 @@ pub async fn start_with_listener(
             tracing::error!(%error, "HTTP server stopped");
         }
     });
+    tasks.spawn(on_call_schedule::run(context.clone()));
     if context.config.call_policies {
         tasks.spawn(call_policy::run(context.clone()));
     }

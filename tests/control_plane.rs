@@ -342,6 +342,7 @@ async fn kubectl_apply_and_get_show_the_printer_columns() {
         "secret/alertmanager-token",
         "callpolicy.alertcall.dev/sre-oncall",
         "alertroute.alertcall.dev/critical-alerts",
+        "oncallschedule.alertcall.dev/sre-primary",
     ] {
         assert!(applied.contains(object), "{object} not applied:\n{applied}");
     }
@@ -365,7 +366,7 @@ async fn kubectl_apply_and_get_show_the_printer_columns() {
         !secret.trim().is_empty(),
         "the Secret from twilio.env has no accountSid"
     );
-    let table = kubectl(&["get", "cp,ar,ac", "-n", &ns.name]);
+    let table = kubectl(&["get", "cp,ar,ac,ocs", "-n", &ns.name]);
     for column in [
         "MODE",
         "FROM",
@@ -376,6 +377,9 @@ async fn kubectl_apply_and_get_show_the_printer_columns() {
         "PHASE",
         "ACKED-BY",
         "ATTEMPTS",
+        "ON-CALL",
+        "UNTIL",
+        "NEXT",
         "AGE",
     ] {
         assert!(
@@ -389,6 +393,7 @@ async fn kubectl_apply_and_get_show_the_printer_columns() {
         "critical-workloads",
         "critical-alerts",
         "manual-page-example",
+        "sre-primary",
     ] {
         assert!(table.contains(name), "{name} missing from:\n{table}");
     }

@@ -37,6 +37,7 @@ fn crds_directory_matches_generated() {
     assert!(expected.contains("kind: CallPolicy"));
     assert!(expected.contains("kind: AlertRoute"));
     assert!(expected.contains("kind: AlertCall"));
+    assert!(expected.contains("kind: OnCallSchedule"));
     check_or_bless(&root.join("crds/alertcall.dev.yaml"), &expected);
 }
 

@@ -1,10 +1,11 @@
-//! The three custom resources (data, schema attributes and doc comments only), condition helpers
+//! The custom resources (data, schema attributes and doc comments only), condition helpers
 //! and pure semantic validation that the OpenAPI schema cannot express.
 
 pub mod alert_call;
 pub mod alert_route;
 pub mod call_policy;
 pub mod conditions;
+pub mod on_call_schedule;
 pub mod structural;
 pub mod validate;
 
@@ -20,6 +21,10 @@ pub use call_policy::{
     AcknowledgementSpec, Address, CallPolicy, CallPolicySpec, CallPolicyStatus, Completion,
     ConferenceSpec, LimitsSpec, MessageSpec, Mode, Order, Recipient, StrategySpec, TwilioSpec,
     TwimlStatus, TwimlUrls,
+};
+pub use on_call_schedule::{
+    OnCallSchedule, OnCallScheduleSpec, OnCallScheduleStatus, Override, Restriction, Rotation,
+    TimeRange,
 };
 
 use schemars::JsonSchema;
@@ -60,7 +65,12 @@ pub fn crds(
 ) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube::CustomResourceExt;
-    vec![CallPolicy::crd(), AlertRoute::crd(), AlertCall::crd()]
+    vec![
+        CallPolicy::crd(),
+        AlertRoute::crd(),
+        AlertCall::crd(),
+        OnCallSchedule::crd(),
+    ]
 }
 
 /// The CRDs as one multi-document YAML stream, the bytes kept in `crds/` and the chart.

@@ -7,6 +7,7 @@ pub mod alert_route;
 pub mod call_policy;
 pub mod callbacks;
 mod context;
+pub mod on_call_schedule;
 
 use std::time::Duration;
 
