@@ -1213,7 +1213,11 @@ mod tests {
                 assert!(dial_ids(&again).is_empty(), "{}", c.name);
                 assert!(finish(&again).is_none(), "{}", c.name);
             } else if c.phase != Phase::Exhausted {
-                assert!(finish(&d).is_none_or(|f| f.0 != Phase::Resolved), "{}", c.name);
+                assert!(
+                    finish(&d).is_none_or(|f| f.0 != Phase::Resolved),
+                    "{}",
+                    c.name
+                );
             }
         }
     }
