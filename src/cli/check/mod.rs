@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use k8s_openapi::api::core::v1::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{self, Mode, Order};
+use crate::api::{self, Mode, OnResolved, Order};
 use crate::routing::{
     decide, Candidate, EventCandidate, GroupDecision, GroupKey, GroupState, RouteIndex, RouteKey,
 };
@@ -350,7 +350,15 @@ fn explain_route(
     let key = GroupKey::of(&route.route.spec.grouping.group_by, candidate);
     out.push_str(&format!("    group key  {:?}\n", key.as_str()));
     if candidate.is_resolved() {
-        out.push_str("    resolved: closes the group's repeat window, pages nothing\n");
+        let ends = match route.route.spec.on_resolved {
+            OnResolved::Cancel => {
+                "a page of the group no one acknowledged yet ends Resolved (onResolved: Cancel)"
+            }
+            OnResolved::Continue => "a page of the group calls on (onResolved: Continue)",
+        };
+        out.push_str(&format!(
+            "    resolved: closes the group's repeat window, pages nothing; {ends}\n"
+        ));
         return out;
     }
     let grouping = &route.route.spec.grouping;
