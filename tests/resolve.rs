@@ -107,6 +107,19 @@ async fn page_until(h: &Harness, op: &Running, status: AttemptStatus) -> String 
     name
 }
 
+/// One notification of the group in Alertmanager's label order: node one resolved, node two
+/// still firing.
+fn one_of_two_resolved(ends_at: &str) -> Value {
+    let mut body = notification("firing", "0001-01-01T00:00:00Z");
+    let mut resolved = notification("resolved", ends_at)["alerts"][0].clone();
+    let mut firing = body["alerts"][0].clone();
+    firing["labels"]["node"] = json!("two");
+    firing["fingerprint"] = json!("diskfull-two");
+    resolved["labels"]["node"] = json!("one");
+    body["alerts"] = json!([resolved, firing]);
+    body
+}
+
 async fn resolve(h: &Harness, op: &Running) {
     let now = Timestamp::now().to_string();
     assert_eq!(
@@ -223,5 +236,53 @@ async fn a_resolve_while_a_person_is_in_the_call_cancels_nothing() {
     );
     assert!(sid_of(&ledger, BOB).is_empty(), "bob is never called");
     assert_eq!(h.status(&name).await.phase, Phase::Resolved);
+    h.finish(vec![op]).await;
+}
+
+#[tokio::test]
+async fn a_notification_with_an_alert_of_the_group_still_firing_does_not_end_the_page() {
+    let script = Script::default()
+        .with(ALICE, no_answer())
+        .with(BOB, no_answer());
+    let h = Harness::new("resolve-part", script, 4.0).await;
+    let op = h.operator("part", any_port(), true, Hooks::default()).await;
+    h.policy(policy()).await;
+    route(&h).await;
+    let name = page_until(&h, &op, AttemptStatus::Ringing).await;
+
+    let now = Timestamp::now().to_string();
+    assert_eq!(post(&op, &h.ns.name, &one_of_two_resolved(&now)).await, 200);
+    // 200 means the resolve is written; wait until the controller decided on that spec.
+    let page = support::eventually("the controller to see the resolve", || async {
+        let page = h.calls().get(&name).await.ok()?;
+        let seen = page.status.as_ref()?.observed_generation;
+        (page.spec.source.resolved_at.is_some() && seen == page.metadata.generation).then_some(page)
+    })
+    .await;
+    let (resolved, last_seen) = (
+        page.spec.source.resolved_at.clone().map(|t| t.0),
+        page.spec.source.last_seen.clone().map(|t| t.0),
+    );
+    assert!(last_seen > resolved, "{:#?}", page.spec.source);
+    let status = page.status.unwrap_or_default();
+    assert_eq!(status.phase, Phase::Calling, "{status:#?}");
+    assert_eq!(status.attempts[0].status, AttemptStatus::Ringing);
+    let pages = h
+        .calls()
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("pages: {e}"));
+    assert_eq!(
+        pages.items.len(),
+        1,
+        "node two still firing pages no second time"
+    );
+    let ledger = h.sim.ledger();
+    let sids = sid_of(&ledger, ALICE);
+    assert_eq!(
+        updates_of(&ledger, &sids[0]),
+        0,
+        "alice's call is not canceled"
+    );
     h.finish(vec![op]).await;
 }
