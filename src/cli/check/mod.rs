@@ -663,4 +663,23 @@ metadata: {name: prod, labels: {alerting: enabled}}
             "{text}"
         );
     }
+
+    #[test]
+    fn a_sample_resolved_alert_says_what_it_does_to_a_page() {
+        let payload = r#"{"version": "4", "alerts": [{"status": "resolved",
+            "labels": {"alertname": "DiskFull", "severity": "critical", "team": "db", "service": "pg"}}]}"#;
+        let Ok(payload) = Payload::parse(payload.as_bytes()) else {
+            panic!("payload");
+        };
+        let alerts: Vec<Candidate> = payload
+            .candidates(&RouteKey::default())
+            .into_iter()
+            .map(Candidate::Alert)
+            .collect();
+        let text = explain(&examples(), &alerts, crate::fixtures::at(0));
+        assert!(
+            text.contains("ends Resolved (onResolved: Cancel)"),
+            "{text}"
+        );
+    }
 }
