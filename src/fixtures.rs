@@ -51,6 +51,7 @@ pub fn route_spec() -> AlertRouteSpec {
         grouping: GroupingSpec::default(),
         message: None,
         suspend: false,
+        on_resolved: OnResolved::Cancel,
     }
 }
 
@@ -66,6 +67,7 @@ pub fn alert_call_spec() -> AlertCallSpec {
         source: SourceSpec::default(),
         acknowledged: false,
         not_before: None,
+        on_resolved: OnResolved::Continue,
     }
 }
 

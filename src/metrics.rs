@@ -81,7 +81,7 @@ pub struct Metrics {
 }
 
 /// The phases of an AlertCall, as `api::alert_call::Phase` spells them.
-const PHASES: [&str; 8] = [
+const PHASES: [&str; 9] = [
     "Pending",
     "Waiting",
     "Calling",
@@ -90,6 +90,7 @@ const PHASES: [&str; 8] = [
     "Notified",
     "Failed",
     "Cancelled",
+    "Resolved",
 ];
 
 /// A family exported with its `# HELP` and `# TYPE` even before its first series: dashboards,

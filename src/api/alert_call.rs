@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::LocalRef;
+use super::{LocalRef, OnResolved};
 
 /// One page: who was called, when, what Twilio said and who acknowledged.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -53,6 +53,18 @@ pub struct AlertCallSpec {
     /// once, as for a page created by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<Time>,
+    /// Copied from the route's `onResolved` when the page is made: `Cancel` ends the page in
+    /// phase `Resolved` once every alert of its group is resolved (`source.resolvedAt` with no
+    /// firing seen since) before anyone acknowledged; `Continue` calls on. A page created by
+    /// hand (no `routeRef`) always continues.
+    #[serde(default = "on_resolved_continue")]
+    pub on_resolved: OnResolved,
+}
+
+/// Absent on the AlertCall means `Continue`: a page nobody routed has no alert that resolves,
+/// and one made before routes had `onResolved` keeps the behaviour it was made with.
+fn on_resolved_continue() -> OnResolved {
+    OnResolved::Continue
 }
 
 /// The kind of signal that created a page.
@@ -87,7 +99,9 @@ pub struct SourceSpec {
     pub count: Option<i64>,
     /// When the group was last resolved (an Alertmanager `resolved` alert), recorded by the
     /// pager. A resolve closes the route's repeat window, so the group pages again when it fires
-    /// again; a page still `Waiting` that was resolved before its `notBefore` is cancelled.
+    /// again; a page still `Waiting` that was resolved before its `notBefore` is cancelled, and
+    /// a ringing page with `onResolved: Cancel` ends in phase `Resolved` unless `lastSeen` is
+    /// newer (the group fired again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at: Option<Time>,
 }
@@ -113,6 +127,10 @@ pub enum Phase {
     Failed,
     /// The page was withdrawn before anyone acknowledged.
     Cancelled,
+    /// Every alert of the page's group was resolved before anyone acknowledged, and its route
+    /// says `onResolved: Cancel`: ringing and queued calls were canceled, answered calls left to
+    /// finish their message.
+    Resolved,
 }
 
 impl Phase {
@@ -125,6 +143,7 @@ impl Phase {
                 | Phase::Notified
                 | Phase::Failed
                 | Phase::Cancelled
+                | Phase::Resolved
         )
     }
 }
@@ -216,7 +235,8 @@ fn is_zero(n: &u32) -> bool {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AlertCallStatus {
-    /// Pending, Waiting, Calling, Acknowledged, Exhausted, Notified, Failed or Cancelled.
+    /// Pending, Waiting, Calling, Acknowledged, Exhausted, Notified, Failed, Cancelled or
+    /// Resolved.
     #[serde(default)]
     pub phase: Phase,
     /// No call before this time (RFC 3339), mirrored from `spec.notBefore` by the controller.

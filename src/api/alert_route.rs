@@ -45,6 +45,22 @@ pub struct AlertRouteSpec {
     /// A suspended route matches nothing.
     #[serde(default)]
     pub suspend: bool,
+    /// What a page of this route does when every alert of its group is resolved (Alertmanager)
+    /// before anyone acknowledged: `Cancel` (the default) cancels its ringing and queued calls,
+    /// lets answered calls finish their message, and ends the page in phase `Resolved`;
+    /// `Continue` keeps calling until someone acknowledges. Acknowledged pages are never touched.
+    #[serde(default)]
+    pub on_resolved: OnResolved,
+}
+
+/// What a page does when its alerts resolve before anyone acknowledged.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OnResolved {
+    /// Stop ringing: cancel ringing and queued calls, let answered ones finish; phase `Resolved`.
+    #[default]
+    Cancel,
+    /// Keep calling until someone acknowledges, as if the alert still fired.
+    Continue,
 }
 
 /// Event type, as in `Event.type`.

@@ -7,8 +7,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{attempt_id, call_deadline, sequential, simultaneous, INTENT_GRACE, POLL_INTERVAL};
 use crate::api::{
-    AlertCallSpec, AlertCallStatus, Attempt, AttemptStatus, CallPolicySpec, Mode, Order, Phase,
-    Recipient,
+    AlertCallSpec, AlertCallStatus, Attempt, AttemptStatus, CallPolicySpec, Mode, OnResolved,
+    Order, Phase, Recipient,
 };
 
 /// Why a page is withdrawn before anyone acknowledged.
@@ -170,6 +170,9 @@ fn decide(plan: &mut Plan<'_>) {
     if holds_for_group_wait(plan) {
         return;
     }
+    if ends_on_resolve(plan) {
+        return;
+    }
     if matches!(plan.status.phase, Phase::Pending | Phase::Waiting) {
         plan.start();
     }
@@ -205,6 +208,41 @@ fn holds_for_group_wait(plan: &mut Plan<'_>) -> bool {
         return true;
     }
     false
+}
+
+/// A page whose group resolved before anyone acknowledged ends in phase `Resolved` when its
+/// route said `onResolved: Cancel`; `tend_calls` then cancels what still rings or waits to be
+/// dialed and lets answered calls finish their message. True when the page just ended.
+fn ends_on_resolve(plan: &mut Plan<'_>) -> bool {
+    let call = plan.call;
+    // NB: a page made by hand has no alert that could resolve; treat it as Continue whatever
+    // its spec says.
+    if call.route_ref.is_none() || call.on_resolved != OnResolved::Cancel {
+        return false;
+    }
+    let Some(resolved) = call.source.resolved_at.as_ref().map(|t| t.0) else {
+        return false;
+    };
+    // The pager moves lastSeen past resolvedAt when the group fired again after the resolve
+    // it recorded: then not every alert of the group is resolved.
+    if call
+        .source
+        .last_seen
+        .as_ref()
+        .is_some_and(|seen| seen.0 > resolved)
+    {
+        return false;
+    }
+    // NB: "before anyone acknowledges": a partial acknowledgement (AllAcked) has a human on
+    // the page, who decides, as with an acknowledged page.
+    if plan.status.attempts.iter().any(|a| a.acknowledged) {
+        return false;
+    }
+    let message = format!(
+        "every alert of the group was resolved at {resolved} before anyone acknowledged; ringing and queued calls are canceled, answered calls finish their message"
+    );
+    plan.finish(Phase::Resolved, "Resolved", message);
+    true
 }
 
 /// The decision under construction, shared by the strategies.
@@ -1003,8 +1041,9 @@ mod tests {
         );
         assert_eq!(dial_ids(&calling), vec!["r1-alice"]);
         assert_eq!(calling.status.started_at, Some(Time(at(130))));
-        // Once it rings, only a human stops it: a resolve recorded now (even one dated during
-        // the wait, as Alertmanager's endsAt may be) does not cancel the page.
+        // A page made by hand (no route, so onResolved does not apply) rings until a human
+        // stops it: a resolve recorded now (even one dated during the wait, as Alertmanager's
+        // endsAt may be) does not cancel it.
         spec.source.resolved_at = Some(Time(at(120)));
         let later = step(
             &sequential(),
@@ -1015,6 +1054,172 @@ mod tests {
         );
         assert_eq!(later.status.phase, Phase::Calling);
         assert!(finish(&later).is_none());
+    }
+
+    // ---- Resolved (route onResolved) ---------------------------------------------------------
+
+    #[test]
+    fn a_resolve_before_anyone_acknowledged_ends_the_page_as_its_route_says() {
+        struct Case {
+            name: &'static str,
+            policy: CallPolicySpec,
+            attempts: Vec<Attempt>,
+            phase: Phase,
+            /// The route's choice; `None`: a page made by hand (no routeRef).
+            on_resolved: Option<OnResolved>,
+            last_seen: i64,
+            dialing: Vec<&'static str>,
+            /// The phase after the step, and (call SID, hang up) of each Cancel.
+            want: Phase,
+            cancels: Vec<(Option<&'static str>, bool)>,
+        }
+        let base_of = || Case {
+            name: "",
+            policy: simultaneous(Completion::FirstAck),
+            attempts: vec![
+                attempt("r1-alice", Ringing).sid("CA1"),
+                attempt("r1-bob", InProgress).sid("CA2"),
+                attempt("r1-carol", Queued).sid("CA3"),
+            ],
+            phase: Phase::Calling,
+            on_resolved: Some(OnResolved::Cancel),
+            last_seen: 10,
+            dialing: vec![],
+            want: Phase::Resolved,
+            cancels: vec![(Some("CA1"), false), (Some("CA3"), false)],
+        };
+        let table = vec![
+            Case {
+                name: "ringing and queued are canceled, the answered call finishes its message",
+                ..base_of()
+            },
+            Case {
+                name: "a dial still waiting in the runner is dropped",
+                attempts: vec![
+                    attempt("r1-alice", Ringing).sid("CA1"),
+                    attempt("r1-bob", Intent).intent(40),
+                ],
+                dialing: vec!["r1-bob"],
+                cancels: vec![(Some("CA1"), false), (None, false)],
+                ..base_of()
+            },
+            Case {
+                name: "sequential: the ringing call is canceled and nobody else is called",
+                policy: sequential(),
+                attempts: vec![
+                    attempt("r1-alice", NoAnswer).sid("CA1").ended(30),
+                    attempt("r1-bob", Ringing).sid("CA2"),
+                ],
+                cancels: vec![(Some("CA2"), false)],
+                ..base_of()
+            },
+            Case {
+                name: "in the room (answered, no key yet): nothing is canceled",
+                policy: sequential(),
+                attempts: vec![attempt("r1-alice", InProgress).sid("CA1")],
+                cancels: vec![],
+                ..base_of()
+            },
+            Case {
+                name: "not dialed yet: ends without a call",
+                attempts: vec![],
+                phase: Phase::Pending,
+                cancels: vec![],
+                ..base_of()
+            },
+            Case {
+                name: "acknowledged by a keypress: untouched",
+                policy: sequential(),
+                attempts: vec![attempt("r1-alice", InProgress).sid("CA1").acked()],
+                want: Phase::Acknowledged,
+                cancels: vec![],
+                ..base_of()
+            },
+            Case {
+                name: "AllAcked, one acknowledged: a human is on it, calling goes on",
+                policy: simultaneous(Completion::AllAcked),
+                attempts: vec![
+                    attempt("r1-alice", InProgress).sid("CA1").acked(),
+                    attempt("r1-bob", Ringing).sid("CA2"),
+                ],
+                want: Phase::Calling,
+                cancels: vec![],
+                ..base_of()
+            },
+            Case {
+                name: "route says Continue",
+                on_resolved: Some(OnResolved::Continue),
+                want: Phase::Calling,
+                cancels: vec![],
+                ..base_of()
+            },
+            Case {
+                name: "made by hand: continues whatever its spec says",
+                on_resolved: None,
+                want: Phase::Calling,
+                cancels: vec![],
+                ..base_of()
+            },
+            Case {
+                name: "the group fired again after the resolve",
+                last_seen: 60,
+                want: Phase::Calling,
+                cancels: vec![],
+                ..base_of()
+            },
+            Case {
+                name: "a page that already ended changes nothing",
+                attempts: vec![attempt("r1-alice", NoAnswer).sid("CA1").ended(30)],
+                phase: Phase::Exhausted,
+                want: Phase::Exhausted,
+                cancels: vec![],
+                ..base_of()
+            },
+        ];
+        for c in table {
+            let mut spec = alert_call_spec();
+            if let Some(choice) = c.on_resolved {
+                spec.route_ref = Some(crate::api::LocalRef {
+                    name: "critical".into(),
+                });
+                spec.on_resolved = choice;
+            } else {
+                spec.on_resolved = OnResolved::Cancel;
+            }
+            spec.source.last_seen = Some(Time(at(c.last_seen)));
+            spec.source.resolved_at = Some(Time(at(50)));
+            let mut status = status_with(c.attempts.clone());
+            status.phase = c.phase;
+            status.next_index = u32::try_from(c.attempts.len()).unwrap_or(0);
+            if c.phase == Phase::Pending {
+                status.round = 0;
+            }
+            let ctx = StepContext {
+                dialing: c.dialing.iter().map(|id| id.to_string()).collect(),
+                ..StepContext::default()
+            };
+            let d = step(&c.policy, &spec, &status, at(60), &ctx);
+            assert_eq!(d.status.phase, c.want, "{}", c.name);
+            assert!(dial_ids(&d).is_empty(), "{}", c.name);
+            assert_eq!(cancels(&d), c.cancels, "{}", c.name);
+            if c.want == Phase::Resolved {
+                let (phase, reason, message) = finish(&d).unwrap_or_else(|| panic!("{}", c.name));
+                assert_eq!((phase, reason), (Phase::Resolved, "Resolved"), "{}", c.name);
+                assert!(message.contains("resolved at"), "{message}");
+                assert_eq!(d.status.finished_at, Some(Time(at(60))), "{}", c.name);
+                // Replayed: still Resolved, nothing dialed, no second Finish.
+                let again = step(&c.policy, &spec, &d.status, at(61), &ctx);
+                assert_eq!(again.status.phase, Phase::Resolved, "{}", c.name);
+                assert!(dial_ids(&again).is_empty(), "{}", c.name);
+                assert!(finish(&again).is_none(), "{}", c.name);
+            } else if c.phase != Phase::Exhausted {
+                assert!(
+                    finish(&d).is_none_or(|f| f.0 != Phase::Resolved),
+                    "{}",
+                    c.name
+                );
+            }
+        }
     }
 
     // ---- Acknowledged from kubectl, withdrawn, limits, refusals -------------------------------

@@ -195,6 +195,9 @@ pub fn build_alert_call(request: PageRequest<'_>, candidate: &Candidate) -> Buil
             },
             acknowledged: false,
             not_before: request.not_before.map(Time),
+            // NB: copied so the controller decides a resolve from the page alone: the route
+            // may be edited or gone by then, and the page keeps the promise it was made with.
+            on_resolved: route.spec.on_resolved,
         },
         status: None,
     };
@@ -224,7 +227,7 @@ pub fn last_page<'a>(
 mod tests {
     use super::*;
     use crate::api::call_policy::DEFAULT_TEMPLATE;
-    use crate::api::{MessageOverride, SourceKind};
+    use crate::api::{MessageOverride, OnResolved, SourceKind};
     use crate::fixtures;
     use crate::routing::candidate::{AlertCandidate, EventCandidate, InvolvedObject};
     use crate::routing::group::{alert_call_name, Window};
@@ -321,6 +324,16 @@ mod tests {
         );
         assert!(!call.spec.acknowledged);
         assert_eq!(call.spec.not_before, None);
+        assert_eq!(call.spec.on_resolved, OnResolved::Cancel);
+    }
+
+    #[test]
+    fn the_routes_choice_on_resolve_is_copied_onto_the_page() {
+        let mut route = route("r");
+        for choice in [OnResolved::Cancel, OnResolved::Continue] {
+            route.spec.on_resolved = choice;
+            assert_eq!(build(&route, &backoff()).call.spec.on_resolved, choice);
+        }
     }
 
     #[test]

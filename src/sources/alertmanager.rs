@@ -121,10 +121,18 @@ impl Payload {
         Ok(self)
     }
 
-    /// The alerts as candidates of the route they were posted to.
+    /// The alerts as candidates of the route they were posted to, the firing ones first.
+    ///
+    /// NB: Alertmanager lists a group's alerts in label order, whatever their status. A firing
+    /// alert handed to the pager after a resolved one of the same group would count as the
+    /// group firing again after its resolve, and a resolved one after it as every alert being
+    /// resolved; firing first, the page sees the resolve together with the alert still firing,
+    /// and keeps ringing (`onResolved`).
     pub fn candidates(&self, route: &RouteKey) -> Vec<AlertCandidate> {
-        self.alerts
-            .iter()
+        let mut alerts: Vec<&Alert> = self.alerts.iter().collect();
+        alerts.sort_by_key(|alert| alert.status == "resolved");
+        alerts
+            .into_iter()
             .map(|alert| AlertCandidate {
                 labels: alert.labels.clone(),
                 annotations: alert.annotations.clone(),
@@ -429,6 +437,33 @@ mod tests {
         assert_eq!(alerts[0].route, route);
         assert_eq!(alerts[1].status, AlertStatus::Resolved);
         assert!(alerts[1].ends_at.is_some());
+    }
+
+    #[test]
+    fn firing_alerts_come_before_resolved_ones_of_the_same_payload() {
+        let resolved_first = PAYLOAD
+            .replacen(r#"{"status": "firing","#, r#"{"status": "was-firing","#, 1)
+            .replacen(r#"{"status": "resolved","#, r#"{"status": "firing","#, 1)
+            .replacen(
+                r#"{"status": "was-firing","#,
+                r#"{"status": "resolved","#,
+                1,
+            );
+        let Ok(payload) = Payload::parse(resolved_first.as_bytes()) else {
+            panic!("payload does not parse");
+        };
+        let alerts = payload.candidates(&RouteKey::new("prod", "am"));
+        let order: Vec<(&str, AlertStatus)> = alerts
+            .iter()
+            .map(|a| (a.fingerprint.as_str(), a.status))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                ("beef", AlertStatus::Firing),
+                ("c0ffee", AlertStatus::Resolved)
+            ]
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use k8s_openapi::api::core::v1::Event;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{self, Mode, Order};
+use crate::api::{self, Mode, OnResolved, Order};
 use crate::routing::{
     decide, Candidate, EventCandidate, GroupDecision, GroupKey, GroupState, RouteIndex, RouteKey,
 };
@@ -350,7 +350,15 @@ fn explain_route(
     let key = GroupKey::of(&route.route.spec.grouping.group_by, candidate);
     out.push_str(&format!("    group key  {:?}\n", key.as_str()));
     if candidate.is_resolved() {
-        out.push_str("    resolved: closes the group's repeat window, pages nothing\n");
+        let ends = match route.route.spec.on_resolved {
+            OnResolved::Cancel => {
+                "a page of the group no one acknowledged yet ends Resolved (onResolved: Cancel)"
+            }
+            OnResolved::Continue => "a page of the group calls on (onResolved: Continue)",
+        };
+        out.push_str(&format!(
+            "    resolved: closes the group's repeat window, pages nothing; {ends}\n"
+        ));
         return out;
     }
     let grouping = &route.route.spec.grouping;
@@ -652,6 +660,25 @@ metadata: {name: prod, labels: {alerting: enabled}}
         );
         assert!(
             text.contains("summary    \"DiskFull is firing. disk full\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_sample_resolved_alert_says_what_it_does_to_a_page() {
+        let payload = r#"{"version": "4", "alerts": [{"status": "resolved",
+            "labels": {"alertname": "DiskFull", "severity": "critical", "team": "db", "service": "pg"}}]}"#;
+        let Ok(payload) = Payload::parse(payload.as_bytes()) else {
+            panic!("payload");
+        };
+        let alerts: Vec<Candidate> = payload
+            .candidates(&RouteKey::default())
+            .into_iter()
+            .map(Candidate::Alert)
+            .collect();
+        let text = explain(&examples(), &alerts, crate::fixtures::at(0));
+        assert!(
+            text.contains("ends Resolved (onResolved: Cancel)"),
             "{text}"
         );
     }

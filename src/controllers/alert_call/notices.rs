@@ -145,6 +145,15 @@ pub(super) async fn transitions(
                 new.acknowledged_by.as_deref().unwrap_or("-")
             ),
             Phase::Calling => "calling".to_string(),
+            Phase::Resolved => format!(
+                "every alert of the group resolved (at {}) before anyone acknowledged, and the route says onResolved: Cancel: ringing and queued calls are canceled, answered calls finish their message; {} call(s)",
+                call.spec
+                    .source
+                    .resolved_at
+                    .as_ref()
+                    .map_or("-".to_string(), |t| t.0.to_string()),
+                new.attempts.len()
+            ),
             Phase::Waiting => format!(
                 "waiting out the route's group wait; no call before {}",
                 new.not_before

@@ -18,8 +18,10 @@
 //!   exists at once (so later signals only count, and a restart forgets nothing) and the
 //!   AlertCall controller does not dial before then. A resolve during the wait is written on the
 //!   page and the controller cancels it (`ResolvedDuringGroupWait`), as the wait always meant:
-//!   a group that clears by itself within the wait rings nobody. Once a page rings, a resolve
-//!   no longer stops it; only a human does.
+//!   a group that clears by itself within the wait rings nobody. Once a page rings, the
+//!   controller ends it as `Resolved` if its route says `onResolved: Cancel` and nothing of the
+//!   group fired after the resolve (`lastSeen`): the resolve's write carries any firing
+//!   signal still waiting to be flushed.
 //! - **Webhook signals carry a reply**, sent from `on_done` (the create itself still runs as a
 //!   job, never inside the loop) once the page was created (201) or existed (409), the resolve
 //!   was written, or the signal was suppressed; a failed create or write answers an error, so

@@ -88,8 +88,23 @@ impl PagerTask {
         at: Timestamp,
         replies: Vec<ReplyId>,
     ) {
+        let mut source =
+            serde_json::Map::from_iter([("resolvedAt".to_string(), json!(at.to_string()))]);
+        // NB: a firing signal of the group counted but not yet flushed goes in the same write:
+        // the AlertCall controller ends a page whose resolvedAt is not older than its lastSeen,
+        // and must not see the resolve without the firing that came before it.
+        let unflushed = self
+            .counters
+            .get(&page)
+            .and_then(|pending| pending.last_seen);
+        if let Some(record) = self.pages.find_mut(&page) {
+            if let Some(seen) = unflushed.filter(|seen| record.last_seen < Some(*seen)) {
+                record.last_seen = Some(seen);
+                source.insert("lastSeen".into(), json!(seen.to_string()));
+            }
+        }
         let api: Api<AlertCall> = Api::namespaced(self.shared.client.clone(), &page.0);
-        let patch = json!({ "spec": { "source": { "resolvedAt": at.to_string() } } });
+        let patch = json!({ "spec": { "source": source } });
         self.jobs.spawn(async move {
             let result = api
                 .patch(&page.1, &PatchParams::default(), &Patch::Merge(&patch))
