@@ -225,7 +225,11 @@ impl Default for StrategySpec {
     }
 }
 
-/// Acknowledgement by keypress: an answered call is not an acknowledged call.
+/// Acknowledgement by keypress: an answered call is not an acknowledged call. The keypress goes
+/// to alertcall's acknowledgement Function in the install's Twilio Serverless service, which
+/// records it in the Twilio Sync map `alertcall-acks` before it answers; the operator reads that
+/// map, so a key pressed just before hanging up still acknowledges. Each keypress costs one
+/// Function invocation and one Sync write at Twilio.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AcknowledgementSpec {
