@@ -54,6 +54,9 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How long releasing the Lease may take at shutdown. With [`DRAIN_LIMIT`] and the controllers'
 /// own stop, well within the chart's 30 s terminationGracePeriodSeconds.
 const RELEASE_LIMIT: Duration = Duration::from_secs(5);
+/// How long the watches and controllers get to stop after that, before they are aborted: the
+/// whole stop stays within the chart's 30 s terminationGracePeriodSeconds.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
 
 impl Running {
     /// Stops as SIGTERM asks: webhooks, watches and controllers stop; the dials under way
@@ -65,7 +68,20 @@ impl Running {
         if let Some(task) = self.leader_task.take() {
             task.step_down(RELEASE_LIMIT).await;
         }
-        while self.tasks.join_next().await.is_some() {}
+        let tasks = &mut self.tasks;
+        let stopped = tokio::time::timeout(STOP_LIMIT, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if stopped.is_err() {
+            // NB: every side effect is finished or released by now; what is left only watches.
+            tracing::warn!(
+                ?STOP_LIMIT,
+                "components still running at shutdown were stopped"
+            );
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
     }
 
     /// Stops every task at once, as a killed process would: nothing is finished or released.
