@@ -13,7 +13,7 @@ use crate::page::documents::HostedDocuments;
 use crate::page::ledger::SYNC_SERVICE;
 use crate::twilio::client::AssetUpload;
 use crate::twilio::functions::ack;
-use crate::twilio::types::Environment;
+use crate::twilio::types::{Build, Environment};
 use crate::twilio::Account;
 use crate::twilio::TwilioClient;
 
@@ -39,28 +39,37 @@ async fn find_or_create_environment(
         .map_err(twilio("creating the Serverless environment"))
 }
 
-/// Asset version SIDs of the environment's active build, except those of `exclude` assets
-/// and of assets that no longer exist.
-async fn other_versions(
+/// The environment's active build, if it has one that still exists.
+async fn active_build(
     client: &TwilioClient,
     service_sid: &str,
     environment: &Environment,
+) -> Result<Option<Build>, Error> {
+    let Some(build_sid) = environment.build_sid.as_deref().filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    match client.fetch_build(service_sid, build_sid).await {
+        Ok(build) => Ok(Some(build)),
+        Err(error) if error.is_not_found() => Ok(None),
+        Err(error) => Err(twilio("reading the active build")(error)),
+    }
+}
+
+/// Asset version SIDs of the active build, except those of `exclude` assets and of assets that
+/// no longer exist.
+fn other_versions(
+    build: Option<&Build>,
     exclude: &HashSet<String>,
     existing: &HashSet<String>,
-) -> Result<Vec<String>, Error> {
-    let Some(build_sid) = environment.build_sid.as_deref().filter(|s| !s.is_empty()) else {
-        return Ok(Vec::new());
+) -> Vec<String> {
+    let Some(build) = build else {
+        return Vec::new();
     };
-    let build = match client.fetch_build(service_sid, build_sid).await {
-        Ok(build) => build,
-        Err(error) if error.is_not_found() => return Ok(Vec::new()),
-        Err(error) => return Err(twilio("reading the active build")(error)),
-    };
-    Ok(keep_versions(
+    keep_versions(
         build.asset_versions.as_deref().unwrap_or_default(),
         exclude,
         existing,
-    ))
+    )
 }
 
 /// The Function the install's policies share: the acknowledgement ledger's writer.
@@ -112,26 +121,14 @@ pub(super) async fn ensure_ack_map(client: &TwilioClient) -> Result<(), Error> {
     }
 }
 
-/// Function version SIDs of the environment's active build (the acknowledgement function's).
-async fn active_function_versions(
-    client: &TwilioClient,
-    service_sid: &str,
-    environment: &Environment,
-) -> Result<Vec<String>, Error> {
-    let Some(build_sid) = environment.build_sid.as_deref().filter(|s| !s.is_empty()) else {
-        return Ok(Vec::new());
-    };
-    let build = match client.fetch_build(service_sid, build_sid).await {
-        Ok(build) => build,
-        Err(error) if error.is_not_found() => return Ok(Vec::new()),
-        Err(error) => return Err(twilio("reading the active build")(error)),
-    };
-    Ok(build
-        .function_versions
+/// Function version SIDs of the active build (the acknowledgement function's).
+fn function_versions(build: Option<&Build>) -> Vec<String> {
+    build
+        .and_then(|b| b.function_versions.as_deref())
         .unwrap_or_default()
         .iter()
         .filter_map(|v| v.get("sid").and_then(|s| s.as_str()).map(str::to_string))
-        .collect())
+        .collect()
 }
 
 async fn build_and_deploy(
@@ -295,7 +292,8 @@ pub async fn publish_documents(
     let function_version = upload_ack_function(client, &service.sid).await?;
     urls.ack_function = client.asset_url(&environment, ack::PATH);
     let existing: HashSet<String> = assets.iter().map(|a| a.sid.clone()).collect();
-    let mut versions = other_versions(client, &service.sid, &environment, &ours, &existing).await?;
+    let active = active_build(client, &service.sid, &environment).await?;
+    let mut versions = other_versions(active.as_ref(), &ours, &existing);
     versions.extend(new_versions);
     let build_sid = build_and_deploy(
         client,
@@ -375,8 +373,9 @@ pub(super) async fn unpublish(
     }
     let existing: HashSet<String> = assets.iter().map(|a| a.sid.clone()).collect();
     let environment = find_or_create_environment(client, &service.sid).await?;
-    let versions = other_versions(client, &service.sid, &environment, &ours, &existing).await?;
-    let function_versions = active_function_versions(client, &service.sid, &environment).await?;
+    let active = active_build(client, &service.sid, &environment).await?;
+    let versions = other_versions(active.as_ref(), &ours, &existing);
+    let function_versions = function_versions(active.as_ref());
     build_and_deploy(
         client,
         &service.sid,
