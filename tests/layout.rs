@@ -154,3 +154,40 @@ fn no_source_file_is_longer_than_a_reader_holds_without_saying_why() {
         "split these or say why at the top: {long:?}"
     );
 }
+
+/// A merge that went wrong leaves its markers behind, and a Rust file with one fails to build
+/// but a chart, a script or a doc does not: they would ship broken.
+#[test]
+fn no_tracked_file_holds_a_merge_conflict_marker() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let listed = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root)
+        .output();
+    let Ok(listed) = listed.map(|o| o.stdout).map(String::from_utf8) else {
+        panic!("git ls-files failed in {}", root.display());
+    };
+    let Ok(files) = listed else {
+        panic!("git ls-files printed a path that is not UTF-8");
+    };
+    let markers = [format!("{} ", "<".repeat(7)), format!("{} ", ">".repeat(7))];
+    let mut found = Vec::new();
+    let mut read = 0;
+    for file in files.split('\0').filter(|f| !f.is_empty()) {
+        // Binary files and files deleted in the work tree have no lines to check.
+        let Ok(text) = std::fs::read_to_string(root.join(file)) else {
+            continue;
+        };
+        read += 1;
+        for (number, line) in text.lines().enumerate() {
+            if markers.iter().any(|m| line.starts_with(m.as_str())) {
+                found.push(format!("{file}:{}", number + 1));
+            }
+        }
+    }
+    assert!(
+        read > 100,
+        "only {read} tracked files read: is this a git checkout?"
+    );
+    assert!(found.is_empty(), "merge conflict markers at {found:?}");
+}
