@@ -31,6 +31,7 @@ pub fn policy_spec() -> CallPolicySpec {
         message: MessageSpec::default(),
         conference: ConferenceSpec::default(),
         limits: LimitsSpec::default(),
+        quiet_hours: Vec::new(),
     }
 }
 
@@ -51,6 +52,9 @@ pub fn route_spec() -> AlertRouteSpec {
         grouping: GroupingSpec::default(),
         message: None,
         suspend: false,
+        active_time_intervals: Vec::new(),
+        mute_time_intervals: Vec::new(),
+        urgent: false,
         on_resolved: OnResolved::Cancel,
     }
 }

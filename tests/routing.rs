@@ -60,7 +60,9 @@ async fn policy(client: &Client, namespace: &str) {
 async fn route(client: &Client, namespace: &str, name: &str, spec: Value) -> AlertRoute {
     let api: Api<AlertRoute> = Api::namespaced(client.clone(), namespace);
     let mut spec = spec;
-    spec["policyRef"] = json!({"name": "oncall"});
+    if spec.get("policyRef").is_none() {
+        spec["policyRef"] = json!({"name": "oncall"});
+    }
     create(
         &api,
         json!({
@@ -731,6 +733,111 @@ async fn group_wait_is_carried_by_the_page_and_suspended_routes_stay_silent() {
     let calls = until_paged(&client, &ns.name, "message of control").await;
     let summaries: Vec<&str> = calls.iter().map(|c| c.spec.summary.as_str()).collect();
     assert_eq!(calls.len(), 2, "{summaries:#?}");
+    running.shutdown().await;
+    ns.delete().await;
+}
+
+#[tokio::test]
+async fn time_windows_mute_or_let_through_and_quiet_hours_hold_pages_that_are_not_urgent() {
+    let _serial = SERIAL.lock().await;
+    alertcall::telemetry::init();
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "windows").await;
+    let running = start(&client, Some(&ns.name)).await;
+    policy(&client, &ns.name).await;
+    // Quiet today and tomorrow (UTC): they end at the start of the day after, whenever in
+    // those two days the page is decided.
+    const DAYS: [&str; 7] = [
+        "monday",
+        "tuesday",
+        "wednesday",
+        "thursday",
+        "friday",
+        "saturday",
+        "sunday",
+    ];
+    let today = Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let day = |date: jiff::civil::Date| {
+        DAYS[usize::from(date.weekday().to_monday_zero_offset().unsigned_abs())]
+    };
+    let tomorrow = today.tomorrow().unwrap_or(today);
+    let quiet_end = tomorrow
+        .tomorrow()
+        .unwrap_or(tomorrow)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp())
+        .unwrap_or_else(|e| panic!("end of quiet hours: {e}"));
+    let policies: Api<alertcall::api::CallPolicy> = Api::namespaced(client.clone(), &ns.name);
+    create(
+        &policies,
+        json!({
+            "apiVersion": "alertcall.dev/v1alpha1", "kind": "CallPolicy",
+            "metadata": {"name": "quiet", "namespace": ns.name},
+            "spec": {
+                "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": "+15005550006"},
+                "recipients": [{"name": "alice", "phone": "+15005550101"}],
+                "quietHours": [{"weekdays": [format!("{}:{}", day(today), day(tomorrow))]}],
+            }
+        }),
+    )
+    .await;
+    let events = |reason: &str| json!({"types": ["Warning"], "reasons": [reason]});
+    let always = json!([{}]);
+    let never = json!([{"years": ["2000"]}]);
+    for (name, reason, extra) in [
+        ("muted", "Muted", json!({"muteTimeIntervals": always})),
+        ("outside", "Outside", json!({"activeTimeIntervals": never})),
+        ("inside", "Inside", json!({"activeTimeIntervals": always})),
+        ("quiet", "Quiet", json!({"policyRef": {"name": "quiet"}})),
+        (
+            "urgent",
+            "Urgent",
+            json!({"policyRef": {"name": "quiet"}, "urgent": true}),
+        ),
+        ("control", "Control", json!({})),
+    ] {
+        let mut spec =
+            json!({"kubernetesEvents": events(reason), "message": {"template": TEMPLATE}});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let created = route(&client, &ns.name, name, spec).await;
+        assert_eq!(ready(&created).0, "True", "{name}: {:?}", ready(&created));
+    }
+    for reason in ["Muted", "Outside", "Inside", "Quiet", "Urgent", "Control"] {
+        let mut ev = Ev::new(&reason.to_lowercase(), "api");
+        ev.reason = reason;
+        event(&client, &ns.name, &ev).await;
+    }
+    // Signals are decided in order: once the control paged, every other one was decided.
+    let calls = until_paged(&client, &ns.name, "message of control").await;
+    let paged = |needle: &str| {
+        calls
+            .iter()
+            .find(|c| c.spec.summary.contains(&format!("message of {needle}")))
+            .map(|c| c.spec.not_before.as_ref().map(|t| t.0))
+    };
+    assert_eq!(paged("muted"), None, "a muted route paged");
+    assert_eq!(
+        paged("outside"),
+        None,
+        "a route outside its active window paged"
+    );
+    assert_eq!(paged("inside"), Some(None));
+    assert_eq!(paged("urgent"), Some(None), "an urgent route waited");
+    assert_eq!(paged("quiet"), Some(Some(quiet_end)));
+    assert_eq!(calls.len(), 4, "{calls:#?}");
+    let routes: Api<AlertRoute> = Api::namespaced(client.clone(), &ns.name);
+    for name in ["muted", "outside"] {
+        eventually(&format!("{name} counts its signal as suppressed"), || {
+            let routes = routes.clone();
+            async move {
+                let status = routes.get(name).await.ok()?.status?;
+                (status.suppressed_total == 1 && status.last_alert_call.is_none()).then_some(())
+            }
+        })
+        .await;
+    }
     running.shutdown().await;
     ns.delete().await;
 }

@@ -45,6 +45,19 @@ pub struct AlertRouteSpec {
     /// A suspended route matches nothing.
     #[serde(default)]
     pub suspend: bool,
+    /// When set, the route pages only inside one of these windows (Alertmanager's
+    /// time-interval vocabulary). A signal outside them counts as suppressed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub active_time_intervals: Vec<super::TimeInterval>,
+    /// The route pages in none of these windows: a signal inside one counts as suppressed.
+    /// Muting wins over `activeTimeIntervals`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub mute_time_intervals: Vec<super::TimeInterval>,
+    /// Pages of this route call even in the policy's `quietHours`.
+    #[serde(default)]
+    pub urgent: bool,
     /// What a page of this route does when every alert of its group is resolved (Alertmanager)
     /// before anyone acknowledged: `Cancel` (the default) cancels its ringing and queued calls,
     /// lets answered calls finish their message, and ends the page in phase `Resolved`;

@@ -47,6 +47,14 @@ pub struct CallPolicySpec {
     /// Pacing and cost limits of the Twilio account.
     #[serde(default)]
     pub limits: LimitsSpec,
+    /// Hours in which only urgent pages call (Alertmanager's time-interval vocabulary; any
+    /// interval listed matches). A page from a route without `urgent: true` that starts in them
+    /// is created at once in phase `Waiting`, with `notBefore` at the first minute outside them,
+    /// and calls then unless its alerts resolved meanwhile. Quiet hours that do not end within
+    /// 7 days do not hold a page: it calls at once. Pages created by hand always call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub quiet_hours: Vec<super::TimeInterval>,
 }
 
 /// The Twilio account and numbers used by a policy.

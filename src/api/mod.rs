@@ -7,6 +7,7 @@ pub mod call_policy;
 pub mod conditions;
 pub mod on_call_schedule;
 pub mod structural;
+pub mod time_interval;
 pub mod validate;
 
 pub use alert_call::{
@@ -26,6 +27,7 @@ pub use on_call_schedule::{
     OnCallSchedule, OnCallScheduleSpec, OnCallScheduleStatus, Override, Restriction, Rotation,
     TimeRange,
 };
+pub use time_interval::TimeInterval;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

@@ -332,6 +332,7 @@ mod tests {
                 ("prod".to_string(), "oncall".to_string()),
                 PolicyInfo {
                     template: Some(crate::api::call_policy::DEFAULT_TEMPLATE.into()),
+                    quiet_hours: Vec::new(),
                 },
             )]),
             synced: true,

@@ -21,8 +21,9 @@ use kube::ResourceExt;
 use tokio::sync::watch;
 
 use super::Shared;
-use crate::api::{AlertRoute, CallPolicy};
+use crate::api::{AlertRoute, CallPolicy, TimeInterval};
 use crate::routing::{CompiledRoute, RouteIndex, RouteKey};
+use crate::schedule::interval::Intervals;
 
 /// Readiness component: the first snapshot with both initial lists is published.
 pub const ROUTES: &str = "alertroutes";
@@ -32,6 +33,8 @@ pub const ROUTES: &str = "alertroutes";
 pub struct PolicyInfo {
     /// `spec.message.template`; `None` when the policy exists but does not parse.
     pub template: Option<String>,
+    /// `spec.quietHours`; empty when the policy does not parse.
+    pub quiet_hours: Vec<TimeInterval>,
 }
 
 /// An AlertRoute that does not parse: it matches nothing and says so in its status.
@@ -69,6 +72,29 @@ impl RouteSnapshot {
         self.policy(&route.key.namespace, &route.route.spec.policy_ref.name)
             .and_then(|p| p.template.clone())
             .unwrap_or_else(|| crate::api::call_policy::DEFAULT_TEMPLATE.to_string())
+    }
+
+    /// When a page of `route` starting at `now` may call: the end of its policy's quiet hours
+    /// when `now` is in them and the route is not urgent, else `None` (at once). Quiet hours that
+    /// do not parse (the policy's status says so) or do not end within a week hold nothing: when
+    /// in doubt, call.
+    pub fn quiet_until(&self, route: &CompiledRoute, now: Timestamp) -> Option<Timestamp> {
+        if route.route.spec.urgent {
+            return None;
+        }
+        let policy = self.policy(&route.key.namespace, &route.route.spec.policy_ref.name)?;
+        if policy.quiet_hours.is_empty() {
+            return None;
+        }
+        let quiet = Intervals::compile(&policy.quiet_hours, "spec.quietHours").ok()?;
+        match quiet.first_outside(now) {
+            Some(end) if end > now => Some(end),
+            Some(_) => None,
+            None => {
+                tracing::warn!(route = %route.key, "quiet hours of the policy never end within a week; paging at once");
+                None
+            }
+        }
     }
 }
 
@@ -224,8 +250,13 @@ impl IndexState {
                 &mut self.policy_buffer,
                 &mut self.policies_synced,
                 |guard| {
+                    let spec = guard.0.ok().map(|p| p.spec);
                     Some(PolicyInfo {
-                        template: guard.0.ok().map(|p| p.spec.message.template),
+                        quiet_hours: spec
+                            .as_ref()
+                            .map(|s| s.quiet_hours.clone())
+                            .unwrap_or_default(),
+                        template: spec.map(|s| s.message.template),
                     })
                 },
             ),
@@ -334,5 +365,52 @@ mod tests {
         let again = stats.drain();
         assert_eq!(again.get(&key).map(|a| a.matched), Some(0));
         assert!(again.get(&key).is_some_and(|a| a.template_error.is_some()));
+    }
+
+    #[test]
+    fn quiet_hours_hold_a_page_of_a_route_that_is_not_urgent_until_they_end() {
+        let nights = crate::api::TimeInterval {
+            times: vec![crate::api::TimeRange {
+                start: "22:00".into(),
+                end: "07:00".into(),
+            }],
+            location: Some("America/New_York".into()),
+            ..Default::default()
+        };
+        let snapshot = |quiet_hours: Vec<TimeInterval>| RouteSnapshot {
+            policies: HashMap::from([(
+                ("prod".to_string(), "oncall".to_string()),
+                PolicyInfo {
+                    template: None,
+                    quiet_hours,
+                },
+            )]),
+            ..Default::default()
+        };
+        let route = |urgent: bool, policy: &str| {
+            let mut spec = fixtures::route_spec();
+            spec.urgent = urgent;
+            spec.policy_ref.name = policy.into();
+            let mut route = AlertRoute::new("r", spec);
+            route.metadata.namespace = Some("prod".into());
+            CompiledRoute::compile(Arc::new(route))
+        };
+        let night: Timestamp = "2026-12-02T04:30:00Z".parse().unwrap_or_default();
+        let morning: Timestamp = "2026-12-02T12:00:00Z".parse().unwrap_or_default();
+        let quiet = snapshot(vec![nights.clone()]);
+        assert_eq!(
+            quiet.quiet_until(&route(false, "oncall"), night),
+            Some(morning)
+        );
+        assert_eq!(quiet.quiet_until(&route(false, "oncall"), morning), None);
+        assert_eq!(quiet.quiet_until(&route(true, "oncall"), night), None);
+        assert_eq!(quiet.quiet_until(&route(false, "missing"), night), None);
+        let always = snapshot(vec![TimeInterval::default()]);
+        assert_eq!(always.quiet_until(&route(false, "oncall"), night), None);
+        let broken = snapshot(vec![TimeInterval {
+            location: Some("Mars/Olympus".into()),
+            ..nights
+        }]);
+        assert_eq!(broken.quiet_until(&route(false, "oncall"), night), None);
     }
 }

@@ -11,7 +11,8 @@ use super::candidate::{AlertCandidate, Candidate, EventCandidate, RouteKey};
 use super::matchers::{MatcherError, Matchers};
 use super::selector::{Selector, SelectorError};
 use crate::api::validate::Problem;
-use crate::api::{AlertRoute, EventType, KubernetesEventsSpec};
+use crate::api::{AlertRoute, AlertRouteSpec, EventType, KubernetesEventsSpec};
+use crate::schedule::interval::Intervals;
 
 /// Why a route cannot match: it matches nothing until fixed, and shows this as `Ready=False`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -23,6 +24,8 @@ pub enum RouteError {
         field: &'static str,
         source: SelectorError,
     },
+    #[error("{0}")]
+    TimeInterval(crate::schedule::Problem),
 }
 
 impl RouteError {
@@ -31,6 +34,7 @@ impl RouteError {
         match self {
             RouteError::Matcher { .. } => "InvalidMatcher",
             RouteError::Selector { .. } => "InvalidSelector",
+            RouteError::TimeInterval(problem) => problem.reason,
         }
     }
 
@@ -39,6 +43,7 @@ impl RouteError {
         match self {
             RouteError::Matcher { index, .. } => format!("spec.alertmanager.matchers[{index}]"),
             RouteError::Selector { field, .. } => format!("spec.kubernetesEvents.{field}"),
+            RouteError::TimeInterval(problem) => problem.field.clone(),
         }
     }
 
@@ -49,6 +54,7 @@ impl RouteError {
             message: match self {
                 RouteError::Matcher { source, .. } => source.to_string(),
                 RouteError::Selector { source, .. } => source.to_string(),
+                RouteError::TimeInterval(problem) => problem.message.clone(),
             },
         }
     }
@@ -126,6 +132,29 @@ pub struct CompiledRoute {
     pub errors: Vec<RouteError>,
     events: Option<EventFilter>,
     alertmanager: Option<Matchers>,
+    windows: Windows,
+}
+
+/// When a route pages: inside `active` (when given) and outside `mute`.
+#[derive(Debug, Clone, Default)]
+struct Windows {
+    active: Intervals,
+    mute: Intervals,
+}
+
+impl Windows {
+    fn compile(spec: &AlertRouteSpec, errors: &mut Vec<RouteError>) -> Windows {
+        let mut compile = |intervals, field| {
+            Intervals::compile(intervals, field).unwrap_or_else(|problems| {
+                errors.extend(problems.into_iter().map(RouteError::TimeInterval));
+                Intervals::default()
+            })
+        };
+        Windows {
+            active: compile(&spec.active_time_intervals, "spec.activeTimeIntervals"),
+            mute: compile(&spec.mute_time_intervals, "spec.muteTimeIntervals"),
+        }
+    }
 }
 
 impl CompiledRoute {
@@ -147,13 +176,22 @@ impl CompiledRoute {
                 Matchers::default()
             })
         });
+        let windows = Windows::compile(&route.spec, &mut errors);
         Self {
             key,
             route,
             errors,
             events,
             alertmanager,
+            windows,
         }
+    }
+
+    /// Outside its active windows, or inside a mute window, at `at`: a matching signal counts as
+    /// suppressed and pages nobody.
+    pub fn is_muted_at(&self, at: jiff::Timestamp) -> bool {
+        let Windows { active, mute } = &self.windows;
+        mute.contains(at) || (!active.is_empty() && !active.contains(at))
     }
 
     /// Can match at all: not suspended and free of errors.
@@ -656,5 +694,28 @@ mod tests {
         assert_eq!(index.len(), 2);
         assert!(index.get(&RouteKey::new("a", "y")).is_some());
         assert!(index.get(&RouteKey::new("a", "x")).is_none());
+    }
+
+    #[test]
+    fn a_bad_time_interval_makes_the_route_match_nothing_and_names_the_field() {
+        let mut spec = fixtures::route_spec();
+        spec.mute_time_intervals = vec![crate::api::TimeInterval {
+            weekdays: vec!["funday".into()],
+            ..Default::default()
+        }];
+        let compiled = CompiledRoute::compile(Arc::new(route("prod", "r", spec)));
+        assert!(!compiled.is_active());
+        let problems: Vec<_> = compiled
+            .errors
+            .iter()
+            .map(|e| (e.reason(), e.to_problem().field))
+            .collect();
+        assert_eq!(
+            problems,
+            [(
+                "InvalidTimeInterval",
+                "spec.muteTimeIntervals[0].weekdays[0]".to_string()
+            )]
+        );
     }
 }

@@ -25,7 +25,7 @@ impl std::fmt::Display for Problem {
     }
 }
 
-fn problem(field: String, reason: &'static str, message: String) -> Problem {
+pub(super) fn problem(field: String, reason: &'static str, message: String) -> Problem {
     Problem {
         field,
         reason,
@@ -184,13 +184,13 @@ const WEEKDAYS: [&str; 7] = [
     "sunday",
 ];
 
-fn weekday(text: &str) -> Option<usize> {
+pub(super) fn weekday(text: &str) -> Option<usize> {
     let text = text.trim().to_ascii_lowercase();
     WEEKDAYS.iter().position(|day| *day == text)
 }
 
 /// `HH:MM` as seconds of the day; `24:00` only where `end_of_day` allows it.
-fn time_of_day(text: &str, end_of_day: bool) -> Option<i32> {
+pub(super) fn time_of_day(text: &str, end_of_day: bool) -> Option<i32> {
     let (hours, minutes) = text.split_once(':')?;
     if hours.len() != 2 || minutes.len() != 2 {
         return None;

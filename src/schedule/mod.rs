@@ -8,6 +8,7 @@
 
 mod compile;
 mod eval;
+pub mod interval;
 #[cfg(test)]
 mod naive;
 #[cfg(test)]

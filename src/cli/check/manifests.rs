@@ -9,6 +9,7 @@ use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{self, AlertCall, AlertRoute, CallPolicy};
+use crate::schedule::interval::Intervals;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
@@ -239,10 +240,29 @@ impl Manifests {
             for problem in api::validate::call_policy(&policy.spec) {
                 push("CallPolicy", policy, problem.field, problem.message);
             }
+            let quiet = Intervals::compile(&policy.spec.quiet_hours, "spec.quietHours");
+            for problem in quiet.err().unwrap_or_default() {
+                push("CallPolicy", policy, problem.field, problem.message);
+            }
         }
         for route in &self.routes {
             for problem in api::validate::alert_route(&route.spec) {
                 push("AlertRoute", route, problem.field, problem.message);
+            }
+            let windows = [
+                (
+                    &route.spec.active_time_intervals,
+                    "spec.activeTimeIntervals",
+                ),
+                (&route.spec.mute_time_intervals, "spec.muteTimeIntervals"),
+            ];
+            for (intervals, field) in windows {
+                for problem in Intervals::compile(intervals, field)
+                    .err()
+                    .unwrap_or_default()
+                {
+                    push("AlertRoute", route, problem.field, problem.message);
+                }
             }
             let policy = &route.spec.policy_ref.name;
             if self.policy(&namespace_of(route), policy).is_none() {

@@ -486,6 +486,57 @@ spec:
     }
 
     #[test]
+    fn bad_time_intervals_of_policies_and_routes_are_located() {
+        let text = format!(
+            "{}  quietHours: [{{weekdays: [funday]}}]\n---\n{}",
+            POLICY,
+            r#"
+apiVersion: alertcall.dev/v1alpha1
+kind: AlertRoute
+metadata: {name: r, namespace: ns}
+spec:
+  policyRef: {name: p}
+  kubernetesEvents: {types: [Warning]}
+  muteTimeIntervals: [{location: Mars/Olympus}]
+  activeTimeIntervals: [{}, {times: [{start: "25:00", end: "26:00"}]}]
+"#
+        );
+        let (_, errors) = Manifests::check(&[("test.yaml".into(), text)]);
+        let located: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                e.to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            located,
+            [
+                "test.yaml (document 1)",
+                "test.yaml (document 2)",
+                "test.yaml (document 2)"
+            ],
+            "{errors:?}"
+        );
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(
+            text[0].contains("spec.quietHours[0].weekdays[0]"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains("spec.activeTimeIntervals[1].times[0]"),
+            "{text:?}"
+        );
+        assert!(
+            text[2].contains("spec.muteTimeIntervals[0].location"),
+            "{text:?}"
+        );
+    }
+
+    #[test]
     fn route_to_a_missing_policy_is_a_problem() {
         let route = r#"
 apiVersion: alertcall.dev/v1alpha1

@@ -155,7 +155,7 @@ pub(super) async fn transitions(
                 new.attempts.len()
             ),
             Phase::Waiting => format!(
-                "waiting out the route's group wait; no call before {}",
+                "waiting out the route's group wait or the policy's quiet hours; no call before {}",
                 new.not_before
                     .as_ref()
                     .map_or("-".to_string(), |t| t.0.to_string())

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use crate::api::{Attempt, CallPolicySpec};
 use crate::message::{self, MessageContext};
 use crate::page::documents;
+use crate::schedule::interval::Intervals;
 use crate::twilio::twiml::{inline_chars, INLINE_TWIML_MAX_CHARS};
 /// Longest `AlertCall.spec.summary` the schema accepts: what a call can be asked to speak.
 const MAX_SUMMARY_CHARS: usize = 2000;
@@ -16,6 +17,9 @@ pub fn validate(spec: &CallPolicySpec) -> Vec<String> {
         .into_iter()
         .map(|p| p.to_string())
         .collect();
+    if let Err(quiet) = Intervals::compile(&spec.quiet_hours, "spec.quietHours") {
+        problems.extend(quiet.iter().map(ToString::to_string));
+    }
     if !problems.is_empty() {
         return problems;
     }
@@ -188,6 +192,21 @@ mod tests {
         let mut spec = fixtures::policy_spec();
         spec.message.template = "{{ reason ".into();
         assert!(validate(&spec)[0].starts_with("spec.message.template"));
+    }
+
+    #[test]
+    fn quiet_hours_that_do_not_parse_are_reported() {
+        let mut spec = fixtures::policy_spec();
+        spec.quiet_hours = vec![crate::api::TimeInterval {
+            months: vec!["smarch".into()],
+            ..Default::default()
+        }];
+        let problems = validate(&spec);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("spec.quietHours[0].months[0]"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -333,6 +333,14 @@ impl PagerTask {
                     a.last_matched_at = a.last_matched_at.max(Some(now));
                 });
             }
+            if route.is_muted_at(now) {
+                // NB: not tracked as firing either: when the window opens, the next signal of
+                // the group pages as if it were the first.
+                if leader {
+                    self.count_suppressed(&route.key);
+                }
+                continue;
+            }
             self.tracker.firing(&route.key, &key, now);
             self.decide_group(
                 route,
@@ -388,6 +396,7 @@ impl PagerTask {
                     return;
                 }
                 self.deferred.remove(&group);
+                let not_before = not_before.max(snapshot.quiet_until(route, now));
                 let page = NewPage {
                     name: &name,
                     id,
@@ -399,12 +408,7 @@ impl PagerTask {
             }
             GroupDecision::Suppress { .. } => {
                 if leader && signal.is_some() {
-                    self.stats.update(&route.key, |a| a.suppressed += 1);
-                    self.shared
-                        .metrics
-                        .suppressed
-                        .get_or_create(&route_labels(&route.key))
-                        .inc();
+                    self.count_suppressed(&route.key);
                 }
                 if let Some(page) = self.pages.latest(&id).cloned() {
                     // NB: the page this signal joins may still be on its way: the signal is
@@ -420,6 +424,15 @@ impl PagerTask {
                 }
             }
         }
+    }
+
+    fn count_suppressed(&mut self, route: &RouteKey) {
+        self.stats.update(route, |a| a.suppressed += 1);
+        self.shared
+            .metrics
+            .suppressed
+            .get_or_create(&route_labels(route))
+            .inc();
     }
 
     fn page(
@@ -652,6 +665,38 @@ mod tests {
         let pending: Vec<&PendingCounter> = pager.counters.values().collect();
         assert_eq!(pending.len(), 1);
         assert_eq!((pending[0].add, pending[0].counted), (2, true));
+    }
+
+    #[tokio::test]
+    async fn a_muted_route_counts_signals_as_suppressed_and_pages_nobody() {
+        let mut spec = crate::fixtures::route_spec();
+        spec.mute_time_intervals = vec![crate::api::TimeInterval::default()];
+        let (mut pager, stats) = pager(spec);
+        let now = Timestamp::now();
+        pager.on_signal(backoff(1, now, false));
+        pager.on_signal(backoff(2, now, false));
+        assert_eq!(pager.pages.page_count(), 0);
+        let seen = activity(&stats);
+        assert_eq!((seen.matched, seen.suppressed), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_route_pages_only_inside_its_active_windows() {
+        let outside = crate::api::TimeInterval {
+            years: vec!["2000".into()],
+            ..Default::default()
+        };
+        for (active, pages, suppressed) in [
+            (vec![outside.clone()], 0, 1),
+            (vec![outside, crate::api::TimeInterval::default()], 1, 0),
+        ] {
+            let mut spec = crate::fixtures::route_spec();
+            spec.active_time_intervals = active;
+            let (mut pager, stats) = pager(spec);
+            pager.on_signal(backoff(1, Timestamp::now(), false));
+            assert_eq!(pager.pages.page_count(), pages);
+            assert_eq!(activity(&stats).suppressed, suppressed);
+        }
     }
 
     #[tokio::test]
