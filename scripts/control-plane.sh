@@ -134,7 +134,9 @@ write_kubeconfig() {
   ca=$(base64 -w0 <"$PKI/ca.crt")
   admin_crt=$(base64 -w0 <"$PKI/admin.crt")
   admin_key=$(base64 -w0 <"$PKI/admin.key")
-  cat >"$KUBECONFIG_PATH" <<KC
+  # NB: written aside and renamed: test binaries (and kubectl) read it while another `start`
+  # rewrites it, and a half-written file reads as "no cluster" (kubectl falls back to :8080).
+  cat >"$KUBECONFIG_PATH.tmp.$$" <<KC
 apiVersion: v1
 kind: Config
 clusters:
@@ -152,6 +154,7 @@ contexts:
   context: {cluster: alertcall-test, user: admin}
 current-context: alertcall-test
 KC
+  mv -f "$KUBECONFIG_PATH.tmp.$$" "$KUBECONFIG_PATH"
 }
 
 # A pid file outlives its process (a stopped session, a reboot) and the pid may be reused, so the

@@ -55,6 +55,7 @@ pub fn route_spec() -> AlertRouteSpec {
         active_time_intervals: Vec::new(),
         mute_time_intervals: Vec::new(),
         urgent: false,
+        heartbeat: None,
         on_resolved: OnResolved::Cancel,
     }
 }

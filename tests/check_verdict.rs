@@ -411,7 +411,7 @@ fn the_shipped_examples_pass_check_through_the_binary() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("2 CallPolicy, 2 AlertRoute, 1 AlertCall checked: no problems"));
+    assert!(stdout.contains("2 CallPolicy, 3 AlertRoute, 1 AlertCall checked: no problems"));
 }
 
 #[test]

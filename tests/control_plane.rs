@@ -342,6 +342,7 @@ async fn kubectl_apply_and_get_show_the_printer_columns() {
         "secret/alertmanager-token",
         "callpolicy.alertcall.dev/sre-oncall",
         "alertroute.alertcall.dev/critical-alerts",
+        "alertroute.alertcall.dev/watchdog",
         "oncallschedule.alertcall.dev/sre-primary",
     ] {
         assert!(applied.contains(object), "{object} not applied:\n{applied}");

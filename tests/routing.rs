@@ -842,6 +842,92 @@ async fn time_windows_mute_or_let_through_and_quiet_hours_hold_pages_that_are_no
     ns.delete().await;
 }
 
+/// Sends a beat Event (reason `Beat`) every second until `stop` is set.
+fn beat_every_second(
+    client: &Client,
+    namespace: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<u32> {
+    let (client, namespace) = (client.clone(), namespace.to_string());
+    tokio::spawn(async move {
+        let mut sent = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let mut beat = Ev::new(&format!("beat-{sent}"), "watchdog");
+            beat.reason = "Beat";
+            event(&client, &namespace, &beat).await;
+            sent += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        sent
+    })
+}
+
+#[tokio::test]
+async fn a_silent_heartbeat_route_pages_once_and_a_beating_one_never_across_a_restart() {
+    let _serial = SERIAL.lock().await;
+    alertcall::telemetry::init();
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "heartbeat").await;
+    let running = start(&client, Some(&ns.name)).await;
+    policy(&client, &ns.name).await;
+    let heartbeat = |reason: &str, seconds: u32| {
+        json!({
+            "kubernetesEvents": {"types": ["Warning"], "reasons": [reason]},
+            "heartbeat": {"intervalSeconds": seconds},
+        })
+    };
+    // NB: ten times the beat period, so a slow watch delivery is no silence.
+    route(&client, &ns.name, "beating", heartbeat("Beat", 10)).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beats = beat_every_second(&client, &ns.name, stop.clone());
+    let started = Timestamp::now();
+    route(&client, &ns.name, "silent", heartbeat("Silent", 2)).await;
+    let silence = |route: &str| {
+        format!(
+            "No heartbeat from AlertRoute {}/{route} for 2 seconds.",
+            ns.name
+        )
+    };
+    until_paged(&client, &ns.name, &silence("silent")).await;
+
+    running.shutdown().await;
+    let running = start(&client, Some(&ns.name)).await;
+    route(&client, &ns.name, "control", heartbeat("Control", 2)).await;
+    until_paged(&client, &ns.name, &silence("control")).await;
+    // The beating route has been watched for over two of its intervals, across the restart.
+    let routes: Api<AlertRoute> = Api::namespaced(client.clone(), &ns.name);
+    eventually("two intervals of beats", || async {
+        (Timestamp::now().duration_since(started) > SignedDuration::from_secs(21)).then_some(())
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sent = beats.await.unwrap_or_default();
+    let last_beat = eventually("the last beat on the status", || {
+        let routes = routes.clone();
+        async move {
+            let status = routes.get("beating").await.ok()?.status?;
+            status.last_beat_at.filter(|t| t.0 > started).map(|t| t.0)
+        }
+    })
+    .await;
+    assert!(sent >= 20, "only {sent} beats sent");
+    assert!(last_beat >= started, "{last_beat}");
+
+    let summaries: Vec<String> = alert_calls(&client, &ns.name)
+        .await
+        .into_iter()
+        .map(|c| c.spec.summary)
+        .collect();
+    assert_eq!(
+        summaries.iter().filter(|s| s.contains("/silent")).count(),
+        1,
+        "{summaries:#?}"
+    );
+    assert_eq!(summaries.len(), 2, "{summaries:#?}");
+    running.shutdown().await;
+    ns.delete().await;
+}
+
 #[tokio::test]
 async fn the_leader_pages_events_any_replica_takes_alerts_and_a_successor_takes_over() {
     let _serial = SERIAL.lock().await;

@@ -58,12 +58,29 @@ pub struct AlertRouteSpec {
     /// Pages of this route call even in the policy's `quietHours`.
     #[serde(default)]
     pub urgent: bool,
+    /// Turns the route around: its matching signals are heartbeats (such as Alertmanager's
+    /// always-firing `Watchdog`), and the route pages its policy when none has arrived for
+    /// `intervalSeconds` ("No heartbeat from AlertRoute <namespace>/<name> for 5 minutes").
+    /// After the operator starts or the route appears, the first page waits one interval. It
+    /// pages again per `grouping.repeatIntervalSeconds` while the silence lasts, and the page
+    /// resolves (see `onResolved`) when beats return.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat: Option<HeartbeatSpec>,
     /// What a page of this route does when every alert of its group is resolved (Alertmanager)
     /// before anyone acknowledged: `Cancel` (the default) cancels its ringing and queued calls,
     /// lets answered calls finish their message, and ends the page in phase `Resolved`;
     /// `Continue` keeps calling until someone acknowledges. Acknowledged pages are never touched.
     #[serde(default)]
     pub on_resolved: OnResolved,
+}
+
+/// How often a heartbeat route expects a signal.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeartbeatSpec {
+    /// The longest silence tolerated, in seconds.
+    #[schemars(range(min = 1, max = 604800))]
+    pub interval_seconds: u32,
 }
 
 /// What a page does when its alerts resolve before anyone acknowledged.
@@ -198,7 +215,11 @@ pub struct AlertRouteStatus {
     /// Signals that matched.
     #[serde(default)]
     pub matched_total: i64,
-    /// Matches that did not page because their group already paged in the repeat window.
+    /// Matches that did not page: their group already paged in the repeat window, or the
+    /// route was muted by its time intervals.
     #[serde(default)]
     pub suppressed_total: i64,
+    /// A heartbeat route's last beat (the signal's own time), kept across restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_beat_at: Option<Time>,
 }

@@ -16,7 +16,7 @@ pub use alert_call::{
 };
 pub use alert_route::{
     AlertRoute, AlertRouteSpec, AlertRouteStatus, AlertmanagerSpec, EventType, GroupingSpec,
-    KubernetesEventsSpec, MessageOverride, OnResolved,
+    HeartbeatSpec, KubernetesEventsSpec, MessageOverride, OnResolved,
 };
 pub use call_policy::{
     AcknowledgementSpec, Address, CallPolicy, CallPolicySpec, CallPolicyStatus, Completion,

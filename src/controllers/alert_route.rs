@@ -72,6 +72,12 @@ pub fn desired_status(
                 changed = true;
             }
         }
+        if let Some(at) = activity.last_beat_at {
+            if status.last_beat_at.as_ref().is_none_or(|t| t.0 < at) {
+                status.last_beat_at = Some(Time(at));
+                changed = true;
+            }
+        }
         if let Some(name) = &activity.last_alert_call {
             if status.last_alert_call.as_ref() != Some(name) {
                 status.last_alert_call = Some(name.clone());
@@ -429,6 +435,7 @@ mod tests {
             suppressed: 999,
             last_matched_at: Some(fixtures::at(150)),
             last_alert_call: Some("r-0123456789".into()),
+            last_beat_at: None,
             template_error: None,
         };
         let next = desired_status(

@@ -69,6 +69,10 @@ impl RouteSnapshot {
         if let Some(message) = &route.route.spec.message {
             return message.template.clone();
         }
+        if route.route.spec.heartbeat.is_some() {
+            // NB: a heartbeat route pages about the silence only; the summary says it all.
+            return "{{ summary }}".to_string();
+        }
         self.policy(&route.key.namespace, &route.route.spec.policy_ref.name)
             .and_then(|p| p.template.clone())
             .unwrap_or_else(|| crate::api::call_policy::DEFAULT_TEMPLATE.to_string())
@@ -107,6 +111,8 @@ pub struct RouteActivity {
     pub suppressed: i64,
     pub last_matched_at: Option<Timestamp>,
     pub last_alert_call: Option<String>,
+    /// A heartbeat route's newest beat.
+    pub last_beat_at: Option<Timestamp>,
     /// The template that failed to render on a real signal, and why.
     pub template_error: Option<(String, String)>,
 }
@@ -137,6 +143,7 @@ impl RouteStats {
             activity.suppressed = 0;
             activity.last_matched_at = None;
             activity.last_alert_call = None;
+            activity.last_beat_at = None;
         }
         map.retain(|_, a| a.template_error.is_some());
         out
@@ -148,6 +155,7 @@ impl RouteStats {
             current.matched += activity.matched;
             current.suppressed += activity.suppressed;
             current.last_matched_at = current.last_matched_at.max(activity.last_matched_at);
+            current.last_beat_at = current.last_beat_at.max(activity.last_beat_at);
             if current.last_alert_call.is_none() {
                 current.last_alert_call = activity.last_alert_call;
             }

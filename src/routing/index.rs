@@ -284,6 +284,13 @@ impl RouteIndex {
     /// Every route that matches the candidate (all of them, like `continue: true`), sorted by
     /// namespace/name. Resolved alerts match too, so the caller can close their groups' repeat
     /// windows ([`super::GroupTracker::resolved`]); only firing signals page.
+    /// Active heartbeat routes: each must hear a signal within its interval.
+    pub fn heartbeats(&self) -> impl Iterator<Item = &CompiledRoute> {
+        self.routes
+            .iter()
+            .filter(|route| route.is_active() && route.route.spec.heartbeat.is_some())
+    }
+
     pub fn matching(&self, candidate: &Candidate) -> Vec<&CompiledRoute> {
         let positions: Vec<usize> = match candidate {
             Candidate::Event(event) => {

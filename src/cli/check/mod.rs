@@ -593,7 +593,7 @@ spec:
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
         let manifests = Manifests::load(&dir).unwrap_or_default();
         assert_eq!(manifests.policies.len(), 2);
-        assert_eq!(manifests.routes.len(), 2);
+        assert_eq!(manifests.routes.len(), 3);
         assert_eq!(manifests.problems(), Vec::<String>::new());
     }
 

@@ -60,6 +60,11 @@ fn upsert(groups: &mut HashMap<GroupId, Vec<PageRecord>>, id: GroupId, record: P
 }
 
 impl PageIndex {
+    #[cfg(test)]
+    pub(super) fn all(&self) -> impl Iterator<Item = &PageRecord> {
+        self.groups.values().flatten()
+    }
+
     /// Pages held over all groups.
     #[cfg(test)]
     pub(super) fn page_count(&self) -> usize {

@@ -61,6 +61,7 @@ use crate::routing::{
 };
 
 /// How often counter updates of paged groups are written, at most.
+mod heartbeat;
 mod index;
 mod writes;
 
@@ -213,6 +214,8 @@ struct PagerTask {
     counters: HashMap<(String, String), PendingCounter>,
     jobs: JoinSet<Done>,
     was_leader: bool,
+    /// Heartbeat routes: the newest beat, or when this process began watching the route.
+    beats: HashMap<RouteKey, Timestamp>,
 }
 
 fn until(at: Timestamp) -> tokio::time::Instant {
@@ -245,6 +248,7 @@ impl PagerTask {
             counters: HashMap::new(),
             jobs: JoinSet::new(),
             was_leader,
+            beats: HashMap::new(),
         }
     }
 }
@@ -292,7 +296,7 @@ impl PagerTask {
                         return;
                     }
                 }
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => self.on_tick(is_ready),
             }
         }
     }
@@ -309,6 +313,16 @@ impl PagerTask {
         // had its say; released at the end.
         let reply = signal.reply.take().map(|tx| self.open_reply(tx));
         for route in snapshot.index.matching(&signal.candidate) {
+            if route.route.spec.heartbeat.is_some() {
+                if leader {
+                    self.stats.update(&route.key, |a| {
+                        a.matched += 1;
+                        a.last_matched_at = a.last_matched_at.max(Some(now));
+                    });
+                }
+                self.on_beat(route, &signal.candidate, now, leader);
+                continue;
+            }
             let key = GroupKey::of(&route.route.spec.grouping.group_by, &signal.candidate);
             if signal.candidate.is_resolved() {
                 let at = match &signal.candidate {
@@ -543,11 +557,14 @@ impl PagerTask {
         }
     }
 
-    fn on_tick(&mut self) {
+    fn on_tick(&mut self, ready: bool) {
         let now = Timestamp::now();
         let leader = self.shared.leader.is_leader();
         if leader && !self.was_leader {
             self.take_over(now);
+        }
+        if leader && ready {
+            self.check_heartbeats(now);
         }
         self.was_leader = leader;
         if let Ok(cutoff) = now.checked_sub(FORGET_AFTER) {
@@ -600,7 +617,7 @@ fn route_labels(key: &RouteKey) -> RouteLabels {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::api::AlertRouteSpec;
     use crate::pipeline::routes::RouteActivity;
@@ -608,6 +625,12 @@ mod tests {
 
     /// A pager on a client that reaches nothing: decisions only (creates fail in the background).
     fn pager(spec: AlertRouteSpec) -> (PagerTask, RouteStats) {
+        let mut route = crate::api::AlertRoute::new("r", spec);
+        route.metadata.namespace = Some("prod".into());
+        pager_on(route)
+    }
+
+    pub(super) fn pager_on(route: crate::api::AlertRoute) -> (PagerTask, RouteStats) {
         let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
         let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
         let shared = Shared {
@@ -617,8 +640,6 @@ mod tests {
             readiness: crate::http::Readiness::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
         };
-        let mut route = crate::api::AlertRoute::new("r", spec);
-        route.metadata.namespace = Some("prod".into());
         let snapshot = RouteSnapshot {
             index: RouteIndex::new([route]),
             synced: true,
@@ -642,7 +663,7 @@ mod tests {
         found
     }
 
-    fn backoff(count: i64, last_seen: Timestamp, replay: bool) -> Signal {
+    pub(super) fn backoff(count: i64, last_seen: Timestamp, replay: bool) -> Signal {
         Signal {
             candidate: Candidate::Event(crate::fixtures::backoff_event(count, last_seen)),
             occurrences: 1,
