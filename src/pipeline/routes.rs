@@ -91,14 +91,11 @@ impl RouteSnapshot {
             return None;
         }
         let quiet = Intervals::compile(&policy.quiet_hours, "spec.quietHours").ok()?;
-        match quiet.first_outside(now) {
-            Some(end) if end > now => Some(end),
-            Some(_) => None,
-            None => {
-                tracing::warn!(route = %route.key, "quiet hours of the policy never end within a week; paging at once");
-                None
-            }
+        let until = quiet.hold_until(now);
+        if until.is_none() && quiet.contains(now) {
+            tracing::warn!(route = %route.key, "quiet hours of the policy never end within a week; paging at once");
         }
+        until
     }
 }
 

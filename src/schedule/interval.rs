@@ -57,6 +57,13 @@ impl Intervals {
         self.0.iter().any(|interval| interval.contains(at))
     }
 
+    /// When a page starting at `at` may call if these are quiet hours: the first minute outside
+    /// them, or `None` when `at` is outside them or they do not end within [`HORIZON`] (when in
+    /// doubt, call).
+    pub fn hold_until(&self, at: Timestamp) -> Option<Timestamp> {
+        self.first_outside(at).filter(|end| *end > at)
+    }
+
     /// The first whole minute from `at` on that no interval contains, within [`HORIZON`]; `at`
     /// itself when it is outside already.
     pub fn first_outside(&self, at: Timestamp) -> Option<Timestamp> {

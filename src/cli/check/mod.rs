@@ -12,6 +12,7 @@ use crate::api::{self, Mode, OnResolved, Order};
 use crate::routing::{
     decide, Candidate, EventCandidate, GroupDecision, GroupKey, GroupState, RouteIndex, RouteKey,
 };
+use crate::schedule::interval::Intervals;
 use crate::sources::alertmanager::Payload;
 
 mod manifests;
@@ -36,6 +37,10 @@ pub struct CheckArgs {
     /// Labels of the Event's Namespace, `key=value` (repeatable or comma-separated).
     #[arg(long = "namespace-labels", value_delimiter = ',', requires = "event")]
     pub namespace_labels: Vec<String>,
+    /// Explain the sample signal as if it arrived at this time (RFC 3339 with an offset, such
+    /// as 2026-12-24T03:00:00+09:00): time windows, quiet hours and who is on call then.
+    #[arg(long, value_parser = parse_at)]
+    pub at: Option<jiff::Timestamp>,
     /// `text` for people, `json` for CI: one object with every error (file, document, JSON
     /// path, message).
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
@@ -64,7 +69,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         Err(error) => (Manifests::default(), vec![*error]),
     };
     let explanation = match sample(args) {
-        Ok(Some(candidates)) => Some(explain(&manifests, &candidates, jiff::Timestamp::now())),
+        Ok(Some(candidates)) => Some(explain(
+            &manifests,
+            &candidates,
+            args.at.unwrap_or_else(jiff::Timestamp::now),
+        )),
         Ok(None) => None,
         Err(message) => {
             errors.push(Diagnostic {
@@ -131,6 +140,12 @@ pub fn run(args: &CheckArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn parse_at(text: &str) -> Result<jiff::Timestamp, String> {
+    text.parse::<jiff::Timestamp>().map_err(|error| {
+        format!("{text:?} is not an RFC 3339 time with an offset, such as 2026-12-24T03:00:00+09:00: {error}")
+    })
 }
 
 fn parse_labels(pairs: &[String], flag: &str) -> Result<BTreeMap<String, String>, String> {
@@ -347,6 +362,16 @@ fn explain_route(
         policy_name,
         if policy.is_none() { " (not found)" } else { "" }
     );
+    if route.route.spec.heartbeat.is_some() {
+        out.push_str("    heartbeat: this signal is a beat; it pages nobody (silence pages)\n");
+        return out;
+    }
+    if route.is_muted_at(now) {
+        out.push_str(&format!(
+            "    muted at {now}: outside activeTimeIntervals or inside muteTimeIntervals; counts as suppressed, pages nobody\n"
+        ));
+        return out;
+    }
     let key = GroupKey::of(&route.route.spec.grouping.group_by, candidate);
     out.push_str(&format!("    group key  {:?}\n", key.as_str()));
     if candidate.is_resolved() {
@@ -380,6 +405,15 @@ fn explain_route(
             grouping.group_wait_seconds
         )),
         GroupDecision::Suppress { .. } => {}
+    }
+    let quiet = policy
+        .filter(|_| !route.route.spec.urgent)
+        .and_then(|p| Intervals::compile(&p.spec.quiet_hours, "spec.quietHours").ok())
+        .and_then(|quiet| quiet.hold_until(now));
+    if let Some(until) = quiet {
+        out.push_str(&format!(
+            "    quiet hours of the policy: Waiting, no call before {until} (the route is not urgent)\n"
+        ));
     }
     let template = route
         .route
@@ -649,6 +683,66 @@ metadata: {name: prod, labels: {alerting: enabled}}
         assert!(text.contains("AlertCall  critical-workloads-"), "{text}");
         assert!(text.contains("1. "), "{text}");
         assert!(text.contains("<Gather"), "{text}");
+    }
+
+    #[test]
+    fn at_a_time_the_explanation_shows_mute_windows_quiet_hours_and_urgency() {
+        let text = format!(
+            "{}  quietHours: [{{times: [{{start: \"22:00\", end: \"07:00\"}}], location: Asia/Tokyo}}]\n{}",
+            POLICY.replace("namespace: ns", "namespace: prod"),
+            r#"---
+apiVersion: alertcall.dev/v1alpha1
+kind: AlertRoute
+metadata: {name: office, namespace: prod}
+spec:
+  policyRef: {name: p}
+  kubernetesEvents: {types: [Warning]}
+  muteTimeIntervals: [{weekdays: ["saturday:sunday"], location: Asia/Tokyo}]
+---
+apiVersion: alertcall.dev/v1alpha1
+kind: AlertRoute
+metadata: {name: urgent, namespace: prod}
+spec:
+  policyRef: {name: p}
+  kubernetesEvents: {types: [Warning]}
+  urgent: true
+"#
+        );
+        let (manifests, errors) = Manifests::check(&[("test.yaml".into(), text)]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let Ok(event) = event_sample("event.yaml", EVENT, BTreeMap::new(), BTreeMap::new()) else {
+            panic!("the sample event does not parse");
+        };
+        let event = [Candidate::Event(event)];
+        // Thursday 03:00 in Tokyo: quiet hours until 07:00 there (22:00 UTC the day before).
+        let night = parse_at("2026-12-24T03:00:00+09:00").unwrap_or_default();
+        let explained = explain(&manifests, &event, night);
+        let office = explained
+            .split("route AlertRoute prod/urgent")
+            .next()
+            .unwrap_or_default();
+        assert!(
+            office.contains("Waiting, no call before 2026-12-23T22:00:00Z"),
+            "{explained}"
+        );
+        let urgent = explained
+            .split("route AlertRoute prod/urgent")
+            .nth(1)
+            .unwrap_or_default();
+        assert!(!urgent.contains("quiet hours"), "{explained}");
+        assert!(urgent.contains("AlertCall  urgent-"), "{explained}");
+        // Saturday noon in Tokyo: the office route is muted, the urgent one pages at once.
+        let weekend = parse_at("2026-12-26T12:00:00+09:00").unwrap_or_default();
+        let explained = explain(&manifests, &event, weekend);
+        assert!(
+            explained.contains("muted at 2026-12-26T03:00:00Z"),
+            "{explained}"
+        );
+        assert!(!explained.contains("quiet hours"), "{explained}");
+        assert!(
+            parse_at("2026-12-24T03:00:00").is_err(),
+            "no offset accepted"
+        );
     }
 
     #[test]
