@@ -747,19 +747,8 @@ async fn time_windows_mute_or_let_through_and_quiet_hours_hold_pages_that_are_no
     policy(&client, &ns.name).await;
     // Quiet today and tomorrow (UTC): they end at the start of the day after, whenever in
     // those two days the page is decided.
-    const DAYS: [&str; 7] = [
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "sunday",
-    ];
     let today = Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
-    let day = |date: jiff::civil::Date| {
-        DAYS[usize::from(date.weekday().to_monday_zero_offset().unsigned_abs())]
-    };
+    let day = |date: jiff::civil::Date| date.strftime("%A").to_string().to_lowercase();
     let tomorrow = today.tomorrow().unwrap_or(today);
     let quiet_end = tomorrow
         .tomorrow()
