@@ -1,0 +1,415 @@
+//! Paging during an Event storm (issue 15): the operator in process against the loopback control
+//! plane and the Twilio simulator. Writers keep a storm of non-matching Events and duplicates of
+//! an already paged group running while matching Events for new groups arrive one at a time; each
+//! is timed from the client's clock before its create to the simulator's clock at its Calls POST.
+//! The same sequence runs quiet first. Figures are also given as multiples of one Event create
+//! round trip measured in the same run, since the machine's load moves absolute numbers.
+//!
+//! `cargo bench --bench storm` (or `scripts/bench.sh storm`). Numbers are printed, never
+//! asserted; correctness is asserted: one page per new group (none for the storm's duplicates),
+//! and no second holds more dials than the account's calls per second allow.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alertcall::api::{AlertCall, AlertRoute, CallPolicy};
+use alertcall::operator::{self, Config};
+use alertcall::twilio::sim::{
+    Event as SimEvent, Ledger, Outcome, Recipient, Script, SimConfig, SimHandle, Simulator,
+};
+use alertcall::twilio::TwilioEndpoints;
+use futures::StreamExt;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::Api;
+use kube::Client;
+use serde_json::{json, Value};
+
+const AC: &str = "AC0123456789abcdef0123456789abcdef";
+const TOKEN: &str = "bench-token";
+const FROM: &str = "+15005550006";
+const ALICE: &str = "+15005550101";
+/// The simulator's clock runs this much faster, so pages that ring out end quickly.
+const SCALE: f64 = 50.0;
+/// Matching Events timed per case.
+const PAGES: usize = 20;
+/// New groups fired at once at the end of the storm, to load the pacer.
+const BURST: usize = 20;
+/// The policy's (so the account's) calls per second.
+const CPS: u32 = 5;
+/// Storm writers in flight; enough for >= 500 Events/s on loopback when the machine allows.
+const WRITERS: usize = 24;
+/// One Event create round trip is the median of this many quiet creates.
+const PROBES: usize = 60;
+
+struct Stats {
+    n: usize,
+    median: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl Stats {
+    fn of(mut sample: Vec<Duration>) -> Stats {
+        sample.sort_unstable();
+        let n = sample.len().max(1);
+        let at = |q: f64| {
+            sample
+                .get(((n as f64 * q).ceil() as usize).clamp(1, n) - 1)
+                .copied()
+                .unwrap_or_default()
+        };
+        Stats {
+            n: sample.len(),
+            median: at(0.5),
+            p99: at(0.99),
+            max: sample.last().copied().unwrap_or_default(),
+        }
+    }
+
+    fn row(&self, what: &str, unit: Duration) {
+        let ratio = |d: Duration| d.as_secs_f64() / unit.as_secs_f64().max(1e-9);
+        println!(
+            "  {what:<40} n={:<4} p50 {:>9} ({:>5.1}x)  p99 {:>9} ({:>5.1}x)  max {:>9}",
+            self.n,
+            fmt(self.median),
+            ratio(self.median),
+            fmt(self.p99),
+            ratio(self.p99),
+            fmt(self.max),
+        );
+    }
+}
+
+fn fmt(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn k8s_event(name: &str, reason: &str, object: &str) -> Value {
+    let at = Timestamp::now().to_string();
+    json!({
+        "metadata": {"name": name},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": object},
+        "type": "Warning", "reason": reason, "message": format!("{reason} on {object}"), "count": 1,
+        "firstTimestamp": at, "lastTimestamp": at,
+        "source": {"component": "alertcall-bench"},
+    })
+}
+
+/// Outbound call creates in the ledger, simulated time.
+fn dials(ledger: &Ledger) -> Vec<Timestamp> {
+    ledger
+        .entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            SimEvent::CallCreated { direction, .. } if direction.starts_with("outbound") => {
+                Some(e.at)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Real time between two simulator instants.
+fn real(from: Timestamp, to: Timestamp) -> Duration {
+    Duration::from_secs_f64((to.duration_since(from).as_secs_f64() / SCALE).max(0.0))
+}
+
+/// Keeps the storm running until `stop`: three non-matching Events for each duplicate of the
+/// already paged group `api-warm`. Returns how many were created and over how long.
+fn storm(events: Api<Event>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, Duration)> {
+    tokio::spawn(async move {
+        let start = Instant::now();
+        let created = Arc::new(AtomicUsize::new(0));
+        futures::stream::iter(0..)
+            .take_while(|_| std::future::ready(!stop.load(Ordering::Relaxed)))
+            .for_each_concurrent(WRITERS, |i: usize| {
+                let (events, created) = (events.clone(), created.clone());
+                async move {
+                    let body = if i % 4 == 3 {
+                        k8s_event(&format!("dup-{i}"), "BenchCrash", "api-warm")
+                    } else {
+                        k8s_event(&format!("noise-{i}"), "Pulled", &format!("noise-{i}"))
+                    };
+                    if support::try_create(&events, body).await.is_ok() {
+                        created.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+            .await;
+        (created.load(Ordering::Relaxed), start.elapsed())
+    })
+}
+
+/// Creates the matching Event for the new group `object` and waits for its dial: the time from
+/// before the create to the Calls POST in the simulator's ledger.
+async fn page(
+    events: &Api<Event>,
+    sim: &SimHandle,
+    object: &str,
+    dialed: usize,
+) -> Result<Duration, String> {
+    let anchor = sim.now();
+    support::try_create(events, k8s_event(object, "BenchCrash", object)).await?;
+    let at = support::wait_for(
+        &format!("the dial for {object}"),
+        Duration::from_secs(60),
+        || std::future::ready(dials(&sim.ledger()).get(dialed).copied()),
+    )
+    .await?;
+    Ok(real(anchor, at))
+}
+
+async fn setup(client: &Client, namespace: &str) -> Result<(), String> {
+    support::try_create::<Secret>(
+        &Api::namespaced(client.clone(), namespace),
+        json!({"metadata": {"name": "twilio"}, "stringData": {"accountSid": AC, "authToken": TOKEN}}),
+    )
+    .await?;
+    support::try_create::<CallPolicy>(
+        &Api::namespaced(client.clone(), namespace),
+        json!({
+            "apiVersion": "alertcall.dev/v1alpha1", "kind": "CallPolicy",
+            "metadata": {"name": "oncall"},
+            "spec": {
+                "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": FROM},
+                "recipients": [{"name": "alice", "phone": ALICE}],
+                "strategy": {"mode": "Sequential", "ringTimeoutSeconds": 10, "rounds": 1},
+                "acknowledgement": {"digits": "1", "gatherTimeoutSeconds": 3},
+                "limits": {"callsPerSecond": CPS, "maxCallsPerHour": 0},
+            }
+        }),
+    )
+    .await?;
+    let routes: Api<AlertRoute> = Api::namespaced(client.clone(), namespace);
+    support::try_create(
+        &routes,
+        json!({
+            "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertRoute",
+            "metadata": {"name": "crashes"},
+            "spec": {
+                "policyRef": {"name": "oncall"},
+                "kubernetesEvents": {"types": ["Warning"], "reasons": ["BenchCrash"], "involvedKinds": ["Pod"]},
+            }
+        }),
+    )
+    .await?;
+    support::wait_for("the AlertRoute to be Ready", Duration::from_secs(60), || {
+        let routes = routes.clone();
+        async move {
+            let route = routes.get("crashes").await.ok()?;
+            let status = route.status?;
+            (status.observed_generation == route.metadata.generation
+                && status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True"))
+            .then_some(())
+        }
+    })
+    .await
+}
+
+async fn run(client: &Client, namespace: &str, sim: &SimHandle) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let sim_url = url::Url::parse(&sim.api_url()).ok();
+    let config = Config {
+        namespace: Some(namespace.to_string()),
+        public_url: url::Url::parse(&format!("http://{addr}")).ok(),
+        twilio: TwilioEndpoints {
+            api_url: sim_url.clone(),
+            serverless_url: sim_url,
+            ..TwilioEndpoints::default()
+        },
+        poll_interval: Duration::from_millis(500),
+        ..Config::local("bench-storm")
+    };
+    let running = operator::start_with_listener(client.clone(), config, listener)
+        .await
+        .map_err(|e| format!("starting the operator: {e}"))?;
+    let result = measure(client, namespace, sim, addr).await;
+    running.shutdown().await;
+    result
+}
+
+async fn measure(
+    client: &Client,
+    namespace: &str,
+    sim: &SimHandle,
+    addr: std::net::SocketAddr,
+) -> Result<(), String> {
+    let readyz = format!("http://{addr}/readyz");
+    support::wait_for("the operator to be ready", Duration::from_secs(60), || {
+        let url = readyz.clone();
+        async move {
+            let ok = reqwest::get(url).await.ok()?.status().is_success();
+            ok.then_some(())
+        }
+    })
+    .await?;
+    setup(client, namespace).await?;
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    // Warm-up: watch connections, the first account look-up; also the group the storm repeats.
+    page(&events, sim, "api-warm", 0).await?;
+    let mut dialed = 1;
+
+    let mut creates = Vec::with_capacity(PROBES);
+    for i in 0..PROBES {
+        let start = Instant::now();
+        support::try_create(&events, k8s_event(&format!("probe-{i}"), "Pulled", "probe")).await?;
+        creates.push(start.elapsed());
+    }
+    let create = Stats::of(creates);
+
+    let mut quiet = Vec::with_capacity(PAGES);
+    for i in 0..PAGES {
+        quiet.push(page(&events, sim, &format!("quiet-{i}"), dialed).await?);
+        dialed += 1;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = storm(events.clone(), stop.clone());
+    // Let the storm reach its pace before the first page is timed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut stormy = Vec::with_capacity(PAGES);
+    let mut storm_creates = Vec::new();
+    for i in 0..PAGES {
+        stormy.push(page(&events, sim, &format!("storm-{i}"), dialed).await?);
+        dialed += 1;
+        let start = Instant::now();
+        support::try_create(&events, k8s_event(&format!("sprobe-{i}"), "Pulled", "probe")).await?;
+        storm_creates.push(start.elapsed());
+    }
+    // The pacer under the storm: new groups at once, dials spread by the account's CPS.
+    let burst = futures::stream::iter(0..BURST)
+        .map(|i| {
+            let events = events.clone();
+            async move {
+                let object = format!("burst-{i}");
+                support::try_create(&events, k8s_event(&object, "BenchCrash", &object)).await
+            }
+        })
+        .buffer_unordered(BURST)
+        .collect::<Vec<_>>()
+        .await;
+    if let Some(Err(error)) = burst.into_iter().find(Result::is_err) {
+        return Err(error);
+    }
+    let total = dialed + BURST;
+    support::wait_for("the burst's dials", Duration::from_secs(120), || {
+        std::future::ready((dials(&sim.ledger()).len() >= total).then_some(()))
+    })
+    .await?;
+    stop.store(true, Ordering::Relaxed);
+    let (written, took) = writers.await.map_err(|e| e.to_string())?;
+    let rate = written as f64 / took.as_secs_f64();
+
+    let unit = create.median;
+    println!(
+        "  one Event create (quiet, n={PROBES}): median {}, p99 {}; during the storm: median {}",
+        fmt(create.median),
+        fmt(create.p99),
+        fmt(Stats::of(storm_creates).median)
+    );
+    println!(
+        "  storm: {written} Events in {:.1} s = {rate:.0} Events/s ({WRITERS} writers; 3 non-matching : 1 duplicate){}",
+        took.as_secs_f64(),
+        if rate < 500.0 { "  BELOW the 500/s target: the machine could not write faster" } else { "" }
+    );
+    println!("  (x = multiples of the quiet Event create median)");
+    Stats::of(quiet).row("quiet: matching Event -> Calls POST", unit);
+    Stats::of(stormy).row("storm: matching Event -> Calls POST", unit);
+
+    // Correctness: one page per new group, whatever the storm repeated.
+    let calls: Api<AlertCall> = Api::namespaced(client.clone(), namespace);
+    let pages = calls
+        .list(&Default::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    assert_eq!(
+        pages.items.len(),
+        total,
+        "one page per new group and none for the storm's duplicates"
+    );
+    let all = dials(&sim.ledger());
+    assert_eq!(all.len(), total, "one dial per page (one recipient, one round)");
+    // No second of real time holds more dials than the account's CPS allows (one of slack for
+    // a window's edges, as in the pacing benchmark).
+    let worst = all
+        .iter()
+        .map(|from| {
+            all.iter()
+                .filter(|at| **at >= *from && real(*from, **at) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(worst <= CPS as usize + 1, "{worst} dials within one second at {CPS} CPS");
+    println!(
+        "  {} pages for {} new groups, {} dials; at most {worst} dials in any second (account CPS {CPS})",
+        pages.items.len(),
+        total,
+        all.len()
+    );
+    Ok(())
+}
+
+async fn bench() {
+    println!(
+        "\n== Paging during an Event storm (operator in process, loopback control plane, simulator x{SCALE})"
+    );
+    // NB: provisioning blocks (it may start the control plane): off the runtime's threads.
+    let client = match tokio::task::spawn_blocking(support::try_kubeconfig).await {
+        Ok(Ok(_)) => support::try_client().await,
+        Ok(Err(error)) => Err(format!("the test control plane is not available: {error}")),
+        Err(error) => Err(error.to_string()),
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(error) => {
+            println!("  SKIPPED: {}", error.lines().next().unwrap_or(&error));
+            return;
+        }
+    };
+    let sim = match Simulator::start(SimConfig {
+        script: Script {
+            default: Recipient::with_outcome(Outcome::NoAnswer),
+            ..Script::default()
+        },
+        time_scale: SCALE,
+        calls_per_second: 100.0,
+        ..SimConfig::new(AC, TOKEN)
+    })
+    .await
+    {
+        Ok(sim) => sim,
+        Err(error) => {
+            println!("  FAILED (no numbers): simulator: {error}");
+            return;
+        }
+    };
+    let ns = support::TestNamespace::new(&client, "bench-storm").await;
+    let result = run(&client, &ns.name, &sim).await;
+    ns.delete().await;
+    sim.shutdown().await;
+    if let Err(error) = result {
+        println!("  FAILED (no numbers): {error}");
+    }
+}
+
+fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    runtime.block_on(bench());
+}
