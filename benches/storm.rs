@@ -119,6 +119,49 @@ fn real(from: Timestamp, to: Timestamp) -> Duration {
     Duration::from_secs_f64((to.duration_since(from).as_secs_f64() / SCALE).max(0.0))
 }
 
+/// When this bench's own watch of AlertCalls saw each page appear and first carry a dial
+/// intent: where a page's time goes, seen from outside (each stage includes one watch delivery).
+#[derive(Default)]
+struct Seen {
+    added: Vec<(String, Instant)>,
+    intent: Vec<(String, Instant)>,
+}
+
+fn watch_pages(
+    calls: Api<AlertCall>,
+    seen: Arc<std::sync::Mutex<Seen>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut known = std::collections::HashSet::new();
+        let mut intended = std::collections::HashSet::new();
+        let stream = kube::runtime::watcher(calls, kube::runtime::watcher::Config::default());
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            let Ok(kube::runtime::watcher::Event::Apply(call)) = event else {
+                continue;
+            };
+            let now = Instant::now();
+            let name = kube::ResourceExt::name_any(&call);
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if known.insert(name.clone()) {
+                seen.added.push((name.clone(), now));
+            }
+            let has_intent = call.status.as_ref().is_some_and(|s| !s.attempts.is_empty());
+            if has_intent && intended.insert(name.clone()) {
+                seen.intent.push((name, now));
+            }
+        }
+    })
+}
+
+/// One page's time: create -> AlertCall seen -> intent seen -> Calls POST.
+struct Timing {
+    total: Duration,
+    added: Duration,
+    intent: Duration,
+    dial: Duration,
+}
+
 /// Keeps the storm running until `stop`: three non-matching Events for each duplicate of the
 /// already paged group `api-warm`. Returns how many were created and over how long.
 fn storm(events: Api<Event>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(usize, Duration)> {
@@ -146,14 +189,20 @@ fn storm(events: Api<Event>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<(
 }
 
 /// Creates the matching Event for the new group `object` and waits for its dial: the time from
-/// before the create to the Calls POST in the simulator's ledger.
+/// before the create to the Calls POST in the simulator's ledger, and its stages.
 async fn page(
     events: &Api<Event>,
     sim: &SimHandle,
+    seen: &std::sync::Mutex<Seen>,
     object: &str,
     dialed: usize,
-) -> Result<Duration, String> {
-    let anchor = sim.now();
+) -> Result<Timing, String> {
+    let (before_added, before_intent) = {
+        let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        (seen.added.len(), seen.intent.len())
+    };
+    // NB: the two clocks are read together; what lies between is well under a millisecond.
+    let (anchor, start) = (sim.now(), Instant::now());
     support::try_create(events, k8s_event(object, "BenchCrash", object)).await?;
     let at = support::wait_for(
         &format!("the dial for {object}"),
@@ -161,7 +210,35 @@ async fn page(
         || std::future::ready(dials(&sim.ledger()).get(dialed).copied()),
     )
     .await?;
-    Ok(real(anchor, at))
+    let total = real(anchor, at);
+    let stages = support::wait_for(
+        &format!("the page of {object} and its intent in the bench's watch"),
+        Duration::from_secs(30),
+        || {
+            let seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            let stages = seen
+                .added
+                .get(before_added)
+                .zip(seen.intent.get(before_intent));
+            std::future::ready(stages.map(|((_, a), (_, i))| (*a, *i)))
+        },
+    )
+    .await?;
+    let (added, intent) = (stages.0 - start, stages.1 - start);
+    Ok(Timing {
+        total,
+        added,
+        intent: intent.saturating_sub(added),
+        dial: total.saturating_sub(intent),
+    })
+}
+
+fn report(case: &str, timings: &[Timing], unit: Duration) {
+    let column = |f: fn(&Timing) -> Duration| Stats::of(timings.iter().map(f).collect());
+    column(|t| t.total).row(&format!("{case}: matching Event -> Calls POST"), unit);
+    column(|t| t.added).row("  Event create -> AlertCall seen", unit);
+    column(|t| t.intent).row("  AlertCall seen -> intent seen", unit);
+    column(|t| t.dial).row("  intent seen -> Calls POST", unit);
 }
 
 async fn setup(client: &Client, namespace: &str) -> Result<(), String> {
@@ -256,8 +333,15 @@ async fn measure(
     .await?;
     setup(client, namespace).await?;
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let calls: Api<AlertCall> = Api::namespaced(client.clone(), namespace);
+    let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+    let watching = watch_pages(calls.clone(), seen.clone());
     // Warm-up: watch connections, the first account look-up; also the group the storm repeats.
-    page(&events, sim, "api-warm", 0).await?;
+    let warm = page(&events, sim, &seen, "api-warm", 0).await;
+    if let Err(error) = warm {
+        watching.abort();
+        return Err(error);
+    }
     let mut dialed = 1;
 
     let mut creates = Vec::with_capacity(PROBES);
@@ -270,7 +354,7 @@ async fn measure(
 
     let mut quiet = Vec::with_capacity(PAGES);
     for i in 0..PAGES {
-        quiet.push(page(&events, sim, &format!("quiet-{i}"), dialed).await?);
+        quiet.push(page(&events, sim, &seen, &format!("quiet-{i}"), dialed).await?);
         dialed += 1;
     }
 
@@ -281,7 +365,7 @@ async fn measure(
     let mut stormy = Vec::with_capacity(PAGES);
     let mut storm_creates = Vec::new();
     for i in 0..PAGES {
-        stormy.push(page(&events, sim, &format!("storm-{i}"), dialed).await?);
+        stormy.push(page(&events, sim, &seen, &format!("storm-{i}"), dialed).await?);
         dialed += 1;
         let start = Instant::now();
         support::try_create(&events, k8s_event(&format!("sprobe-{i}"), "Pulled", "probe")).await?;
@@ -324,11 +408,11 @@ async fn measure(
         if rate < 500.0 { "  BELOW the 500/s target: the machine could not write faster" } else { "" }
     );
     println!("  (x = multiples of the quiet Event create median)");
-    Stats::of(quiet).row("quiet: matching Event -> Calls POST", unit);
-    Stats::of(stormy).row("storm: matching Event -> Calls POST", unit);
+    report("quiet", &quiet, unit);
+    report("storm", &stormy, unit);
+    watching.abort();
 
     // Correctness: one page per new group, whatever the storm repeated.
-    let calls: Api<AlertCall> = Api::namespaced(client.clone(), namespace);
     let pages = calls
         .list(&Default::default())
         .await
