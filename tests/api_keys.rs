@@ -76,6 +76,18 @@ fn webhooks(ledger: &Ledger) -> Vec<(String, String, Option<u16>)> {
         .collect()
 }
 
+/// The Basic auth users of the operator's REST requests (every request that gave one).
+fn users(ledger: &Ledger) -> std::collections::BTreeSet<String> {
+    ledger
+        .entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Request { user, .. } => user.clone(),
+            _ => None,
+        })
+        .collect()
+}
+
 fn rejected(ledger: &Ledger) -> Vec<(String, String, Option<u16>)> {
     webhooks(ledger)
         .into_iter()
@@ -137,6 +149,7 @@ async fn an_api_key_alone_pages_with_no_callback_rejected() {
         "nothing may point Twilio at an operator that cannot verify it: {to_operator:#?}"
     );
     assert_eq!(rejected(&ledger), Vec::new());
+    assert_eq!(users(&ledger), [KEY_SID.to_string()].into());
     h.finish(vec![op]).await;
 }
 
@@ -160,5 +173,6 @@ async fn an_api_key_with_an_auth_token_gets_verified_callbacks() {
         );
     }
     assert_eq!(rejected(&ledger), Vec::new());
+    assert_eq!(users(&ledger), [KEY_SID.to_string()].into());
     h.finish(vec![op]).await;
 }
