@@ -281,8 +281,8 @@ async fn policy_lifecycle_publishes_bridges_corrects_drift_and_cleans_up() {
     );
     let room = format!("{}-oncall", env.ns.name);
 
-    // The three documents are served to Twilio only.
-    for url in [&twiml.urls.ack, &twiml.urls.bridge, &twiml.urls.no_ack] {
+    // The documents are served to Twilio only.
+    for url in [&twiml.urls.ack, &twiml.urls.bridge] {
         assert_eq!(env.fetch(url, false).await.0, 403, "{url} unsigned");
         let (code, body) = env.fetch(url, true).await;
         assert_eq!(code, 200, "{url} signed: {body}");
@@ -305,8 +305,8 @@ async fn policy_lifecycle_publishes_bridges_corrects_drift_and_cleans_up() {
 
     // Re-applying the same spec uploads nothing, across several resyncs.
     let uploads = env.uploads();
-    // The three documents and the acknowledgement function.
-    assert_eq!(uploads, 4);
+    // The two documents and the acknowledgement function.
+    assert_eq!(uploads, 3);
     let mut touched = policy("oncall", "twilio", FROM, Some(BRIDGE), template);
     touched.metadata.labels = Some([("touched".to_string(), "yes".to_string())].into());
     apply(&env, &touched).await;
@@ -459,12 +459,7 @@ async fn two_policies_in_one_install_keep_their_documents() {
             .unwrap_or_default()
             .urls
     };
-    for url in [
-        urls(&first).ack,
-        urls(&first).no_ack,
-        urls(&second).ack,
-        urls(&second).bridge,
-    ] {
+    for url in [urls(&first).ack, urls(&second).ack, urls(&second).bridge] {
         assert_eq!(env.fetch(&url, true).await.0, 200, "{url}");
     }
     assert!(
@@ -497,11 +492,7 @@ async fn two_policies_in_one_install_keep_their_documents() {
     // Removing one keeps the other's documents in the next build.
     delete_and_wait(&env, "first").await;
     assert_eq!(env.fetch(&urls(&first).ack, true).await.0, 404);
-    for url in [
-        urls(&second).ack,
-        urls(&second).bridge,
-        urls(&second).no_ack,
-    ] {
+    for url in [urls(&second).ack, urls(&second).bridge] {
         assert_eq!(env.fetch(&url, true).await.0, 200, "{url}");
     }
     // While Twilio fails, deletion waits and says why; it completes once Twilio answers.
@@ -639,5 +630,226 @@ async fn broken_input_and_twilio_errors_surface_as_conditions() {
     ] {
         delete_and_wait(&env, name).await;
     }
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn bridge_number_with_an_application_or_a_trunk_is_reported_and_left_alone() {
+    let env = setup("cp-app").await;
+    let application = "AP0123456789abcdef0123456789abcdef";
+    let trunk = "TK0123456789abcdef0123456789abcdef";
+    env.sim
+        .set_number_field(&env.bridge_sid, "VoiceApplicationSid", application)
+        .unwrap_or_else(|e| panic!("attaching the application: {e}"));
+    apply(
+        &env,
+        &policy(
+            "oncall",
+            "twilio",
+            FROM,
+            Some(BRIDGE),
+            "Alert. {{ reason }}.",
+        ),
+    )
+    .await;
+    let refused = wait_policy(&env, "oncall", "BridgeNumberHasApplication", |p| {
+        reason_message(p, "BridgeConfigured").reason == "BridgeNumberHasApplication"
+    })
+    .await;
+    assert!(is(&refused, "BridgeConfigured", "False"));
+    assert!(is(&refused, "TwimlPublished", "True"));
+    let message = reason_message(&refused, "BridgeConfigured").message;
+    assert!(
+        message.contains(application) && message.contains(BRIDGE) && message.contains("detach"),
+        "{message}"
+    );
+    let untouched = (Some(ORIGINAL_URL.to_string()), Some("POST".to_string()));
+    assert_eq!(voice_url(&env).await, untouched);
+    let annotated = refused
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .contains_key(alertcall::controllers::call_policy::PREVIOUS_WEBHOOK_ANNOTATION);
+    assert!(!annotated, "nothing to restore: the number was not changed");
+
+    // Moved from the application onto a SIP trunk: still not reachable through its voice URL.
+    env.sim
+        .set_number_field(&env.bridge_sid, "VoiceApplicationSid", "")
+        .unwrap_or_else(|e| panic!("detaching the application: {e}"));
+    env.sim
+        .set_number_field(&env.bridge_sid, "TrunkSid", trunk)
+        .unwrap_or_else(|e| panic!("joining the trunk: {e}"));
+    let on_trunk = wait_policy(&env, "oncall", "BridgeNumberOnTrunk", |p| {
+        reason_message(p, "BridgeConfigured").reason == "BridgeNumberOnTrunk"
+    })
+    .await;
+    let message = reason_message(&on_trunk, "BridgeConfigured").message;
+    assert!(message.contains(trunk), "{message}");
+    assert_eq!(voice_url(&env).await, untouched);
+
+    // Off the trunk, the number is configured as any other.
+    env.sim
+        .set_number_field(&env.bridge_sid, "TrunkSid", "")
+        .unwrap_or_else(|e| panic!("leaving the trunk: {e}"));
+    let configured = wait_policy(&env, "oncall", "Ready", ready).await;
+    let bridge = configured
+        .status
+        .and_then(|s| s.twiml)
+        .unwrap_or_default()
+        .urls
+        .bridge;
+    assert_eq!(voice_url(&env).await, (Some(bridge), Some("GET".into())));
+    delete_and_wait(&env, "oncall").await;
+    assert_eq!(voice_url(&env).await, untouched);
+    env.teardown().await;
+}
+
+/// Seeds the install's Serverless service (`t-<namespace>`) with one deployed asset, as
+/// someone or an older alertcall left it. Returns the service SID and the asset's URL.
+async fn seed_service(env: &Env, friendly_name: &str, path: &str) -> (String, String) {
+    let twilio = &env.twilio;
+    let instance = format!("t-{}", env.ns.name);
+    let service = twilio
+        .create_service(&instance, "seeded")
+        .await
+        .unwrap_or_else(|e| panic!("service: {e}"));
+    let environment = twilio
+        .create_environment(&service.sid, "production", None)
+        .await
+        .unwrap_or_else(|e| panic!("environment: {e}"));
+    let asset = twilio
+        .create_asset(&service.sid, friendly_name)
+        .await
+        .unwrap_or_else(|e| panic!("asset: {e}"));
+    let version = twilio
+        .upload_asset_version(
+            &service.sid,
+            &asset.sid,
+            &alertcall::twilio::client::AssetUpload {
+                path: path.to_string(),
+                file_name: "seeded".into(),
+                content_type: "application/xml".into(),
+                content: b"<Response><Hangup/></Response>".to_vec(),
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("version: {e}"));
+    let build = twilio
+        .create_build(&service.sid, &[version.sid])
+        .await
+        .unwrap_or_else(|e| panic!("build: {e}"));
+    twilio
+        .wait_for_build(
+            &service.sid,
+            &build.sid,
+            Duration::from_millis(50),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("building: {e}"));
+    twilio
+        .create_deployment(&service.sid, &environment.sid, &build.sid)
+        .await
+        .unwrap_or_else(|e| panic!("deployment: {e}"));
+    let url = twilio.asset_url(&environment, path);
+    (service.sid, url)
+}
+
+/// Successful creates of builds and deployments the simulator saw.
+fn builds_and_deployments(env: &Env) -> (usize, usize) {
+    let ledger = env.sim.ledger();
+    let created = |suffix: &str| {
+        ledger
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(&e.event, Event::Request { method, path, status, .. }
+                    if method == "POST" && path.ends_with(suffix) && *status == 201)
+            })
+            .count()
+    };
+    (created("/Builds"), created("/Deployments"))
+}
+
+#[tokio::test]
+async fn a_foreign_serverless_service_is_refused_and_not_rebuilt() {
+    let env = setup("cp-foreign").await;
+    let (service_sid, foreign_url) = seed_service(&env, "landing page", "/index.html").await;
+    let before = builds_and_deployments(&env);
+    assert_eq!(before, (1, 1));
+    apply(
+        &env,
+        &policy("oncall", "twilio", FROM, None, "Alert. {{ reason }}."),
+    )
+    .await;
+    let refused = wait_policy(&env, "oncall", "ForeignServerlessService", |p| {
+        reason_message(p, "TwimlPublished").reason == "ForeignServerlessService"
+    })
+    .await;
+    assert!(is(&refused, "TwimlPublished", "False"));
+    assert!(is(&refused, "Ready", "False"));
+    let message = reason_message(&refused, "TwimlPublished").message;
+    assert!(
+        message.contains(&service_sid) && message.contains("/index.html"),
+        "{message}"
+    );
+    // A resync later (2 s here) it is still refused, and nothing was built or uploaded.
+    let uploads = env.uploads();
+    support::eventually("a second refusal after a resync", || async {
+        let ledger = env.sim.ledger();
+        let listings = ledger
+            .entries
+            .iter()
+            .filter(|e| {
+                matches!(&e.event, Event::Request { method, path, .. }
+                    if method == "GET" && path.ends_with(&format!("{service_sid}/Functions")))
+            })
+            .count();
+        (listings >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(builds_and_deployments(&env), before);
+    assert_eq!(env.uploads(), uploads);
+    assert_eq!(env.fetch(&foreign_url, true).await.0, 200);
+    env.teardown().await;
+}
+
+#[tokio::test]
+async fn a_no_ack_document_of_an_older_version_leaves_the_build() {
+    let env = setup("cp-noack").await;
+    let friendly = format!("{}/oncall/no-ack.xml", env.ns.name);
+    let (_, old_url) = seed_service(&env, &friendly, &format!("/{friendly}")).await;
+    assert_eq!(env.fetch(&old_url, true).await.0, 200);
+    apply(
+        &env,
+        &policy("oncall", "twilio", FROM, None, "Alert. {{ reason }}."),
+    )
+    .await;
+    let published = wait_policy(&env, "oncall", "Ready", ready).await;
+    let urls = published
+        .status
+        .and_then(|s| s.twiml)
+        .unwrap_or_default()
+        .urls;
+    for url in [&urls.ack, &urls.bridge] {
+        assert_eq!(env.fetch(url, true).await.0, 200, "{url}");
+    }
+    assert_eq!(env.fetch(&old_url, true).await.0, 404, "{old_url}");
+    let service = env
+        .twilio
+        .find_service(&format!("t-{}", env.ns.name))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("the service"));
+    let names: Vec<String> = env
+        .twilio
+        .list_assets(&service.sid)
+        .await
+        .unwrap_or_else(|e| panic!("assets: {e}"))
+        .into_iter()
+        .map(|a| a.friendly_name)
+        .collect();
+    assert!(!names.contains(&friendly), "{names:?}");
     env.teardown().await;
 }

@@ -62,13 +62,18 @@ pub struct CallPolicySpec {
 #[serde(rename_all = "camelCase")]
 pub struct TwilioSpec {
     /// Secret in the same namespace holding `accountSid` and `authToken`, or `accountSid`,
-    /// `apiKeySid` and `apiKeySecret`.
+    /// `apiKeySid` and `apiKeySecret`. With both, the API key authenticates and `authToken` only
+    /// verifies Twilio's callback signatures; with a key alone, Twilio is asked for no callbacks.
     pub credentials_secret_ref: LocalRef,
     /// Caller ID in E.164: a Twilio number of the account or a verified caller ID.
     #[schemars(regex(pattern = r"^\+[1-9][0-9]{1,14}$"))]
     pub from: String,
     /// Optional Twilio number (E.164) whose voice webhook is pointed at the conference room, so
-    /// responders can dial in.
+    /// responders can dial in. Its previous voice URL is restored when the policy stops naming it.
+    /// A number with a Voice Application attached or on an Elastic SIP Trunk never fetches its
+    /// voice URL: it is left untouched and BridgeConfigured is False (reason
+    /// BridgeNumberHasApplication or BridgeNumberOnTrunk, naming the SID) until the application
+    /// is detached or the number leaves the trunk in Twilio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^\+[1-9][0-9]{1,14}$"))]
     pub bridge_number: Option<String>,
@@ -416,9 +421,6 @@ pub struct TwimlUrls {
     /// What a dial-in caller of the bridge number hears before joining the room.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub bridge: String,
-    /// Goodbye for a call that did not acknowledge.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub no_ack: String,
     /// The acknowledgement function every call's keypress is sent to: it records the keypress
     /// in the install's Twilio Sync map, then joins the person to the room. The operator reads
     /// that map, so a keypress counts even if the person hangs up at once.

@@ -76,27 +76,29 @@ pub fn credentials_from_secret(
     let Some(account_sid) = value("accountSid") else {
         return Err(vec!["accountSid"]);
     };
-    if let Some(auth_token) = value("authToken") {
-        return Ok((
-            Credentials::AuthToken {
-                account_sid,
-                auth_token: auth_token.clone(),
-            },
-            Some(auth_token),
-        ));
-    }
-    match (value("apiKeySid"), value("apiKeySecret")) {
-        (Some(key_sid), Some(key_secret)) => Ok((
+    // NB: an API key, when the Secret has one, authenticates REST even next to an auth token:
+    // the key is what the owner chose to revoke or rotate. The token then only verifies
+    // Twilio's webhook signatures, which no API key can do.
+    let auth_token = value("authToken");
+    match (value("apiKeySid"), value("apiKeySecret"), auth_token) {
+        (Some(key_sid), Some(key_secret), auth_token) => Ok((
             Credentials::ApiKey {
                 account_sid,
                 key_sid,
                 key_secret,
             },
-            None,
+            auth_token,
         )),
-        (None, None) => Err(vec!["authToken"]),
-        (None, Some(_)) => Err(vec!["apiKeySid"]),
-        (Some(_), None) => Err(vec!["apiKeySecret"]),
+        (_, _, Some(auth_token)) => Ok((
+            Credentials::AuthToken {
+                account_sid,
+                auth_token: auth_token.clone(),
+            },
+            Some(auth_token),
+        )),
+        (None, None, None) => Err(vec!["authToken"]),
+        (None, Some(_), None) => Err(vec!["apiKeySid"]),
+        (Some(_), None, None) => Err(vec!["apiKeySecret"]),
     }
 }
 
@@ -212,6 +214,34 @@ mod tests {
             ("apiKeySecret", "s"),
         ]));
         assert!(matches!(result, Ok((Credentials::ApiKey { .. }, None))));
+    }
+
+    #[test]
+    fn api_key_authenticates_and_auth_token_only_verifies_signatures() {
+        let result = credentials_from_secret(&secret(&[
+            ("accountSid", "AC1"),
+            ("authToken", "t"),
+            ("apiKeySid", "SK1"),
+            ("apiKeySecret", "s"),
+        ]));
+        let Ok((Credentials::ApiKey { key_sid, .. }, token)) = result else {
+            panic!("expected API key credentials");
+        };
+        assert_eq!(key_sid, "SK1");
+        assert_eq!(token.as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn half_an_api_key_next_to_an_auth_token_uses_the_token() {
+        let result = credentials_from_secret(&secret(&[
+            ("accountSid", "AC1"),
+            ("authToken", "t"),
+            ("apiKeySid", "SK1"),
+        ]));
+        assert!(matches!(
+            result,
+            Ok((Credentials::AuthToken { .. }, Some(_)))
+        ));
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! The TwiML a policy's calls run, pure: the inline document of each call, and the three
-//! documents hosted by Twilio (ack, bridge, no-ack). The escalation runner and the CallPolicy
+//! The TwiML a policy's calls run, pure: the inline document of each call, and the two
+//! documents hosted by Twilio (ack, bridge). The escalation runner and the CallPolicy
 //! reconciler both build from here, so what is published and what is dialed agree.
 
 use sha2::{Digest, Sha256};
@@ -89,12 +89,24 @@ pub fn call_document(spec: &CallPolicySpec, summary: &str, ack_url: &str) -> Res
                 .finish_on_key("")
                 .timeout(spec.acknowledgement.gather_timeout_seconds)
                 .action(ack_url)
-                .method(Method::Post)
+                .method(action_method(ack_url))
                 .say(say(spec, summary).loop_count(spec.message.repeat.max(1)))
                 .say(say(spec, (prompts.press)(&spec.acknowledgement.digits))),
         )
         .say(say(spec, prompts.no_input))
         .hangup()
+}
+
+/// How Twilio requests the Gather's action. A hosted document (`.xml`) is static, and Twilio
+/// promises static assets only to GET; the acknowledgement Function and the operator's own
+/// endpoint read the posted keypress.
+fn action_method(ack_url: &str) -> Method {
+    let hosted_document = url::Url::parse(ack_url).is_ok_and(|url| url.path().ends_with(".xml"));
+    if hosted_document {
+        Method::Get
+    } else {
+        Method::Post
+    }
 }
 
 fn conference(spec: &CallPolicySpec, room: &str) -> Conference {
@@ -135,7 +147,7 @@ pub fn acknowledged_prompt(spec: &CallPolicySpec) -> &'static str {
     prompts(&spec.message.language).acknowledged
 }
 
-/// What a call hears when no key was pressed, as in [`call_document`] and [`no_ack_document`].
+/// What a call hears when no key was pressed, as in [`call_document`].
 pub fn no_input_prompt(spec: &CallPolicySpec) -> &'static str {
     prompts(&spec.message.language).no_input
 }
@@ -170,21 +182,12 @@ pub fn ack_action_url(
     Ok(url.to_string())
 }
 
-/// Goodbye for a call that did not acknowledge.
-pub fn no_ack_document(spec: &CallPolicySpec) -> String {
-    let prompts = prompts(&spec.message.language);
-    Response::new()
-        .say(say(spec, prompts.no_input))
-        .hangup()
-        .to_xml()
-}
-
-/// The three hosted documents of a policy.
+/// The hosted documents of a policy. A call that pressed nothing hears its goodbye from its own
+/// inline document, so no call ever fetches a hosted one for that.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostedDocuments {
     pub ack: String,
     pub bridge: String,
-    pub no_ack: String,
 }
 
 impl HostedDocuments {
@@ -192,14 +195,13 @@ impl HostedDocuments {
         Self {
             ack: ack_document(spec, room),
             bridge: bridge_document(spec, room),
-            no_ack: no_ack_document(spec),
         }
     }
 
     /// Hash of the content; an unchanged hash means nothing to upload.
     pub fn content_hash(&self) -> String {
         let mut hasher = Sha256::new();
-        for document in [&self.ack, &self.bridge, &self.no_ack] {
+        for document in [&self.ack, &self.bridge] {
             hasher.update((document.len() as u64).to_be_bytes());
             hasher.update(document.as_bytes());
         }
@@ -233,6 +235,49 @@ mod tests {
         let goodbye = xml.find("No acknowledgement received").unwrap_or(0);
         let hangup = xml.find("<Hangup").unwrap_or(0);
         assert!(gather_end < goodbye && goodbye < hangup, "{xml}");
+    }
+
+    /// The method attribute of the document's one element named `tag`.
+    fn method_of(xml: &str, tag: &str) -> Option<String> {
+        let document =
+            roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("not XML: {e}\n{xml}"));
+        let node = document.descendants().find(|n| n.has_tag_name(tag))?;
+        node.attribute(if tag == "Conference" {
+            "waitMethod"
+        } else {
+            "method"
+        })
+        .map(str::to_string)
+    }
+
+    #[test]
+    fn static_documents_are_fetched_by_get_and_keypress_handlers_by_post() {
+        let spec = fixtures::policy_spec();
+        let cases = [
+            ("https://svc-1234.twil.io/prod/oncall/ack.xml", "GET"),
+            (
+                "https://svc-1234.twil.io/alertcall/ack?attempt=r1-a",
+                "POST",
+            ),
+            (
+                "https://pager.example/twiml/ack/prod/oncall?call=prod/p",
+                "POST",
+            ),
+        ];
+        for (url, method) in cases {
+            let xml = call_twiml(&spec, "Disk full", url).unwrap_or_default();
+            assert_eq!(method_of(&xml, "Gather").as_deref(), Some(method), "{url}");
+        }
+        let mut spec = fixtures::policy_spec();
+        spec.conference.hold_music_url = Some("https://example.com/hold.mp3".into());
+        let docs = HostedDocuments::render(&spec, "room");
+        for doc in [&docs.ack, &docs.bridge] {
+            assert_eq!(
+                method_of(doc, "Conference").as_deref(),
+                Some("GET"),
+                "{doc}"
+            );
+        }
     }
 
     #[test]
@@ -357,7 +402,6 @@ mod tests {
             );
             assert!(doc.contains(r#"record="record-from-start""#), "{doc}");
         }
-        assert!(docs.no_ack.contains("<Hangup"), "{}", docs.no_ack);
     }
 
     #[test]

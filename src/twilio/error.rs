@@ -32,6 +32,7 @@ pub enum Operation {
     ListAssets,
     DeleteAsset,
     UploadAssetVersion,
+    ListAssetVersions,
     CreateBuild,
     FetchBuild,
     FetchBuildStatus,
@@ -40,6 +41,7 @@ pub enum Operation {
     CreateFunction,
     ListFunctions,
     UploadFunctionVersion,
+    ListFunctionVersions,
     CreateSyncMap,
     ListSyncMapItems,
 }
@@ -69,6 +71,7 @@ impl Operation {
             Operation::ListAssets => "ListAsset",
             Operation::DeleteAsset => "DeleteAsset",
             Operation::UploadAssetVersion => "CreateAssetVersion",
+            Operation::ListAssetVersions => "ListAssetVersion",
             Operation::CreateBuild => "CreateBuild",
             Operation::FetchBuild => "FetchBuild",
             Operation::FetchBuildStatus => "FetchBuildStatus",
@@ -77,6 +80,7 @@ impl Operation {
             Operation::CreateFunction => "CreateFunction",
             Operation::ListFunctions => "ListFunction",
             Operation::UploadFunctionVersion => "CreateFunctionVersion",
+            Operation::ListFunctionVersions => "ListFunctionVersion",
             Operation::CreateSyncMap => "CreateSyncMap",
             Operation::ListSyncMapItems => "ListSyncMapItem",
         }

@@ -27,6 +27,10 @@ pub enum Event {
         status: u16,
         #[serde(skip_serializing_if = "Option::is_none")]
         error_code: Option<u32>,
+        /// The Basic auth user name the request gave (the account SID, or an API key SID),
+        /// whether or not it was accepted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     /// A call was created (outbound through the API, or inbound through `dial_in`).
     CallCreated {

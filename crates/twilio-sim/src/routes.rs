@@ -82,6 +82,7 @@ pub(crate) fn parse_form(bytes: &[u8]) -> Form {
 async fn handle(State(sim): State<Arc<Inner>>, req: Request) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let user = basic_auth(req.headers()).map(|(user, _)| user);
     let response = route(&sim, req).await;
     let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
     sim.log(Event::Request {
@@ -89,6 +90,7 @@ async fn handle(State(sim): State<Arc<Inner>>, req: Request) -> Response {
         path,
         status: response.status().as_u16(),
         error_code: code,
+        user,
     });
     response
 }
@@ -153,29 +155,26 @@ fn percent_encoding_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The user name and password of a Basic `Authorization` header.
+fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, secret) = text.split_once(':')?;
+    Some((user.to_string(), secret.to_string()))
+}
+
 fn authorized(sim: &Inner, headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(encoded) = value.strip_prefix("Basic ") else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Ok(text) = String::from_utf8(decoded) else {
-        return false;
-    };
-    let Some((user, secret)) = text.split_once(':') else {
+    let Some((user, secret)) = basic_auth(headers) else {
         return false;
     };
     if user == sim.config.account_sid {
         return secret == sim.config.auth_token;
     }
-    sim.lock().api_keys.get(user).is_some_and(|s| s == secret)
+    sim.lock().api_keys.get(&user).is_some_and(|s| *s == secret)
 }
 
 /// Applies the first matching injected fault, if any.

@@ -989,6 +989,7 @@ pub(crate) async fn serve_asset(sim: &Arc<Inner>, req: Request, rest: &[String])
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| uri_path.clone());
     let query = parse_form(req.uri().query().unwrap_or("").as_bytes());
+    let method = req.method().clone();
     let signature = req
         .headers()
         .get("X-Twilio-Signature")
@@ -1023,6 +1024,14 @@ pub(crate) async fn serve_asset(sim: &Arc<Inner>, req: Request, rest: &[String])
         _ => return (StatusCode::FORBIDDEN, "Forbidden: private asset").into_response(),
     }
     match deployed {
+        // NB: Twilio documents static assets as fetched, never as answering POST; a pessimist
+        // refuses it, so every document alertcall hosts must be requested with GET.
+        Deployed::Asset(_) if method != Method::GET && method != Method::HEAD => (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET, HEAD")],
+            "Method Not Allowed: a static asset answers GET",
+        )
+            .into_response(),
         Deployed::Asset(version) => (
             [(header::CONTENT_TYPE, version.content_type)],
             version.content,

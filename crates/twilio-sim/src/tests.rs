@@ -824,7 +824,8 @@ async fn serverless_assets_are_served_and_protected_ones_need_a_signature() {
         .unwrap();
     assert_eq!(signed.status().as_u16(), 200);
     assert_eq!(signed.text().await.unwrap(), ROOM_DOC);
-    // A signed POST, as a Gather action with the default method makes.
+    // A signed POST, as a Gather action with the default method makes: a static asset answers
+    // GET only.
     let params = vec![
         ("CallSid".to_string(), "CA0123".to_string()),
         ("Digits".to_string(), "1".to_string()),
@@ -839,7 +840,11 @@ async fn serverless_assets_are_served_and_protected_ones_need_a_signature() {
         .send()
         .await
         .unwrap();
-    assert_eq!(posted.status().as_u16(), 200);
+    assert_eq!(posted.status().as_u16(), 405);
+    assert_eq!(
+        posted.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, HEAD")
+    );
     let tampered = http()
         .post(&protected)
         .header(

@@ -280,7 +280,7 @@ async fn drive(
         ),
         format!("page     AlertCall {namespace}/{page}: {:?}", call.spec.summary),
         format!(
-            "twiml    ack, bridge and no-ack documents published as Serverless assets (build {}); ack document {}",
+            "twiml    ack and bridge documents published as Serverless assets (build {}); ack document {}",
             twiml.build_sid, ack_base
         ),
         format!("cast     {} (scripted in the simulator)", describe_cast(roles)),

@@ -17,6 +17,7 @@ use crate::controllers::{callbacks, Context};
 use crate::escalation::{observe, step, StepContext, Withdrawn};
 use crate::page::documents;
 use crate::page::{calls, ledger, DialUrls, Executed, Executor};
+use crate::twilio::Account;
 
 #[tracing::instrument(skip(guarded, state), fields(alertcall = %key_of(&*guarded)))]
 pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Result<Requeue, Error> {
@@ -102,8 +103,13 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         }
         Err(error) => return Err(Error::Account(error)),
     };
-    let Some(ack_base) = ack_base(ctx, &policy) else {
-        let message = "no acknowledgement URL yet: the policy's TwiML is not published and --public-url is not set";
+    let callbacks_to = callback_base(ctx, &account);
+    let Some(ack_base) = ack_base(callbacks_to, &policy) else {
+        let message = if ctx.config.public_url.is_some() {
+            "no acknowledgement URL yet: the policy's TwiML is not published, and the credentials Secret has no authToken to verify callbacks to --public-url"
+        } else {
+            "no acknowledgement URL yet: the policy's TwiML is not published and --public-url is not set"
+        };
         return blocked(ctx, call, "TwimlNotPublished", message, None).await;
     };
     ctx.runner
@@ -253,7 +259,7 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
     let urls = |attempt_id: &str| {
         let nonce = decided.nonce.as_deref().unwrap_or_default();
         let mut urls = dial_urls(
-            ctx.config.public_url.as_ref(),
+            callbacks_to,
             &ack_base,
             &callbacks::callback_query(&namespace, &name, attempt_id, nonce),
         );
@@ -331,9 +337,19 @@ pub(super) fn awaiting_recording(status: &AlertCallStatus, now: Timestamp) -> bo
     status.recording_url.is_none() && status.attempts.iter().any(|a| a.acknowledged) && recent
 }
 
+/// Where Twilio may call this operator back: `--public-url`, only when the account's Secret has
+/// the auth token that verifies Twilio's signatures. With an API key alone every callback would
+/// be refused (a 403 and a debugger warning at Twilio per request), so none is asked for.
+pub(super) fn callback_base<'a>(ctx: &'a Context, account: &Account) -> Option<&'a url::Url> {
+    ctx.config
+        .public_url
+        .as_ref()
+        .filter(|_| account.auth_token.is_some())
+}
+
 /// The acknowledgement URL without the per-call query: the policy's hosted document once the
-/// CallPolicy reconciler published it, else this operator's own endpoint.
-pub(super) fn ack_base(ctx: &Context, policy: &CallPolicy) -> Option<String> {
+/// CallPolicy reconciler published it, else this operator's own endpoint at `callbacks_to`.
+pub(super) fn ack_base(callbacks_to: Option<&url::Url>, policy: &CallPolicy) -> Option<String> {
     let hosted = policy
         .status
         .as_ref()
@@ -341,7 +357,7 @@ pub(super) fn ack_base(ctx: &Context, policy: &CallPolicy) -> Option<String> {
         .map(|t| t.urls.ack.clone())
         .filter(|url| !url.is_empty());
     hosted.or_else(|| {
-        ctx.config.public_url.as_ref().map(|public| {
+        callbacks_to.map(|public| {
             format!(
                 "{}/twiml/ack/{}/{}",
                 public.as_str().trim_end_matches('/'),

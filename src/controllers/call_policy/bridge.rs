@@ -63,6 +63,14 @@ async fn set_previous_annotation(
     Ok(())
 }
 
+/// A SID field of a number that holds a SID: Twilio answers `""` or `null` for none.
+fn set(sid: &Option<String>) -> Option<String> {
+    sid.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 pub(super) async fn restore(
     client: &TwilioClient,
     previous: &PreviousWebhook,
@@ -126,6 +134,20 @@ async fn configure_bridge_fresh(
                 " (IncomingPhoneNumbers): buy or port it into this account, or remove bridgeNumber",
         });
     };
+    // NB: Twilio routes the number's calls to its Application or its SIP trunk and never
+    // fetches the VoiceUrl then; changing the number would not make it answer with the room.
+    if let Some(application_sid) = set(&number.voice_application_sid) {
+        return Err(Error::BridgeNumberHasApplication {
+            number: wanted.to_string(),
+            application_sid,
+        });
+    }
+    if let Some(trunk_sid) = set(&number.trunk_sid) {
+        return Err(Error::BridgeNumberOnTrunk {
+            number: wanted.to_string(),
+            trunk_sid,
+        });
+    }
     let url = &twiml.urls.bridge;
     let in_place = number.voice_url.as_deref() == Some(url.as_str())
         && number
@@ -134,16 +156,6 @@ async fn configure_bridge_fresh(
             .is_some_and(|m| m.eq_ignore_ascii_case("GET"));
     if in_place {
         return Ok(Some(number.sid));
-    }
-    if number
-        .voice_application_sid
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-    {
-        tracing::warn!(
-            number = wanted,
-            "bridge number has a VoiceApplicationSid, which overrides VoiceUrl"
-        );
     }
     // Another policy of this install already answers on this number: fighting over it on every
     // resync would flip callers between rooms, and its original webhook would be lost.

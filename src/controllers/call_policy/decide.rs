@@ -140,6 +140,61 @@ pub fn asset_prefix(namespace: &str, name: &str) -> String {
     format!("{namespace}/{short}-{hash}/")
 }
 
+/// Something in the install's Serverless service that alertcall did not create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Foreign {
+    Asset { sid: String, friendly_name: String },
+    Function { sid: String, friendly_name: String },
+}
+
+/// Whether an asset's friendly name is one alertcall gives: a document `<file>.xml` right in a
+/// policy's folder `<namespace>/<name>/` ([`asset_prefix`]), of this version or an older one.
+fn is_ours(friendly_name: &str) -> bool {
+    let label = |s: &str, extra: &[char]| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(&c))
+    };
+    match friendly_name.split('/').collect::<Vec<_>>().as_slice() {
+        [namespace, name, file] => {
+            namespace.len() <= 63
+                && label(namespace, &['-'])
+                && label(name, &['-', '.'])
+                && file
+                    .strip_suffix(".xml")
+                    .is_some_and(|stem| label(stem, &['-']))
+        }
+        _ => false,
+    }
+}
+
+/// Pure: the first Function or asset of the service that alertcall did not create, if any.
+/// A service holding one belongs to someone else: every build alertcall makes carries only its
+/// own versions, so deploying would take theirs off the air (Twilio's assets plugin refuses
+/// such a service for the same reason).
+pub fn foreign(
+    assets: &[crate::twilio::types::Asset],
+    functions: &[crate::twilio::types::Function],
+    ack_function: &str,
+) -> Option<Foreign> {
+    let function = functions
+        .iter()
+        .find(|f| f.friendly_name != ack_function)
+        .map(|f| Foreign::Function {
+            sid: f.sid.clone(),
+            friendly_name: f.friendly_name.clone(),
+        });
+    function.or_else(|| {
+        assets
+            .iter()
+            .find(|a| !is_ours(&a.friendly_name))
+            .map(|a| Foreign::Asset {
+                sid: a.sid.clone(),
+                friendly_name: a.friendly_name.clone(),
+            })
+    })
+}
+
 /// Pure: the version SIDs of a build's `asset_versions` JSON to carry into the next build.
 pub fn keep_versions(
     versions: &[serde_json::Value],
@@ -250,11 +305,66 @@ mod tests {
     }
 
     #[test]
+    fn only_documents_in_policy_folders_and_the_ack_function_are_ours() {
+        use crate::twilio::types::{Asset, Function};
+        let asset = |name: &str| Asset {
+            sid: format!("ZH-{name}"),
+            friendly_name: name.into(),
+            ..Default::default()
+        };
+        let function = |name: &str| Function {
+            sid: format!("ZF-{name}"),
+            friendly_name: name.into(),
+            ..Default::default()
+        };
+        let long = asset_prefix(&"n".repeat(63), &"x".repeat(253));
+        let ours = [
+            asset("prod/oncall/ack.xml"),
+            asset("prod/oncall/bridge.xml"),
+            // Uploaded by older versions; dropped at the next build, never a reason to refuse.
+            asset("prod/oncall/no-ack.xml"),
+            asset("team-a/db.primary/ack.xml"),
+            asset(&format!("{long}bridge.xml")),
+        ];
+        let ack = function("alertcall-ack");
+        assert_eq!(
+            foreign(&ours, std::slice::from_ref(&ack), "alertcall-ack"),
+            None
+        );
+        for stranger in [
+            "index.html",
+            "/prod/oncall/ack.xml",
+            "prod/oncall/hold.mp3",
+            "prod/oncall/sub/ack.xml",
+            "Prod/oncall/ack.xml",
+            "prod//ack.xml",
+        ] {
+            let mut assets = ours.to_vec();
+            assets.push(asset(stranger));
+            assert_eq!(
+                foreign(&assets, &[], "alertcall-ack"),
+                Some(Foreign::Asset {
+                    sid: format!("ZH-{stranger}"),
+                    friendly_name: stranger.into()
+                }),
+                "{stranger}"
+            );
+        }
+        assert_eq!(
+            foreign(&ours, &[ack, function("hello")], "alertcall-ack"),
+            Some(Foreign::Function {
+                sid: "ZF-hello".into(),
+                friendly_name: "hello".into()
+            })
+        );
+    }
+
+    #[test]
     fn asset_paths_stay_within_twilio_limits_and_distinct() {
         assert_eq!(asset_prefix("prod", "oncall"), "prod/oncall/");
         let long_a = asset_prefix(&"n".repeat(63), &format!("{}a", "x".repeat(252)));
         let long_b = asset_prefix(&"n".repeat(63), &format!("{}b", "x".repeat(252)));
         assert_ne!(long_a, long_b);
-        assert!(format!("/{long_a}no-ack.xml").len() <= 255, "{long_a}");
+        assert!(format!("/{long_a}bridge.xml").len() <= 255, "{long_a}");
     }
 }

@@ -1,5 +1,5 @@
 //! The CallPolicy controller: validates a policy against its Twilio account, publishes its TwiML
-//! documents (ack, bridge, no-ack) as protected Serverless assets, points the bridge number at
+//! documents (ack, bridge) as protected Serverless assets, points the bridge number at
 //! the bridge document, reports what it found as conditions, and undoes all of it on delete.
 //!
 //! ```text
@@ -87,6 +87,19 @@ pub enum Error {
     },
     #[error("bridge number {number} already answers with another policy's document ({url}); give each policy its own bridgeNumber")]
     BridgeNumberInUse { number: String, url: String },
+    #[error("bridge number {number} has Voice Application {application_sid}, so Twilio never requests its voice URL and callers would not reach the room: detach the application from the number in Twilio (its Voice configuration: a webhook instead), or choose another bridgeNumber")]
+    BridgeNumberHasApplication {
+        number: String,
+        application_sid: String,
+    },
+    #[error("bridge number {number} belongs to Elastic SIP Trunk {trunk_sid}, so Twilio sends its calls to the trunk and never requests its voice URL: remove the number from the trunk, or choose another bridgeNumber")]
+    BridgeNumberOnTrunk { number: String, trunk_sid: String },
+    #[error("Serverless service {service_sid} (--instance-name) holds {kind} {path}, which alertcall did not create; refusing to rebuild it without it: give this install another --instance-name, or remove that {kind} if it is unused")]
+    ForeignService {
+        service_sid: String,
+        kind: &'static str,
+        path: String,
+    },
     #[error("{step}: {source}")]
     Twilio {
         step: &'static str,
@@ -108,6 +121,9 @@ impl Error {
             Error::NumberNotOwned { field, .. } if field.ends_with("from") => "FromNumberNotOwned",
             Error::NumberNotOwned { .. } => "BridgeNumberNotOwned",
             Error::BridgeNumberInUse { .. } => "BridgeNumberInUse",
+            Error::ForeignService { .. } => "ForeignServerlessService",
+            Error::BridgeNumberHasApplication { .. } => "BridgeNumberHasApplication",
+            Error::BridgeNumberOnTrunk { .. } => "BridgeNumberOnTrunk",
             Error::Twilio { source, .. } => source.reason(),
             Error::Kube(_) => "KubeApiError",
             Error::Finalizer(error) => match error.as_ref() {
@@ -125,7 +141,10 @@ impl Error {
             Error::InvalidSpec(_)
             | Error::Credentials { .. }
             | Error::NumberNotOwned { .. }
-            | Error::BridgeNumberInUse { .. } => true,
+            | Error::BridgeNumberInUse { .. }
+            | Error::ForeignService { .. }
+            | Error::BridgeNumberHasApplication { .. }
+            | Error::BridgeNumberOnTrunk { .. } => true,
             Error::Account(error) => error.is_permanent(),
             Error::Twilio { source, .. } => {
                 matches!(source.retry_class(), crate::twilio::RetryClass::Permanent)
@@ -444,7 +463,7 @@ async fn apply_steps(policy: &CallPolicy, state: &State, report: &mut Report) ->
                 true,
                 "Published",
                 &format!(
-                    "ack, bridge and no-ack documents published in build {}",
+                    "ack and bridge documents published in build {}",
                     twiml.build_sid
                 ),
             );

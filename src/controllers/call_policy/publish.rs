@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::decide::{asset_prefix, keep_versions};
+use super::decide::{asset_prefix, foreign, keep_versions, Foreign};
 use super::{twilio, Error, State, ENVIRONMENT};
 use crate::api::{TwimlStatus, TwimlUrls};
 use crate::page::documents::HostedDocuments;
@@ -17,7 +17,7 @@ use crate::twilio::types::{Build, Environment};
 use crate::twilio::Account;
 use crate::twilio::TwilioClient;
 
-const DOCUMENTS: [&str; 3] = ["ack.xml", "bridge.xml", "no-ack.xml"];
+const DOCUMENTS: [&str; 2] = ["ack.xml", "bridge.xml"];
 
 async fn find_or_create_environment(
     client: &TwilioClient,
@@ -81,11 +81,11 @@ const DEPENDENCIES: &str = r#"[{"name":"twilio","version":"5.3.4"}]"#;
 const RUNTIME: &str = "node22";
 
 /// Uploads the acknowledgement function's source as a new version of the shared Function.
-async fn upload_ack_function(client: &TwilioClient, service_sid: &str) -> Result<String, Error> {
-    let functions = client
-        .list_functions(service_sid)
-        .await
-        .map_err(twilio("listing Serverless functions"))?;
+async fn upload_ack_function(
+    client: &TwilioClient,
+    service_sid: &str,
+    functions: Vec<crate::twilio::types::Function>,
+) -> Result<String, Error> {
     let function = match functions
         .into_iter()
         .find(|f| f.friendly_name == ACK_FUNCTION)
@@ -171,6 +171,38 @@ async fn build_and_deploy(
     Ok(build.sid)
 }
 
+/// The refusal of a service that holds `found`, naming its path (read from its versions; its
+/// friendly name when it has none or they cannot be read).
+async fn refuse(client: &TwilioClient, service_sid: &str, found: Foreign) -> Error {
+    let (kind, path) = match &found {
+        Foreign::Asset { sid, friendly_name } => (
+            "asset",
+            client
+                .list_asset_versions(service_sid, sid)
+                .await
+                .ok()
+                .and_then(|versions| versions.into_iter().next_back())
+                .map(|v| v.path)
+                .unwrap_or_else(|| friendly_name.clone()),
+        ),
+        Foreign::Function { sid, friendly_name } => (
+            "function",
+            client
+                .list_function_versions(service_sid, sid)
+                .await
+                .ok()
+                .and_then(|versions| versions.into_iter().next_back())
+                .map(|v| v.path)
+                .unwrap_or_else(|| friendly_name.clone()),
+        ),
+    };
+    Error::ForeignService {
+        service_sid: service_sid.to_string(),
+        kind,
+        path,
+    }
+}
+
 /// The documents' hash, and where they live: moving the policy to another account (a new
 /// Secret) or install must publish again even though the documents did not change.
 fn publication_hash(docs: &HostedDocuments, account_sid: &str, instance: &str) -> String {
@@ -246,14 +278,24 @@ pub async fn publish_documents(
         .list_assets(&service.sid)
         .await
         .map_err(twilio("listing Serverless assets"))?;
+    let functions = client
+        .list_functions(&service.sid)
+        .await
+        .map_err(twilio("listing Serverless functions"))?;
+    if let Some(found) = foreign(&assets, &functions, ACK_FUNCTION) {
+        return Err(refuse(client, &service.sid, found).await);
+    }
     let prefix = asset_prefix(namespace, name);
-    let mut ours = HashSet::new();
+    // NB: every asset in the policy's folder, so documents an older version uploaded (no-ack)
+    // leave the environment with this build instead of being carried over.
+    let mut ours: HashSet<String> = assets
+        .iter()
+        .filter(|a| a.friendly_name.starts_with(&prefix))
+        .map(|a| a.sid.clone())
+        .collect();
     let mut new_versions = Vec::new();
     let mut urls = TwimlUrls::default();
-    for (file, content) in DOCUMENTS
-        .iter()
-        .zip([&docs.ack, &docs.bridge, &docs.no_ack])
-    {
+    for (file, content) in DOCUMENTS.iter().zip([&docs.ack, &docs.bridge]) {
         let friendly = format!("{prefix}{file}");
         let asset = match assets.iter().find(|a| a.friendly_name == friendly) {
             Some(asset) => asset.clone(),
@@ -285,11 +327,10 @@ pub async fn publish_documents(
         let url = client.asset_url(&environment, &path);
         match *file {
             "ack.xml" => urls.ack = url,
-            "bridge.xml" => urls.bridge = url,
-            _ => urls.no_ack = url,
+            _ => urls.bridge = url,
         }
     }
-    let function_version = upload_ack_function(client, &service.sid).await?;
+    let function_version = upload_ack_function(client, &service.sid, functions).await?;
     urls.ack_function = client.asset_url(&environment, ack::PATH);
     let existing: HashSet<String> = assets.iter().map(|a| a.sid.clone()).collect();
     let active = active_build(client, &service.sid, &environment).await?;
@@ -303,6 +344,17 @@ pub async fn publish_documents(
         &[function_version],
     )
     .await?;
+    // Documents an older version published are out of the build now; a failure here leaves
+    // only an unused asset behind, which the policy's deletion removes.
+    let current: Vec<String> = DOCUMENTS.iter().map(|f| format!("{prefix}{f}")).collect();
+    for stale in assets
+        .iter()
+        .filter(|a| a.friendly_name.starts_with(&prefix) && !current.contains(&a.friendly_name))
+    {
+        if let Err(error) = client.delete_asset(&service.sid, &stale.sid).await {
+            tracing::debug!(%error, asset = stale.friendly_name, "deleting an old document");
+        }
+    }
     tracing::info!(namespace, name, build_sid, "TwiML documents published");
     Ok(TwimlStatus {
         service_sid: service.sid,

@@ -144,6 +144,40 @@ impl TwilioClient {
         .await
     }
 
+    /// `GET /v1/Services/{ServiceSid}/Assets/{AssetSid}/Versions`.
+    pub async fn list_asset_versions(
+        &self,
+        service_sid: &str,
+        asset_sid: &str,
+    ) -> Result<Vec<AssetVersion>, TwilioError> {
+        let url =
+            self.serverless_url(&["Services", service_sid, "Assets", asset_sid, "Versions"])?;
+        self.list(Operation::ListAssetVersions, url, &[], "asset_versions")
+            .await
+    }
+
+    /// `GET /v1/Services/{ServiceSid}/Functions/{FunctionSid}/Versions`.
+    pub async fn list_function_versions(
+        &self,
+        service_sid: &str,
+        function_sid: &str,
+    ) -> Result<Vec<FunctionVersion>, TwilioError> {
+        let url = self.serverless_url(&[
+            "Services",
+            service_sid,
+            "Functions",
+            function_sid,
+            "Versions",
+        ])?;
+        self.list(
+            Operation::ListFunctionVersions,
+            url,
+            &[],
+            "function_versions",
+        )
+        .await
+    }
+
     /// `GET /v1/Services/{ServiceSid}/Functions`.
     pub async fn list_functions(&self, service_sid: &str) -> Result<Vec<Function>, TwilioError> {
         let url = self.serverless_url(&["Services", service_sid, "Functions"])?;
