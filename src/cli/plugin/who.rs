@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::Client;
 
-use crate::api::{Address, AlertCall, CallPolicySpec, Mode, Recipient};
+use crate::api::{AlertCall, CallPolicySpec, Mode, Recipient};
 use crate::escalation::order::{call_order, rotation_start, PageAt};
 
 pub(super) async fn who(
@@ -64,12 +64,7 @@ pub fn render(policy: &CallPolicySpec, name: &str, start: u32, at: Timestamp) ->
 /// One recipient as `who` shows it.
 // NB: the one place a recipient is displayed, so a recipient resolved from a schedule slots in.
 pub fn recipient_line(recipient: &Recipient) -> String {
-    let address = match &recipient.address {
-        Address::Phone(number) => number.clone(),
-        Address::Client(identity) => format!("client:{identity}"),
-        Address::Sip(uri) => uri.clone(),
-    };
-    format!("{} {address}", recipient.name)
+    format!("{} {}", recipient.name, recipient.address.twilio_to())
 }
 
 #[cfg(test)]
@@ -89,7 +84,7 @@ mod tests {
             "{text}"
         );
         assert!(lines[2].starts_with("rounds: 3"), "{text}");
-        assert_eq!(lines[3], "1. bob +15005550102", "{text}");
+        assert_eq!(lines[3], "1. bob client:bob", "{text}");
         assert_eq!(lines[5], "3. alice +15005550101", "{text}");
     }
 }
