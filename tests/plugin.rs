@@ -269,3 +269,50 @@ async fn page_ack_and_who_through_the_binary() {
     assert_eq!(rest(&ok(&output)), rest(&who));
     h.finish(vec![op]).await;
 }
+
+#[tokio::test]
+async fn test_calls_count_against_and_are_held_by_the_hourly_limit() {
+    let script = Script::default().with(ALICE, Recipient::presses(1.0, "1"));
+    let h = Harness::new("plugin-limit", script, 20.0).await;
+    let op = h
+        .operator("plugin", any_port(), true, Hooks::default())
+        .await;
+    let mut spec = policy_spec(
+        json!({"mode": "Sequential", "ringTimeoutSeconds": 10, "rounds": 1}),
+        &[("alice", ALICE), ("bob", BOB)],
+        10,
+    );
+    spec["limits"]["maxCallsPerHour"] = json!(1);
+    h.policy(spec).await;
+    let plugin = Plugin::new("limit");
+    let ns = h.ns.name.as_str();
+
+    let first = ok(&plugin.run(&["-n", ns, "test", "oncall", "--recipient", "alice"]));
+    h.wait_phase(first.trim(), Phase::Acknowledged).await;
+    // The test's call used the hour's only call: a page is refused, and so is the next test.
+    let page = ok(&plugin.run(&["-n", ns, "page", "oncall", "--message", "Disk full"]));
+    let status = h.wait_phase(page.trim(), Phase::Failed).await;
+    assert!(status.attempts.is_empty(), "{:?}", status.attempts);
+    let second = ok(&plugin.run(&["-n", ns, "test", "oncall", "--recipient", "bob"]));
+    h.wait_phase(second.trim(), Phase::Failed).await;
+    let policies: Api<CallPolicy> = Api::namespaced(h.client.clone(), ns);
+    let status = support::wait_for("bob's failed test", PAGE_WAIT, || {
+        let policies = policies.clone();
+        async move {
+            let status = policies.get("oncall").await.ok()?.status?;
+            (status.recipients.len() == 2).then_some(status)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status.tested.as_deref(), Some("1/2"));
+    let bob = &status.recipients[1];
+    assert!(!bob.passed, "{bob:?}");
+    let message = bob.message.clone().unwrap_or_default();
+    assert!(message.contains("maxCallsPerHour"), "{message}");
+    assert!(
+        sid_of(&h.sim.ledger(), BOB).is_empty(),
+        "bob was never called"
+    );
+    h.finish(vec![op]).await;
+}
