@@ -258,6 +258,15 @@ async fn page_ack_and_who_through_the_binary() {
     let err = fails(&plugin.run(&["-n", ns, "who", "oncall", "--at", "tomorrow"]));
     assert!(err.contains("not an RFC 3339 time"), "{err}");
 
+    // `--context` picks the kubeconfig's context, as kubectl does.
+    let kubeconfig = kube::config::Kubeconfig::read_from(&plugin.kubeconfig)
+        .unwrap_or_else(|e| panic!("kubeconfig: {e}"));
+    let context = kubeconfig.current_context.unwrap_or_default();
+    let with_context = ok(&plugin.run(&["--context", &context, "-n", ns, "who", "oncall"]));
+    assert!(with_context.contains("1. bob"), "{with_context}");
+    let err = fails(&plugin.run(&["--context", "nosuch", "-n", ns, "who", "oncall"]));
+    assert!(err.contains("context \"nosuch\""), "{err}");
+
     // `alertcall kubectl` offers the same commands.
     let mut same = Command::new(env!("CARGO_BIN_EXE_alertcall"));
     let output = same
