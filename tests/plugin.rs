@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use alertcall::api::{AlertCall, CallPolicy, Phase};
 use alertcall::page::hooks::Hooks;
-use alertcall::twilio::sim::{Recipient, Script};
+use alertcall::twilio::sim::{Event, Recipient, Script};
 use kube::api::Api;
 use serde_json::json;
 use support::paging::*;
@@ -148,6 +148,27 @@ async fn test_records_a_passed_and_a_failed_recipient_and_nobody_joins_the_room(
     let ledger = h.sim.ledger();
     assert_eq!(sid_of(&ledger, ALICE).len(), 1);
     assert!(ledger.participants_of(&h.room()).is_empty());
+    let alice_sid = sid_of(&ledger, ALICE)[0].clone();
+    let actions: Vec<String> = ledger
+        .entries
+        .iter()
+        .filter_map(|entry| match &entry.event {
+            Event::Webhook {
+                call_sid: Some(sid),
+                purpose,
+                url,
+                ..
+            } if *sid == alice_sid && purpose == "gather-action" => Some(url.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(actions.len(), 1, "{actions:?}");
+    assert!(
+        !actions[0].contains("room="),
+        "no room for a test: {}",
+        actions[0]
+    );
+    assert!(actions[0].contains("The+test+passed"), "{}", actions[0]);
     let page = h.status(&name).await;
     assert_eq!(page.attempts.len(), 2, "{:?}", page.attempts);
 
