@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod check;
 #[cfg(feature = "sim")]
 pub mod demo;
+pub mod plugin;
 pub mod run;
 #[cfg(feature = "sim")]
 pub mod twilio_sim;
@@ -37,10 +38,17 @@ pub enum Command {
     /// Run the Twilio simulator as a standalone loopback server.
     #[cfg(feature = "sim")]
     TwilioSim(twilio_sim::TwilioSimArgs),
+    /// The kubectl plugin's commands (ack, page, test, who) for those who did not install the
+    /// `kubectl-alertcall` symlink.
+    Kubectl(plugin::PluginArgs),
 }
 
 /// Parses the command line and runs the chosen command.
 pub fn main() -> ExitCode {
+    let called_as = std::env::args_os().next().unwrap_or_default();
+    if plugin::called_as_plugin(&called_as) {
+        return plugin::main_as_plugin();
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(&args),
@@ -50,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(&args),
         #[cfg(feature = "sim")]
         Command::TwilioSim(args) => twilio_sim::run(&args),
+        Command::Kubectl(args) => plugin::run(&args),
     }
 }
 

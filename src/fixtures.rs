@@ -73,6 +73,8 @@ pub fn alert_call_spec() -> AlertCallSpec {
         acknowledged: false,
         not_before: None,
         on_resolved: OnResolved::Continue,
+        test: false,
+        test_recipients: Vec::new(),
     }
 }
 

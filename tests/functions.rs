@@ -250,6 +250,9 @@ async fn deploy(sim: &alertcall::twilio::sim::SimHandle, map: &str, ttl: &str) -
     (format!("http://{domain}{}", ack::PATH), is)
 }
 
+/// Stands for "no room: a test call's action URL" among the rooms of the cases below.
+const TEST_CALL: &str = "(test call)";
+
 /// The simulator's emulation of the deployed function and the real `ack.js` under Node.js,
 /// given the same requests, write the same Sync item and answer the same TwiML.
 #[tokio::test]
@@ -291,10 +294,21 @@ async fn the_simulators_emulation_equals_the_function() {
             "",
             "CA00000000000000000000000000000003",
         ),
+        // A test call's action (`kubectl alertcall test`): no room, the test's confirmation.
+        (
+            policy("policy-sequential.yaml"),
+            TEST_CALL,
+            "1",
+            "CA00000000000000000000000000000004",
+        ),
     ];
     let http = reqwest::Client::new();
     for (policy, room, digits, call_sid) in cases {
-        let url = documents::ack_action_url(&function, &policy.spec, room, "r1-2").expect("a URL");
+        let url = if room == TEST_CALL {
+            documents::test_ack_action_url(&function, &policy.spec, "r1-2").expect("a URL")
+        } else {
+            documents::ack_action_url(&function, &policy.spec, room, "r1-2").expect("a URL")
+        };
         let body = vec![
             ("CallSid".to_string(), call_sid.to_string()),
             ("AccountSid".to_string(), AC.to_string()),
@@ -324,6 +338,13 @@ async fn the_simulators_emulation_equals_the_function() {
         event["AccountSid"] = json!(AC);
         let node = run_ack_function(env.clone(), event);
         assert_eq!(Some(emulated.as_str()), node["body"].as_str(), "{call_sid}");
+        if room == TEST_CALL {
+            assert!(emulated.contains("The test passed"), "{emulated}");
+            assert!(
+                !emulated.contains("<Dial"),
+                "a test never joins the room: {emulated}"
+            );
+        }
         assert_eq!(
             Some(content_type.as_str()),
             node["headers"]["Content-Type"].as_str()

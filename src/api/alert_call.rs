@@ -59,6 +59,18 @@ pub struct AlertCallSpec {
     /// hand (no `routeRef`) always continues.
     #[serde(default = "on_resolved_continue")]
     pub on_resolved: OnResolved,
+    /// A test call (`kubectl alertcall test`): each recipient is called once, hears "This is a
+    /// test call from alertcall for policy X" and is asked for the key; after it a short
+    /// confirmation, then the call ends. A test never joins the incident room, has no rounds
+    /// and no escalation, and is paced and counted against `limits.maxCallsPerHour` like a page.
+    /// The outcome lands in the CallPolicy's `status.recipients`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
+    /// Test calls only: the recipients (names in the policy) to call; empty calls every
+    /// recipient. A name the policy does not have fails the test (reason `UnknownRecipient`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    pub test_recipients: Vec<String>,
 }
 
 /// Absent on the AlertCall means `Continue`: a page nobody routed has no alert that resolves,

@@ -23,6 +23,7 @@ use super::LocalRef;
     printcolumn = r#"{"name":"From","type":"string","jsonPath":".spec.twilio.from"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","priority":1}"#,
+    printcolumn = r#"{"name":"Tested","type":"string","jsonPath":".status.tested"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -391,6 +392,44 @@ pub struct CallPolicyStatus {
     /// SID of the bridge number (IncomingPhoneNumber) once configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge_number_sid: Option<String>,
+    /// The last test call (`kubectl alertcall test`) of each recipient. Written by the AlertCall
+    /// controller when a test ends; the CallPolicy controller never writes it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<RecipientTest>,
+    /// How many of the policy's recipients passed their last test, as `passed/recipients`
+    /// (for example `2/3`); a recipient never tested has not passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tested: Option<String>,
+}
+
+/// The outcome of a recipient's last test call.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecipientTest {
+    /// The recipient's name in the policy.
+    pub name: String,
+    /// When the test call ended (or the test ended without calling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_test_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// A person answered (not a machine, when answering machine detection ran).
+    #[serde(default)]
+    pub answered: bool,
+    /// The person pressed a key.
+    #[serde(default)]
+    pub acknowledged: bool,
+    /// Twilio's error code when the call failed or was refused, for example 21211 (invalid
+    /// number).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twilio_error_code: Option<i64>,
+    /// The test proved the recipient can be reached: the key was pressed.
+    #[serde(default)]
+    pub passed: bool,
+    /// Why it did not pass, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The AlertCall of the test.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub alert_call: String,
 }
 
 /// Where the policy's TwiML documents are hosted.

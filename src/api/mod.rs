@@ -20,8 +20,8 @@ pub use alert_route::{
 };
 pub use call_policy::{
     AcknowledgementSpec, Address, CallPolicy, CallPolicySpec, CallPolicyStatus, Completion,
-    ConferenceSpec, LimitsSpec, MessageSpec, Mode, Order, Recipient, StrategySpec, TwilioSpec,
-    TwimlStatus, TwimlUrls,
+    ConferenceSpec, LimitsSpec, MessageSpec, Mode, Order, Recipient, RecipientTest, StrategySpec,
+    TwilioSpec, TwimlStatus, TwimlUrls,
 };
 pub use on_call_schedule::{
     OnCallSchedule, OnCallScheduleSpec, OnCallScheduleStatus, Override, Restriction, Rotation,

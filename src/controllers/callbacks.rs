@@ -472,9 +472,14 @@ async fn ack(
         }
     }
     let room = documents::room_name(&verified.policy.spec, &namespace, &policy_name);
+    let document = if verified.call.spec.test {
+        documents::test_ack_document(&verified.policy.spec)
+    } else {
+        documents::ack_document(&verified.policy.spec, &room)
+    };
     (
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
-        documents::ack_document(&verified.policy.spec, &room),
+        document,
     )
         .into_response()
 }

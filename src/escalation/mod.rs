@@ -35,9 +35,11 @@
 //!   none is placed and the page fails with `CallLimitExceeded`.
 
 mod observe;
+pub mod order;
 mod sequential;
 mod simultaneous;
 mod step;
+pub mod test_call;
 
 pub use observe::{observe, CallUpdate, Observation};
 pub use step::{step, Action, Decision, StepContext, Withdrawn};

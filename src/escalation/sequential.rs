@@ -2,8 +2,8 @@
 //! without a keypress (busy, no-answer, failed, canceled, or answered and silent), `rounds`
 //! passes over the list with `roundIntervalSeconds` between them, stop at the first keypress.
 
+use super::order;
 use super::step::{last_ended, Plan};
-use crate::api::Recipient;
 
 /// The first keypress completes the page.
 pub(super) fn complete(plan: &mut Plan<'_>) -> bool {
@@ -20,9 +20,7 @@ pub(super) fn advance(plan: &mut Plan<'_>) {
         return;
     }
     let n = plan.policy.recipients.len();
-    let start = plan.status.start_index.unwrap_or(0) as usize % n;
-    let recipient_at =
-        |index: u32| -> &Recipient { &plan.policy.recipients[(start + index as usize) % n] };
+    let start = plan.status.start_index.unwrap_or(0);
     let mut round = plan.status.round.max(1);
     let mut index = plan.status.next_index;
     if index as usize >= n {
@@ -37,7 +35,9 @@ pub(super) fn advance(plan: &mut Plan<'_>) {
         round += 1;
         index = 0;
     }
-    let recipient = recipient_at(index);
+    let Some(recipient) = order::recipient_at(&plan.policy.recipients, start, index) else {
+        return;
+    };
     if plan.dial_all(round, &[recipient]) {
         plan.status.round = round;
         plan.status.next_index = index + 1;

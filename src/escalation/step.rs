@@ -109,6 +109,21 @@ pub fn step(
     now: Timestamp,
     ctx: &StepContext,
 ) -> Decision {
+    // NB: a test call runs under its own policy (one simultaneous round); a test naming a
+    // recipient the policy lacks fails before anyone is called.
+    let tested;
+    let mut unknown = None;
+    let policy = match super::test_call::policy_for(policy, call) {
+        Some(Ok(for_test)) => {
+            tested = for_test;
+            &tested
+        }
+        Some(Err(message)) => {
+            unknown = Some(message);
+            policy
+        }
+        None => policy,
+    };
     let mut plan = Plan {
         policy,
         call,
@@ -118,7 +133,9 @@ pub fn step(
         actions: Vec::new(),
         wake: None,
     };
-    if !plan.status.phase.is_terminal() {
+    if let (false, Some(message)) = (plan.status.phase.is_terminal(), unknown) {
+        plan.finish(Phase::Failed, "UnknownRecipient", message);
+    } else if !plan.status.phase.is_terminal() {
         decide(&mut plan);
     }
     plan.redial_lost();

@@ -227,13 +227,14 @@ pub async fn look_up(
 /// The create request of one dial: the policy's inline TwiML (message, Gather whose action is
 /// `ack_url`), its caller ID and ring timeout.
 pub fn dial_request(
+    purpose: documents::Purpose,
     policy: &CallPolicySpec,
     summary: &str,
     to: String,
     ack_url: &str,
     status_callback: Option<String>,
 ) -> Result<CreateCall, TwimlError> {
-    let twiml = documents::call_twiml(policy, summary, ack_url)?;
+    let twiml = documents::twiml_for(purpose, policy, summary, ack_url)?;
     let mut request = CreateCall::new(to, policy.twilio.from.clone(), twiml);
     request.timeout_secs = Some(policy.strategy.ring_timeout_seconds);
     request.status_callback = status_callback;

@@ -18,6 +18,12 @@ struct Prompts {
     bridge: &'static str,
     /// Ends a message that was cut to fit Twilio's TwiML limit.
     shortened: &'static str,
+    /// What a test call says, given the policy's name.
+    test_message: fn(&str) -> String,
+    /// A test call's prompt: the key proves the person can be reached; no room is joined.
+    test_press: fn(&str) -> String,
+    /// A test call's answer to the key, before it hangs up.
+    test_confirmed: &'static str,
 }
 
 const ENGLISH: Prompts = Prompts {
@@ -26,6 +32,9 @@ const ENGLISH: Prompts = Prompts {
     acknowledged: "Acknowledged. Joining the incident room.",
     bridge: "Joining the incident room.",
     shortened: "(message shortened)",
+    test_message: |policy| format!("This is a test call from alertcall for policy {policy}."),
+    test_press: |digit| format!("Press {digit} to confirm you can be reached."),
+    test_confirmed: "Thank you. The test passed. Goodbye.",
 };
 
 const JAPANESE: Prompts = Prompts {
@@ -34,6 +43,9 @@ const JAPANESE: Prompts = Prompts {
     acknowledged: "確認しました。インシデントルームに接続します。",
     bridge: "インシデントルームに接続します。",
     shortened: "（以下省略）",
+    test_message: |policy| format!("alertcall のポリシー {policy} のテスト電話です。"),
+    test_press: |digit| format!("着信を確認できたら、{digit}を押してください。"),
+    test_confirmed: "ありがとうございます。テストは成功しました。失礼します。",
 };
 
 fn prompts(language: &str) -> &'static Prompts {
@@ -76,9 +88,53 @@ pub fn call_twiml(
     })
 }
 
+/// What a call is for: a page, or a test of the recipient's phone (`spec.test`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Purpose {
+    #[default]
+    Page,
+    Test,
+}
+
+/// The inline TwiML of a call for `purpose`: a page speaks the summary and asks for the key to
+/// join the room; a test speaks `summary` (its [`test_message`]) and asks for the key to
+/// confirm the phone works.
+pub fn twiml_for(
+    purpose: Purpose,
+    spec: &CallPolicySpec,
+    summary: &str,
+    ack_url: &str,
+) -> Result<String, TwimlError> {
+    match purpose {
+        Purpose::Page => call_twiml(spec, summary, ack_url),
+        Purpose::Test => {
+            let prompts = prompts(&spec.message.language);
+            let press = (prompts.test_press)(&spec.acknowledgement.digits);
+            fit_inline(summary, prompts.shortened, |text| {
+                gather_document(spec, text, ack_url, press.clone())
+            })
+        }
+    }
+}
+
+/// What a test call of the policy named `policy` says before its prompt.
+pub fn test_message(spec: &CallPolicySpec, policy: &str) -> String {
+    (prompts(&spec.message.language).test_message)(policy)
+}
+
 /// [`call_twiml`]'s document with the whole summary, not shortened: what policy validation
 /// measures to tell whether messages will be cut.
 pub fn call_document(spec: &CallPolicySpec, summary: &str, ack_url: &str) -> Response {
+    let prompts = prompts(&spec.message.language);
+    gather_document(
+        spec,
+        summary,
+        ack_url,
+        (prompts.press)(&spec.acknowledgement.digits),
+    )
+}
+
+fn gather_document(spec: &CallPolicySpec, summary: &str, ack_url: &str, press: String) -> Response {
     let prompts = prompts(&spec.message.language);
     Response::new()
         .gather(
@@ -91,7 +147,7 @@ pub fn call_document(spec: &CallPolicySpec, summary: &str, ack_url: &str) -> Res
                 .action(ack_url)
                 .method(action_method(ack_url))
                 .say(say(spec, summary).loop_count(spec.message.repeat.max(1)))
-                .say(say(spec, (prompts.press)(&spec.acknowledgement.digits))),
+                .say(say(spec, press)),
         )
         .say(say(spec, prompts.no_input))
         .hangup()
@@ -129,6 +185,15 @@ pub fn ack_document(spec: &CallPolicySpec, room: &str) -> String {
     Response::new()
         .say(say(spec, prompts.acknowledged))
         .dial(Dial::conference(conference(spec, room)))
+        .to_xml()
+}
+
+/// A test call's answer to the key: a short confirmation, then the call ends. No room.
+pub fn test_ack_document(spec: &CallPolicySpec) -> String {
+    let prompts = prompts(&spec.message.language);
+    Response::new()
+        .say(say(spec, prompts.test_confirmed))
+        .hangup()
         .to_xml()
 }
 
@@ -176,6 +241,29 @@ pub fn ack_action_url(
         }
         if spec.conference.record {
             pairs.append_pair(ack::query::RECORD, "true");
+        }
+        pairs.append_pair(ack::query::BYE, no_input_prompt(spec));
+    }
+    Ok(url.to_string())
+}
+
+/// The `<Gather>` action of a test call: the acknowledgement function records the keypress as
+/// for a page, but with no `room` in the query it answers with the test's confirmation only,
+/// and the call ends after it.
+pub fn test_ack_action_url(
+    function_url: &str,
+    spec: &CallPolicySpec,
+    attempt_id: &str,
+) -> Result<String, url::ParseError> {
+    let prompts = prompts(&spec.message.language);
+    let mut url = url::Url::parse(function_url)?;
+    {
+        let mut pairs = url.query_pairs_mut();
+        pairs.append_pair(ack::query::ATTEMPT, attempt_id);
+        pairs.append_pair(ack::query::SAY, prompts.test_confirmed);
+        pairs.append_pair(ack::query::LANGUAGE, &spec.message.language);
+        if let Some(voice) = &spec.message.voice {
+            pairs.append_pair(ack::query::VOICE, voice);
         }
         pairs.append_pair(ack::query::BYE, no_input_prompt(spec));
     }
@@ -417,6 +505,28 @@ mod tests {
             HostedDocuments::render(&spec, "other").content_hash()
         );
         assert_eq!(a.content_hash().len(), 64);
+    }
+
+    #[test]
+    fn a_test_call_says_it_is_a_test_and_never_joins_the_room() {
+        let spec = fixtures::policy_spec();
+        let message = test_message(&spec, "oncall");
+        assert_eq!(
+            message,
+            "This is a test call from alertcall for policy oncall."
+        );
+        let xml = twiml_for(Purpose::Test, &spec, &message, "https://x/ack").unwrap_or_default();
+        let says = gathered_says(&xml);
+        assert_eq!(says[0], message);
+        assert_eq!(says[1], "Press 1 to confirm you can be reached.");
+        assert!(!xml.contains("incident room"), "{xml}");
+        let confirmed = test_ack_document(&spec);
+        assert!(!confirmed.contains("<Conference"), "{confirmed}");
+        assert!(confirmed.contains("<Hangup"), "{confirmed}");
+        let url = test_ack_action_url("https://svc.twil.io/alertcall/ack", &spec, "r1-alice")
+            .unwrap_or_default();
+        assert!(!url.contains("room="), "{url}");
+        assert!(url.contains("attempt=r1-alice"), "{url}");
     }
 
     #[test]

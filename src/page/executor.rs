@@ -49,6 +49,8 @@ pub struct Executor<'a, O> {
     pub policy: &'a CallPolicySpec,
     /// The page's summary, spoken in every call.
     pub summary: &'a str,
+    /// A page, or a test call (its own prompt, no room).
+    pub purpose: super::documents::Purpose,
     pub namespace: &'a str,
     pub name: &'a str,
     pub limits: Limits,
@@ -153,6 +155,7 @@ impl<O: Outcomes> Executor<'_, O> {
     fn dial(&self, attempt_id: String, to: String, intent_at: Timestamp) -> Option<Observation> {
         let urls = (self.urls)(&attempt_id);
         let request = match calls::dial_request(
+            self.purpose,
             self.policy,
             self.summary,
             to.clone(),
@@ -362,6 +365,7 @@ mod tests {
             account: &account,
             policy: &policy,
             summary: "disk full",
+            purpose: super::super::documents::Purpose::Page,
             namespace: "ns",
             name: "page",
             limits: calls::limits(&policy),

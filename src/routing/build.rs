@@ -198,6 +198,8 @@ pub fn build_alert_call(request: PageRequest<'_>, candidate: &Candidate) -> Buil
             // NB: copied so the controller decides a resolve from the page alone: the route
             // may be edited or gone by then, and the page keeps the promise it was made with.
             on_resolved: route.spec.on_resolved,
+            test: false,
+            test_recipients: Vec::new(),
         },
         status: None,
     };

@@ -457,6 +457,7 @@ async fn run_page(
         account: &account,
         policy: spec,
         summary: &call.spec.summary,
+        purpose: crate::page::documents::Purpose::Page,
         namespace: &namespace,
         name: &page,
         limits,

@@ -4,36 +4,17 @@
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
-use crate::api::{AlertCall, AlertCallStatus, CallPolicy, Order};
-use crate::escalation;
+use crate::api::{AlertCall, AlertCallStatus, CallPolicy};
+use crate::escalation::order;
 
-/// RoundRobin: where this page starts, after the newest earlier page of the same policy.
+/// RoundRobin: where this page starts, after the newest earlier page of the same policy
+/// ([`order::rotation_start`], the rule `kubectl alertcall who` shows).
 pub(super) fn start_index<'a>(
     pages: impl IntoIterator<Item = &'a AlertCall>,
     call: &AlertCall,
     policy: &CallPolicy,
 ) -> u32 {
-    if policy.spec.strategy.order != Order::RoundRobin {
-        return 0;
-    }
-    let namespace = call.namespace();
-    let created = |c: &AlertCall| (c.metadata.creation_timestamp.clone(), c.name_any());
-    let this = created(call);
-    let previous = pages
-        .into_iter()
-        .filter(|c| {
-            c.namespace() == namespace
-                && c.spec.policy_ref.name == call.spec.policy_ref.name
-                && c.name_any() != call.name_any()
-                && created(c) < this
-        })
-        .filter_map(|c| {
-            let start = c.status.as_ref().and_then(|s| s.start_index)?;
-            Some((created(c), start))
-        })
-        .max_by(|a, b| a.0.cmp(&b.0))
-        .map(|(_, start)| start);
-    escalation::next_start_index(previous, policy.spec.recipients.len())
+    order::rotation_start(pages, &order::PageAt::of(call), &policy.spec)
 }
 
 /// Calls placed on `call`'s Twilio account in the hour before `now`: this page's (from
@@ -68,7 +49,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::api::{AttemptStatus, CallPolicy};
+    use crate::api::{AttemptStatus, CallPolicy, Order};
     use crate::fixtures::{self, AttemptExt};
 
     fn page(namespace: &str, name: &str, policy: &str, created: i64) -> AlertCall {

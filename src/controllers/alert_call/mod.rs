@@ -11,6 +11,7 @@ mod finalizer;
 mod notices;
 mod reconcile;
 mod status;
+mod tested;
 
 use budget::*;
 use finalizer::*;
@@ -74,6 +75,10 @@ pub enum Error {
     Finalizer(#[source] kube::Error),
     #[error("no randomness for the page's nonce: {0}")]
     Randomness(String),
+    #[error("recording the test call on its CallPolicy: {0}")]
+    TestNotRecorded(#[source] kube::Error),
+    #[error("recording the test call on its CallPolicy lost {0} races with other writers")]
+    TestRaces(usize),
 }
 
 impl Error {
@@ -85,6 +90,7 @@ impl Error {
             Error::Account(error) => error.reason(),
             Error::Finalizer(_) => "FinalizerWriteFailed",
             Error::Randomness(_) => "NoRandomness",
+            Error::TestNotRecorded(_) | Error::TestRaces(_) => "TestNotRecorded",
         }
     }
 }

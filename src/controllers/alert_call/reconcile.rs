@@ -59,6 +59,10 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         ctx.runner.release_page(&namespace, &name);
         state.failures().remove(&key_of(call));
         remove_finalizer(ctx, call).await?;
+        if !deleting {
+            // NB: repeated until it holds; the write at the test's end may have failed.
+            super::tested::record(ctx, call, &status, None).await?;
+        }
         // NB: the room's recording may start after the page is done; whether the policy records
         // is only known once it is read below.
         if deleting || !awaiting_recording(&status, Timestamp::now()) {
@@ -112,6 +116,16 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         };
         return blocked(ctx, call, "TwimlNotPublished", message, None).await;
     };
+    let ack_function = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.twiml.as_ref())
+        .map(|t| t.urls.ack_function.clone())
+        .filter(|url| !url.is_empty());
+    let test_ack = match test_ack_base(ctx, call, &policy, ack_function.as_deref()) {
+        Ok(test_ack) => test_ack,
+        Err(message) => return blocked(ctx, call, "TestNeedsAckFunction", message, None).await,
+    };
     ctx.runner
         .remember_policy(&namespace, policy_name, &account.account_sid);
 
@@ -138,12 +152,6 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
     for observation in calls::poll(&account.client, &next, &room, &ack_base, now).await {
         observe(&mut next, &observation, now);
     }
-    let ack_function = policy
-        .status
-        .as_ref()
-        .and_then(|s| s.twiml.as_ref())
-        .map(|t| t.urls.ack_function.clone())
-        .filter(|url| !url.is_empty());
     // The keypress is in the ledger before the person can hang up; a call that just ended
     // answered but unacknowledged holds the page until a read made after its end agrees.
     let settling = ack_function
@@ -236,7 +244,18 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
     };
     if decided != status {
         match write_status(ctx, call, &decided).await {
-            Ok(_) => transitions(ctx, call, &status, &decided).await,
+            Ok(_) => {
+                transitions(ctx, call, &status, &decided).await;
+                if !status.phase.is_terminal() && decided.phase.is_terminal() {
+                    let why = decision.actions.iter().find_map(|a| match a {
+                        crate::escalation::Action::Finish { message, .. } => Some(message.as_str()),
+                        _ => None,
+                    });
+                    if let Err(error) = super::tested::record(ctx, call, &decided, why).await {
+                        tracing::warn!(%error, "recording the test call; tried again once its calls settle");
+                    }
+                }
+            }
             Err(error) if is_conflict(&error) => {
                 // Someone else wrote first (a newer watch event, or another replica): their
                 // status wins and nothing decided here may be acted on.
@@ -263,7 +282,22 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
             &ack_base,
             &callbacks::callback_query(&namespace, &name, attempt_id, nonce),
         );
-        if let Some(function) = &ack_function {
+        if let Some(test_ack) = &test_ack {
+            match test_ack {
+                TestAck::Function(function) => {
+                    match documents::test_ack_action_url(function, &policy.spec, attempt_id) {
+                        Ok(action) => urls.ack = action,
+                        Err(error) => tracing::warn!(%error, "the acknowledgement function's URL"),
+                    }
+                }
+                TestAck::Own(own) => {
+                    urls.ack = format!(
+                        "{own}?{}",
+                        callbacks::callback_query(&namespace, &name, attempt_id, nonce)
+                    )
+                }
+            }
+        } else if let Some(function) = &ack_function {
             match documents::ack_action_url(function, &policy.spec, &room, attempt_id) {
                 Ok(action) => urls.ack = action,
                 Err(error) => {
@@ -273,11 +307,18 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         }
         urls
     };
+    let (summary, purpose) = if call.spec.test {
+        let message = documents::test_message(&policy.spec, policy_name);
+        (message, documents::Purpose::Test)
+    } else {
+        (call.spec.summary.clone(), documents::Purpose::Page)
+    };
     let executor = Executor {
         runner: &ctx.runner,
         account: &account,
         policy: &policy.spec,
-        summary: &call.spec.summary,
+        summary: &summary,
+        purpose,
         namespace: &namespace,
         name: &name,
         limits: calls::limits(&policy.spec),
@@ -366,6 +407,39 @@ pub(super) fn ack_base(callbacks_to: Option<&url::Url>, policy: &CallPolicy) -> 
             )
         })
     })
+}
+
+/// Where a test call's keypress goes: the acknowledgement function (asked for no room), or this
+/// operator's own endpoint, which answers a test with its confirmation only.
+pub(super) enum TestAck {
+    Function(String),
+    Own(String),
+}
+
+/// `None` for a page. A test needs one of the two [`TestAck`]s: the policy's hosted ack
+/// document would join the person to the incident room.
+pub(super) fn test_ack_base(
+    ctx: &Context,
+    call: &AlertCall,
+    policy: &CallPolicy,
+    ack_function: Option<&str>,
+) -> Result<Option<TestAck>, &'static str> {
+    if !call.spec.test {
+        return Ok(None);
+    }
+    // NB: a URL that does not parse would leave the call with the room's ack document.
+    if let Some(function) = ack_function.filter(|f| url::Url::parse(f).is_ok()) {
+        return Ok(Some(TestAck::Function(function.to_string())));
+    }
+    match &ctx.config.public_url {
+        Some(public) => Ok(Some(TestAck::Own(format!(
+            "{}/twiml/ack/{}/{}",
+            public.as_str().trim_end_matches('/'),
+            policy.namespace().unwrap_or_default(),
+            policy.name_any()
+        )))),
+        None => Err("a test call needs the acknowledgement function (published with the policy's TwiML) or --public-url: the hosted ack document would join the incident room"),
+    }
 }
 
 /// Records why the page cannot proceed, once, and waits.

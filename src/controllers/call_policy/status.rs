@@ -64,6 +64,9 @@ pub(super) async fn write_status(
     let mut body = serde_json::to_value(&status).unwrap_or_default();
     // NB: merge patch keeps absent keys; cleared fields are sent as null to remove them.
     if let Some(map) = body.as_object_mut() {
+        // The AlertCall controller owns the test results; this cached copy may be older.
+        map.remove("recipients");
+        map.remove("tested");
         for key in ["twiml", "bridgeNumberSid"] {
             map.entry(key).or_insert(serde_json::Value::Null);
         }

@@ -1,0 +1,82 @@
+//! A finished test call's outcome, per recipient, on its CallPolicy's `status.recipients` and
+//! `status.tested`. This controller is the only writer of those two fields (the CallPolicy
+//! controller leaves them out of its status patches), and each write is a merge patch guarded
+//! by the policy's resourceVersion, so two tests ending together cannot lose one another.
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+
+use crate::api::{AlertCall, AlertCallStatus, CallPolicy};
+use crate::controllers::{Context, FIELD_MANAGER};
+use crate::escalation::test_call;
+
+/// How many times a write that lost a race with another writer of the policy is tried again.
+const ATTEMPTS: usize = 5;
+
+/// Writes what the finished test `call` found, unless the policy already holds it (or a newer
+/// test of the same recipients). `why` is the step's finish message, when this reconcile
+/// decided the end.
+pub(super) async fn record(
+    ctx: &Context,
+    call: &AlertCall,
+    status: &AlertCallStatus,
+    why: Option<&str>,
+) -> Result<(), super::Error> {
+    if !call.spec.test || !status.phase.is_terminal() {
+        return Ok(());
+    }
+    let namespace = call.namespace().unwrap_or_default();
+    let page = call.name_any();
+    let policies: Api<CallPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
+    for _ in 0..ATTEMPTS {
+        let read = policies.get_opt(&call.spec.policy_ref.name).await;
+        let Some(policy) = read.map_err(super::Error::TestNotRecorded)? else {
+            return Ok(());
+        };
+        let previous = policy
+            .status
+            .as_ref()
+            .map(|s| s.recipients.clone())
+            .unwrap_or_default();
+        let outcomes = test_call::outcomes(&policy.spec, &call.spec, status, &page, why);
+        let recorded = outcomes.iter().all(|outcome| {
+            previous.iter().any(|p| {
+                p.name == outcome.name
+                    && (p.alert_call == page || p.last_test_time > outcome.last_test_time)
+            })
+        });
+        if recorded {
+            return Ok(());
+        }
+        let newer: Vec<_> = outcomes
+            .into_iter()
+            .filter(|outcome| {
+                !previous
+                    .iter()
+                    .any(|p| p.name == outcome.name && p.last_test_time > outcome.last_test_time)
+            })
+            .collect();
+        let (recipients, tested) = test_call::merge(&policy.spec, &previous, &newer);
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": policy.resource_version()},
+            "status": {"recipients": recipients, "tested": tested},
+        });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_string()),
+            ..Default::default()
+        };
+        match policies
+            .patch_status(&policy.name_any(), &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(policy = %policy.name_any(), %tested, "test call recorded");
+                return Ok(());
+            }
+            Err(kube::Error::Api(response)) if response.code == 409 => continue,
+            Err(kube::Error::Api(response)) if response.code == 404 => return Ok(()),
+            Err(error) => return Err(super::Error::TestNotRecorded(error)),
+        }
+    }
+    Err(super::Error::TestRaces(ATTEMPTS))
+}
