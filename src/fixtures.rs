@@ -31,6 +31,7 @@ pub fn policy_spec() -> CallPolicySpec {
         message: MessageSpec::default(),
         conference: ConferenceSpec::default(),
         limits: LimitsSpec::default(),
+        on_exhausted: None,
     }
 }
 

@@ -9,6 +9,7 @@
 mod budget;
 mod finalizer;
 mod notices;
+mod oncall;
 mod reconcile;
 mod status;
 
@@ -74,6 +75,8 @@ pub enum Error {
     Finalizer(#[source] kube::Error),
     #[error("no randomness for the page's nonce: {0}")]
     Randomness(String),
+    #[error("reading OnCallSchedule {0}: {1}")]
+    Schedule(String, #[source] kube::Error),
 }
 
 impl Error {
@@ -85,6 +88,7 @@ impl Error {
             Error::Account(error) => error.reason(),
             Error::Finalizer(_) => "FinalizerWriteFailed",
             Error::Randomness(_) => "NoRandomness",
+            Error::Schedule(..) => "ScheduleUnreadable",
         }
     }
 }
@@ -176,7 +180,8 @@ async fn run(
         }
     });
     let controller = controller
-        // A policy change (or its TwiML being published) re-reconciles its unfinished pages.
+        // A policy change (or its TwiML being published) re-reconciles its unfinished pages,
+        // those of a later escalation tier included.
         .watches(policies, watcher::Config::default(), move |policy| {
             let namespace = policy.namespace().unwrap_or_default();
             let name = policy.name_any();
@@ -186,7 +191,7 @@ async fn run(
                 .filter(|guarded| {
                     valid(guarded).is_some_and(|call| {
                         call.namespace().as_deref() == Some(namespace.as_str())
-                            && call.spec.policy_ref.name == name
+                            && call.active_policy() == name
                             && !call.status.as_ref().is_some_and(|s| s.phase.is_terminal())
                     })
                 })

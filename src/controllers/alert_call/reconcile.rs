@@ -65,7 +65,9 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         }
     }
 
-    let policy_name = &call.spec.policy_ref.name;
+    // NB: an escalated page calls through its active tier's policy: its account, documents and
+    // room (see `oncall`).
+    let policy_name = call.active_policy();
     let policies: Api<CallPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let policy = match policies.get_opt(policy_name).await {
         Ok(Some(policy)) => policy,
@@ -76,7 +78,7 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
             }
             return blocked(ctx, call, "PolicyNotFound", &message, None).await;
         }
-        Err(error) => return Err(Error::Policy(policy_name.clone(), error)),
+        Err(error) => return Err(Error::Policy(policy_name.to_string(), error)),
     };
     let problems = validate::call_policy(&policy.spec);
     if !problems.is_empty() {
@@ -184,6 +186,7 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         withdrawn: withdrawn(ctx, call, &namespace).await,
         dialing: dialing.clone(),
         conference_room: Some(room.clone()),
+        on_call: oncall::on_call(ctx, &namespace, &policy.spec, now).await?,
     };
     if let Some(ended) = settling {
         // NB: only what was observed is written; nothing is decided until the ledger settles.
@@ -200,7 +203,17 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         let wait = Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(200);
         return Ok(Requeue::requeue(wait));
     }
-    let decision = step(&policy.spec, &call.spec, &next, now, &step_ctx);
+    let mut decision = step(&policy.spec, &call.spec, &next, now, &step_ctx);
+    oncall::onward(
+        ctx,
+        &namespace,
+        &policy,
+        policy_name,
+        &next,
+        &mut decision,
+        now,
+    )
+    .await?;
     let mut decided = decision.status.clone();
     decided.observed_generation = call.metadata.generation;
     // Dials are intents in `decided`, so they count as live too; a page from before the
@@ -230,7 +243,10 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
     };
     if decided != status {
         match write_status(ctx, call, &decided).await {
-            Ok(_) => transitions(ctx, call, &status, &decided).await,
+            Ok(_) => {
+                transitions(ctx, call, &status, &decided).await;
+                oncall::notices(ctx, call, &status, &decided).await;
+            }
             Err(error) if is_conflict(&error) => {
                 // Someone else wrote first (a newer watch event, or another replica): their
                 // status wins and nothing decided here may be acted on.
