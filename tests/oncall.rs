@@ -36,7 +36,7 @@ fn schedule(name: &str, rotation: &[&str], start: &str) -> serde_json::Value {
                 {"name": "carol", "phone": CAROL}
             ],
             "rotations": [
-                {"name": "weekly", "members": rotation, "start": start, "shiftLength": "876000h"}
+                {"name": "weekly", "members": rotation, "start": start, "shiftLength": "87600h"}
             ]
         }
     })
