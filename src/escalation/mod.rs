@@ -35,6 +35,7 @@
 //!   none is placed and the page fails with `CallLimitExceeded`.
 
 mod observe;
+mod recipients;
 mod sequential;
 mod simultaneous;
 mod step;
@@ -44,7 +45,8 @@ pub use observe::{observe, CallUpdate, Observation};
 mod tier_tests;
 mod tiers;
 
-pub use step::{step, Action, Decision, OnCall, StepContext, Withdrawn, RECIPIENTS_ON_CALL};
+pub use recipients::RECIPIENTS_ON_CALL;
+pub use step::{step, Action, Decision, OnCall, StepContext, Withdrawn};
 pub use tiers::{chain, escalate, stop_escalating, Chain, ESCALATED};
 
 use jiff::{SignedDuration, Timestamp};

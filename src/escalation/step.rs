@@ -5,17 +5,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::recipients::RECIPIENTS_ON_CALL;
 use super::{
     call_deadline, sequential, simultaneous, tier_attempt_id, INTENT_GRACE, POLL_INTERVAL,
 };
 use crate::api::conditions::set_condition;
 use crate::api::{
     AlertCallSpec, AlertCallStatus, Attempt, AttemptStatus, CallPolicySpec, Mode, OnResolved,
-    Order, Phase, Recipient, Skip,
+    Order, Phase, Recipient,
 };
-
-/// Condition on an AlertCall: whether the last schedule recipient it dialed had someone on call.
-pub const RECIPIENTS_ON_CALL: &str = "RecipientsOnCall";
 
 /// Who is on call in each schedule the policy names, at the step's `now`: the members to dial,
 /// or why there is nobody (a gap, a missing or invalid schedule).
@@ -53,6 +51,9 @@ pub struct StepContext {
 }
 
 /// Something the controller must do. Status changes are already in [`Decision::status`].
+// NB: a step emits a handful of actions and drops them at once; boxing the attempt would cost
+// every match on `Dial` an indirection for no memory that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Place this call: `attempt` is already in the decided status as an intent. Dial only
@@ -311,114 +312,8 @@ impl Plan<'_> {
             .any(|a| !a.status.is_final() && !a.acknowledged)
     }
 
-    /// The escalation tier calling now, from 1.
-    pub fn tier(&self) -> u32 {
-        self.status.tier.max(1)
-    }
-
-    /// The attempts of the active tier.
-    pub fn tier_attempts(&self) -> impl Iterator<Item = &Attempt> {
-        let tier = self.tier();
-        self.status
-            .attempts
-            .iter()
-            .filter(move |a| a.tier.max(1) == tier)
-    }
-
-    /// A round of the active tier that called nobody because every schedule recipient in it
-    /// was empty ends the tier as Exhausted (reason `NobodyOnCall`), never quietly: the next
-    /// tier, if any, takes over. True when it did.
-    pub fn nobody_on_call(&mut self, round: u32) -> bool {
-        let tier = self.tier();
-        if self.tier_attempts().any(|a| a.round == round) {
-            return false;
-        }
-        let skipped: Vec<String> = self
-            .status
-            .skipped
-            .iter()
-            .filter(|s| s.tier.max(1) == tier && s.round == round)
-            .map(|s| format!("{} ({})", s.recipient, s.message))
-            .collect();
-        if skipped.is_empty() {
-            return false;
-        }
-        let message = format!(
-            "nobody was on call for round {round}: skipped {}",
-            skipped.join(", ")
-        );
-        self.finish(Phase::Exhausted, "NobodyOnCall", message);
-        true
-    }
-
-    /// Who a recipient is dialed as now: itself, or each member on call in its schedule, as
-    /// `(member, address)`; `Err` says why a schedule recipient has nobody.
-    fn resolve(&self, recipient: &Recipient) -> Result<Vec<(Option<String>, String)>, String> {
-        let Some(schedule) = recipient.address.schedule() else {
-            return Ok(recipient
-                .address
-                .twilio_to()
-                .map(|to| (None, to))
-                .into_iter()
-                .collect());
-        };
-        let members = match self.ctx.on_call.get(schedule) {
-            Some(Ok(members)) => members,
-            Some(Err(why)) => return Err(why.clone()),
-            None => return Err(format!("schedule {schedule} was not evaluated")),
-        };
-        let dialed: Vec<(Option<String>, String)> = members
-            .iter()
-            .filter_map(|m| m.address.twilio_to().map(|to| (Some(m.name.clone()), to)))
-            .collect();
-        if dialed.is_empty() {
-            return Err(format!("nobody is on call in schedule {schedule}"));
-        }
-        Ok(dialed)
-    }
-
-    /// Records that `recipient` was passed over in `round`, once.
-    fn skip(&mut self, round: u32, recipient: &Recipient, why: String) {
-        let id = tier_attempt_id(self.tier(), round, &recipient.name, None);
-        if self.status.skipped.iter().any(|s| s.id == id) {
-            return;
-        }
-        let schedule = recipient.address.schedule().unwrap_or_default().to_string();
-        let message = format!("recipient {} skipped: {why}", recipient.name);
-        set_condition(
-            &mut self.status.conditions,
-            RECIPIENTS_ON_CALL,
-            false,
-            "ScheduleEmpty",
-            &message,
-            None,
-            Time(self.now),
-        );
-        self.status.skipped.push(Skip {
-            id,
-            recipient: recipient.name.clone(),
-            schedule,
-            tier: self.tier(),
-            round,
-            at: Some(Time(self.now)),
-            message: why,
-        });
-    }
-
     pub fn has_attempt(&self, id: &str) -> bool {
         self.status.attempts.iter().any(|a| a.id == id)
-    }
-
-    /// Recipients of the active tier who acknowledged, in the order they were called: what
-    /// AllAcked and AllNotified count, as another tier's policy may reuse a name.
-    pub fn tier_acknowledgers(&self) -> Vec<String> {
-        let mut names: Vec<String> = Vec::new();
-        for attempt in self.tier_attempts().filter(|a| a.acknowledged) {
-            if !names.contains(&attempt.recipient) {
-                names.push(attempt.recipient.clone());
-            }
-        }
-        names
     }
 
     /// Recipients who acknowledged, in the order they were called.

@@ -117,7 +117,8 @@ mod tests {
 
     #[test]
     fn chains_end_at_a_policy_without_onexhausted_or_at_a_loop() {
-        let cases: [(&[(&str, &str)], &str, &str, bool); 5] = [
+        type Edges<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Edges, &str, &str, bool); 5] = [
             (&[], "a", "a", false),
             (&[("a", "b")], "a", "a -> b", false),
             (&[("a", "b"), ("b", "a")], "a", "a -> b -> a", true),
