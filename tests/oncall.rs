@@ -227,6 +227,10 @@ async fn an_empty_schedule_is_skipped_with_a_condition_and_an_event_never_silent
     let status = h.wait_phase("nobody", Phase::Exhausted).await;
     assert!(status.attempts.is_empty(), "{status:#?}");
     assert_eq!(status.skipped.len(), 1);
+    assert_eq!(
+        condition(&status, "RecipientsOnCall"),
+        Some(("False".into(), "NobodyOnCall".into()))
+    );
     wait_event(&h, "nobody", "ScheduleEmpty").await;
     wait_event(&h, "nobody", "Exhausted").await;
     assert_eq!(calls_to(&h.sim.ledger()).get(ALICE), None);

@@ -48,6 +48,16 @@ impl Plan<'_> {
             "nobody was on call for round {round}: skipped {}",
             skipped.join(", ")
         );
+        // NB: the reason stays on the page, not only in its Event.
+        set_condition(
+            &mut self.status.conditions,
+            RECIPIENTS_ON_CALL,
+            false,
+            "NobodyOnCall",
+            &message,
+            None,
+            Time(self.now),
+        );
         self.finish(Phase::Exhausted, "NobodyOnCall", message);
         true
     }

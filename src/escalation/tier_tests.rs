@@ -152,6 +152,12 @@ fn a_round_that_reaches_nobody_exhausts_with_a_reason_in_both_strategies() {
             _ => None,
         });
         assert_eq!(reason, Some("NobodyOnCall"), "{mode:?}");
+        let condition =
+            crate::api::conditions::find(&decision.status.conditions, RECIPIENTS_ON_CALL).cloned();
+        assert_eq!(
+            condition.map(|c| c.reason),
+            Some("NobodyOnCall".to_string())
+        );
     }
 }
 
