@@ -275,19 +275,23 @@ async fn setup(client: &Client, namespace: &str) -> Result<(), String> {
         }),
     )
     .await?;
-    support::wait_for("the AlertRoute to be Ready", Duration::from_secs(60), || {
-        let routes = routes.clone();
-        async move {
-            let route = routes.get("crashes").await.ok()?;
-            let status = route.status?;
-            (status.observed_generation == route.metadata.generation
-                && status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True"))
-            .then_some(())
-        }
-    })
+    support::wait_for(
+        "the AlertRoute to be Ready",
+        Duration::from_secs(60),
+        || {
+            let routes = routes.clone();
+            async move {
+                let route = routes.get("crashes").await.ok()?;
+                let status = route.status?;
+                (status.observed_generation == route.metadata.generation
+                    && status
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True"))
+                .then_some(())
+            }
+        },
+    )
     .await
 }
 
@@ -368,7 +372,11 @@ async fn measure(
         stormy.push(page(&events, sim, &seen, &format!("storm-{i}"), dialed).await?);
         dialed += 1;
         let start = Instant::now();
-        support::try_create(&events, k8s_event(&format!("sprobe-{i}"), "Pulled", "probe")).await?;
+        support::try_create(
+            &events,
+            k8s_event(&format!("sprobe-{i}"), "Pulled", "probe"),
+        )
+        .await?;
         storm_creates.push(start.elapsed());
     }
     // The pacer under the storm: new groups at once, dials spread by the account's CPS.
@@ -423,7 +431,11 @@ async fn measure(
         "one page per new group and none for the storm's duplicates"
     );
     let all = dials(&sim.ledger());
-    assert_eq!(all.len(), total, "one dial per page (one recipient, one round)");
+    assert_eq!(
+        all.len(),
+        total,
+        "one dial per page (one recipient, one round)"
+    );
     // No second of real time holds more dials than the account's CPS allows (one of slack for
     // a window's edges, as in the pacing benchmark).
     let worst = all
@@ -435,7 +447,10 @@ async fn measure(
         })
         .max()
         .unwrap_or(0);
-    assert!(worst <= CPS as usize + 1, "{worst} dials within one second at {CPS} CPS");
+    assert!(
+        worst <= CPS as usize + 1,
+        "{worst} dials within one second at {CPS} CPS"
+    );
     println!(
         "  {} pages for {} new groups, {} dials; at most {worst} dials in any second (account CPS {CPS})",
         pages.items.len(),

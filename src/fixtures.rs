@@ -32,6 +32,7 @@ pub fn policy_spec() -> CallPolicySpec {
         conference: ConferenceSpec::default(),
         limits: LimitsSpec::default(),
         quiet_hours: Vec::new(),
+        on_exhausted: None,
     }
 }
 

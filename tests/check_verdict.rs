@@ -79,6 +79,12 @@ fn cases() -> Vec<(bool, Value)> {
                 d["status"] = json!({"observedGeneration": 1})
             }),
         ),
+        (
+            false,
+            policy("schedule-recipient", |d| {
+                d["spec"]["recipients"][0] = json!({"name": "primary", "schedule": "sre-primary"})
+            }),
+        ),
         (false, route("good-route", |_| {})),
         (false, alert_call("good-call", |_| {})),
         // Rejected by both.
@@ -92,6 +98,18 @@ fn cases() -> Vec<(bool, Value)> {
             true,
             policy("two-addresses", |d| {
                 d["spec"]["recipients"][0]["client"] = json!("alice")
+            }),
+        ),
+        (
+            true,
+            policy("schedule-and-phone", |d| {
+                d["spec"]["recipients"][0]["schedule"] = json!("sre-primary")
+            }),
+        ),
+        (
+            true,
+            policy("bad-schedule-name", |d| {
+                d["spec"]["recipients"][0] = json!({"name": "a", "schedule": "Not_A_Name"})
             }),
         ),
         (
@@ -411,7 +429,7 @@ fn the_shipped_examples_pass_check_through_the_binary() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("2 CallPolicy, 3 AlertRoute, 1 AlertCall checked: no problems"));
+    assert!(stdout.contains("4 CallPolicy, 3 AlertRoute, 1 AlertCall checked: no problems"));
 }
 
 #[test]

@@ -24,6 +24,7 @@ use super::{LocalRef, OnResolved};
     printcolumn = r#"{"name":"Policy","type":"string","jsonPath":".spec.policyRef.name","priority":1}"#,
     printcolumn = r#"{"name":"Acked-By","type":"string","jsonPath":".status.acknowledgedBy"}"#,
     printcolumn = r#"{"name":"Attempts","type":"integer","jsonPath":".status.attemptCount"}"#,
+    printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".status.tierPolicy","priority":1}"#,
     printcolumn = r#"{"name":"Not-Before","type":"string","jsonPath":".status.notBefore","priority":1}"#,
     printcolumn = r#"{"name":"Summary","type":"string","jsonPath":".spec.summary","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -202,6 +203,19 @@ pub struct Attempt {
     pub recipient: String,
     /// Round number, from 1.
     pub round: u32,
+    /// The escalation tier this call belongs to (see `status.tier`); absent means 1.
+    #[serde(default, skip_serializing_if = "is_first_tier")]
+    pub tier: u32,
+    /// The OnCallSchedule the recipient names, when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The schedule member who was on call and called, when the recipient names a schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// The address dialed (Twilio `To`) when it came from a schedule: a lookup or a redial after
+    /// a crash calls the same person even if the schedule handed off since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     /// Twilio Call SID once Twilio accepted the call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_sid: Option<String>,
@@ -241,6 +255,32 @@ pub struct Attempt {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_first_tier(n: &u32) -> bool {
+    *n <= 1
+}
+
+/// A recipient a page passed over because its schedule had nobody on call.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Skip {
+    /// What the attempt id would have been; one skip per recipient, round and tier.
+    pub id: String,
+    /// Recipient name from the policy.
+    pub recipient: String,
+    /// The schedule it names.
+    pub schedule: String,
+    /// The escalation tier; absent means 1.
+    #[serde(default, skip_serializing_if = "is_first_tier")]
+    pub tier: u32,
+    /// Round number, from 1.
+    pub round: u32,
+    /// When it was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
+    /// Why nobody was called: a gap in the schedule, or the schedule is missing or invalid.
+    pub message: String,
 }
 
 /// Where a page stands.
@@ -293,6 +333,29 @@ pub struct AlertCallStatus {
     /// Every call placed for this page, in order. Append-only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempts: Vec<Attempt>,
+    /// The escalation tier calling now: 1 for `spec.policyRef`, 2 for its `onExhausted`
+    /// policy, and so on. 0 before the page starts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tier: u32,
+    /// The CallPolicy of the active tier, when the page escalated past `spec.policyRef`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_policy: Option<String>,
+    /// The policies this page exhausted before the active one, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exhausted_policies: Vec<String>,
+    /// Recipients passed over because their schedule had nobody on call. Append-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skip>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+impl AlertCall {
+    /// The CallPolicy calling now: the active escalation tier's, else `spec.policyRef`.
+    pub fn active_policy(&self) -> &str {
+        self.status
+            .as_ref()
+            .and_then(|s| s.tier_policy.as_deref())
+            .unwrap_or(&self.spec.policy_ref.name)
+    }
 }

@@ -56,6 +56,22 @@ pub struct CallPolicySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub quiet_hours: Vec<super::TimeInterval>,
+    /// What happens when this policy is exhausted (every round tried, nobody acknowledged):
+    /// the page continues with another policy, the next escalation tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exhausted: Option<OnExhaustedSpec>,
+}
+
+/// The next escalation tier of a policy.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OnExhaustedSpec {
+    /// The CallPolicy (same namespace) an exhausted page continues with: the same AlertCall
+    /// calls that policy's recipients with that policy's strategy, messages and documents, and
+    /// `status.tier` counts up. A chain that comes back to a policy already in it (A -> B -> A,
+    /// or A -> A) is refused: the CallPolicy is Ready=False with reason `EscalationLoop`, and a
+    /// page reaching the loop stops escalating.
+    pub policy_ref: LocalRef,
 }
 
 /// The Twilio account and numbers used by a policy.
@@ -80,7 +96,7 @@ pub struct TwilioSpec {
     pub bridge_number: Option<String>,
 }
 
-/// One person to call. Exactly one of `phone`, `client` or `sip` is set.
+/// One person to call. Exactly one of `phone`, `client`, `sip` or `schedule` is set.
 // NB: a flattened enum alone would silently take the first of two address keys; parsing through
 // `RecipientFields` rejects that offline as the API server's `oneOf` does.
 #[derive(Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
@@ -101,6 +117,7 @@ struct RecipientFields {
     phone: Option<String>,
     client: Option<String>,
     sip: Option<String>,
+    schedule: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for Recipient {
@@ -114,13 +131,14 @@ impl TryFrom<RecipientFields> for Recipient {
     type Error = String;
 
     fn try_from(fields: RecipientFields) -> Result<Self, Self::Error> {
-        let address = match (fields.phone, fields.client, fields.sip) {
-            (Some(phone), None, None) => Address::Phone(phone),
-            (None, Some(client), None) => Address::Client(client),
-            (None, None, Some(sip)) => Address::Sip(sip),
+        let address = match (fields.phone, fields.client, fields.sip, fields.schedule) {
+            (Some(phone), None, None, None) => Address::Phone(phone),
+            (None, Some(client), None, None) => Address::Client(client),
+            (None, None, Some(sip), None) => Address::Sip(sip),
+            (None, None, None, Some(schedule)) => Address::Schedule(schedule),
             _ => {
                 return Err(format!(
-                    "recipient {:?} needs exactly one of phone, client or sip",
+                    "recipient {:?} needs exactly one of phone, client, sip or schedule",
                     fields.name
                 ))
             }
@@ -142,15 +160,31 @@ pub enum Address {
     Client(#[schemars(regex(pattern = r"^[A-Za-z0-9_.@-]{1,121}$"))] String),
     /// A SIP URI, for example `sip:alice@example.com`.
     Sip(#[schemars(regex(pattern = r"^sips?:[^\s@]+@[^\s]+$"), length(max = 255))] String),
+    /// An OnCallSchedule in the same namespace: when the page dials this recipient, whoever is
+    /// on call in that schedule at that moment is called (each of them, when several are). A
+    /// schedule with nobody on call (a gap, or missing or invalid) is skipped, with condition
+    /// `RecipientsOnCall` False and an Event `ScheduleEmpty` on the AlertCall. Not allowed for
+    /// the members of an OnCallSchedule.
+    Schedule(#[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))] String),
 }
 
 impl Address {
-    /// The `To` parameter Twilio expects for this address.
-    pub fn twilio_to(&self) -> String {
+    /// The `To` parameter Twilio expects for this address; `None` for a schedule, which is
+    /// resolved to its members on call when a page dials it.
+    pub fn twilio_to(&self) -> Option<String> {
         match self {
-            Address::Phone(number) => number.clone(),
-            Address::Client(identity) => format!("client:{identity}"),
-            Address::Sip(uri) => uri.clone(),
+            Address::Phone(number) => Some(number.clone()),
+            Address::Client(identity) => Some(format!("client:{identity}")),
+            Address::Sip(uri) => Some(uri.clone()),
+            Address::Schedule(_) => None,
+        }
+    }
+
+    /// The schedule this address names, if it is one.
+    pub fn schedule(&self) -> Option<&str> {
+        match self {
+            Address::Schedule(name) => Some(name),
+            _ => None,
         }
     }
 }

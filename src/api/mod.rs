@@ -11,7 +11,7 @@ pub mod time_interval;
 pub mod validate;
 
 pub use alert_call::{
-    AlertCall, AlertCallSpec, AlertCallStatus, Attempt, AttemptStatus, Phase, SourceKind,
+    AlertCall, AlertCallSpec, AlertCallStatus, Attempt, AttemptStatus, Phase, Skip, SourceKind,
     SourceSpec,
 };
 pub use alert_route::{
@@ -20,8 +20,8 @@ pub use alert_route::{
 };
 pub use call_policy::{
     AcknowledgementSpec, Address, CallPolicy, CallPolicySpec, CallPolicyStatus, Completion,
-    ConferenceSpec, LimitsSpec, MessageSpec, Mode, Order, Recipient, RecipientTest, StrategySpec,
-    TwilioSpec, TwimlStatus, TwimlUrls,
+    ConferenceSpec, LimitsSpec, MessageSpec, Mode, OnExhaustedSpec, Order, Recipient,
+    RecipientTest, StrategySpec, TwilioSpec, TwimlStatus, TwimlUrls,
 };
 pub use on_call_schedule::{
     OnCallSchedule, OnCallScheduleSpec, OnCallScheduleStatus, Override, Restriction, Rotation,

@@ -258,7 +258,7 @@ impl Callbacks {
         if !nonce_matches(&named.nonce, status.nonce.as_deref()) {
             return Err(Refusal::Forbidden);
         }
-        let policy_name = &call.spec.policy_ref.name;
+        let policy_name = call.active_policy().to_string();
         if binding
             .path_policy
             .is_some_and(|(_, policy)| policy != policy_name)
@@ -273,7 +273,7 @@ impl Callbacks {
             .ok_or(Refusal::Forbidden)?;
         let policy = self
             .policies
-            .get(&ObjectRef::new(policy_name).within(&named.namespace))
+            .get(&ObjectRef::new(&policy_name).within(&named.namespace))
             .and_then(|guarded| guarded.0.as_ref().ok().cloned())
             .map(Arc::new)
             .ok_or(Refusal::Forbidden)?;
@@ -353,11 +353,12 @@ impl Callbacks {
             }
         };
         let spec = &verified.policy.spec;
-        let to = spec
-            .recipients
-            .iter()
-            .find(|r| r.name == verified.attempt.recipient)
-            .map(|r| r.address.twilio_to());
+        let to = verified.attempt.address.clone().or_else(|| {
+            spec.recipients
+                .iter()
+                .find(|r| r.name == verified.attempt.recipient)
+                .and_then(|r| r.address.twilio_to())
+        });
         let since = verified
             .attempt
             .intent_at

@@ -36,13 +36,20 @@
 
 mod observe;
 pub mod order;
+mod recipients;
 mod sequential;
 mod simultaneous;
 mod step;
 pub mod test_call;
 
 pub use observe::{observe, CallUpdate, Observation};
-pub use step::{step, Action, Decision, StepContext, Withdrawn};
+#[cfg(test)]
+mod tier_tests;
+mod tiers;
+
+pub use recipients::RECIPIENTS_ON_CALL;
+pub use step::{step, Action, Decision, OnCall, StepContext, Withdrawn};
+pub use tiers::{chain, escalate, stop_escalating, Chain, ESCALATED};
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -64,6 +71,23 @@ pub const POLL_INTERVAL: SignedDuration = SignedDuration::from_secs(15);
 /// most once per round in every strategy.
 pub fn attempt_id(round: u32, recipient: &str) -> String {
     format!("r{round}-{recipient}")
+}
+
+/// The id of an attempt in escalation tier `tier` (from 1): tier 1 keeps [`attempt_id`], later
+/// tiers are prefixed `t<tier>-` so the ids of a page stay unique when two policies share a
+/// recipient name. A member called through a schedule recipient is `<recipient>:<member>`; the
+/// colon cannot occur in a recipient name.
+pub fn tier_attempt_id(tier: u32, round: u32, recipient: &str, member: Option<&str>) -> String {
+    let who = match member {
+        Some(member) => format!("{recipient}:{member}"),
+        None => recipient.to_string(),
+    };
+    let id = attempt_id(round, &who);
+    if tier > 1 {
+        format!("t{tier}-{id}")
+    } else {
+        id
+    }
 }
 
 /// RoundRobin: the start index of the next page, given the previous page's `status.startIndex`

@@ -15,10 +15,11 @@ use super::step::{last_ended, Plan};
 use crate::api::{AttemptStatus, Completion, Phase, Recipient};
 
 pub(super) fn complete(plan: &mut Plan<'_>) -> bool {
-    let acked = plan.acknowledgers();
+    let acked = plan.tier_acknowledgers();
     match plan.policy.strategy.completion {
         Completion::FirstAck => {
-            if acked.is_empty() {
+            // NB: any keypress, of any tier, proves a human heard the page.
+            if plan.acknowledgers().is_empty() {
                 return false;
             }
             plan.acknowledge_by_recipients();
@@ -58,15 +59,12 @@ pub(super) fn advance(plan: &mut Plan<'_>) {
         return;
     }
     let round = plan.status.round.max(1);
-    let this_round: Vec<_> = plan
-        .status
-        .attempts
-        .iter()
-        .filter(|a| a.round == round)
-        .collect();
+    let this_round: Vec<_> = plan.tier_attempts().filter(|a| a.round == round).collect();
     if this_round.is_empty() {
         let targets = targets(plan);
-        plan.dial_all(round, &targets);
+        if plan.dial_all(round, &targets) == Some(0) {
+            plan.nobody_on_call(round);
+        }
         return;
     }
     if round >= plan.policy.strategy.rounds {
@@ -79,14 +77,17 @@ pub(super) fn advance(plan: &mut Plan<'_>) {
         return;
     }
     let targets = targets(plan);
-    if plan.dial_all(round + 1, &targets) {
+    if let Some(reached) = plan.dial_all(round + 1, &targets) {
         plan.status.round = round + 1;
+        if reached == 0 {
+            plan.nobody_on_call(round + 1);
+        }
     }
 }
 
 /// Who a round calls: everyone (FirstAck), the unreached (AllNotified), the unacked (AllAcked).
 fn targets<'p>(plan: &Plan<'p>) -> Vec<&'p crate::api::Recipient> {
-    let acked = plan.acknowledgers();
+    let acked = plan.tier_acknowledgers();
     plan.policy
         .recipients
         .iter()
@@ -113,7 +114,7 @@ fn missing(plan: &Plan<'_>) -> String {
 
 /// A person heard the page: acknowledged, or answered and not flagged as a machine.
 fn reached(plan: &Plan<'_>, recipient: &Recipient) -> bool {
-    plan.status.attempts.iter().any(|a| {
+    plan.tier_attempts().any(|a| {
         a.recipient == recipient.name
             && (a.acknowledged
                 || (a.status == AttemptStatus::Completed && !is_answered_by_machine(a)))

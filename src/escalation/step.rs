@@ -1,15 +1,23 @@
 //! `step`: every escalation decision, from the folded status to the next status and actions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{attempt_id, call_deadline, sequential, simultaneous, INTENT_GRACE, POLL_INTERVAL};
+use super::recipients::RECIPIENTS_ON_CALL;
+use super::{
+    call_deadline, sequential, simultaneous, tier_attempt_id, INTENT_GRACE, POLL_INTERVAL,
+};
+use crate::api::conditions::set_condition;
 use crate::api::{
     AlertCallSpec, AlertCallStatus, Attempt, AttemptStatus, CallPolicySpec, Mode, OnResolved,
     Order, Phase, Recipient,
 };
+
+/// Who is on call in each schedule the policy names, at the step's `now`: the members to dial,
+/// or why there is nobody (a gap, a missing or invalid schedule).
+pub type OnCall = BTreeMap<String, Result<Vec<Recipient>, String>>;
 
 /// Why a page is withdrawn before anyone acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,9 +46,14 @@ pub struct StepContext {
     /// The conference room acknowledgers join, recorded in the status at the first
     /// acknowledgement (the policy's room or `<namespace>-<policy>`).
     pub conference_room: Option<String>,
+    /// The schedules the policy's recipients name, evaluated at `now`.
+    pub on_call: OnCall,
 }
 
 /// Something the controller must do. Status changes are already in [`Decision::status`].
+// NB: a step emits a handful of actions and drops them at once; boxing the attempt would cost
+// every match on `Dial` an indirection for no memory that matters.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Place this call: `attempt` is already in the decided status as an intent. Dial only
@@ -277,7 +290,11 @@ impl Plan<'_> {
     fn start(&mut self) {
         let n = u32::try_from(self.policy.recipients.len()).unwrap_or(u32::MAX);
         self.status.phase = Phase::Calling;
-        self.status.started_at = Some(Time(self.now));
+        self.status.tier = self.status.tier.max(1);
+        // NB: a later tier keeps the page's start: acknowledgement latency counts from it.
+        if self.status.started_at.is_none() {
+            self.status.started_at = Some(Time(self.now));
+        }
         self.status.round = 1;
         self.status.next_index = 0;
         let round_robin = self.policy.strategy.mode == Mode::Sequential
@@ -329,13 +346,56 @@ impl Plan<'_> {
 
     /// Records the intents of calling `recipients` in `round` and emits their dials, unless
     /// that would exceed `maxCallsPerHour`, in which case the page fails. Attempts that exist
-    /// already are never dialed again. False when the page failed instead.
-    pub fn dial_all(&mut self, round: u32, recipients: &[&Recipient]) -> bool {
-        let fresh: Vec<&Recipient> = recipients
-            .iter()
-            .copied()
-            .filter(|r| !self.has_attempt(&attempt_id(round, &r.name)))
-            .collect();
+    /// already are never dialed again. A schedule recipient is dialed as each member on call
+    /// now, or skipped (recorded in `status.skipped`) when there is nobody. `None` when the page
+    /// failed instead, else how many recipients have an attempt in this round.
+    pub fn dial_all(&mut self, round: u32, recipients: &[&Recipient]) -> Option<usize> {
+        let tier = self.tier();
+        let mut fresh: Vec<(Attempt, String)> = Vec::new();
+        let mut reached = 0;
+        for recipient in recipients.iter().copied() {
+            let dialed = match self.resolve(recipient) {
+                Ok(dialed) => dialed,
+                Err(why) => {
+                    self.skip(round, recipient, why);
+                    continue;
+                }
+            };
+            reached += 1;
+            let schedule = recipient.address.schedule().map(str::to_string);
+            if let Some(name) = &schedule {
+                let who: Vec<&str> = dialed.iter().filter_map(|(m, _)| m.as_deref()).collect();
+                let message = format!("schedule {name}: {} on call", who.join(", "));
+                set_condition(
+                    &mut self.status.conditions,
+                    RECIPIENTS_ON_CALL,
+                    true,
+                    "OnCall",
+                    &message,
+                    None,
+                    Time(self.now),
+                );
+            }
+            for (member, to) in dialed {
+                let id = tier_attempt_id(tier, round, &recipient.name, member.as_deref());
+                if self.has_attempt(&id) {
+                    continue;
+                }
+                let attempt = Attempt {
+                    id,
+                    recipient: recipient.name.clone(),
+                    round,
+                    tier: if tier > 1 { tier } else { 0 },
+                    address: schedule.as_ref().map(|_| to.clone()),
+                    schedule: schedule.clone(),
+                    member,
+                    intent_at: Some(Time(self.now)),
+                    status: AttemptStatus::Intent,
+                    ..Attempt::default()
+                };
+                fresh.push((attempt, to));
+            }
+        }
         let limit = self.policy.limits.max_calls_per_hour;
         let wanted = u32::try_from(fresh.len()).unwrap_or(u32::MAX);
         if limit > 0 && self.ctx.calls_last_hour.saturating_add(wanted) > limit {
@@ -344,24 +404,13 @@ impl Plan<'_> {
                 self.ctx.calls_last_hour, wanted, limit
             );
             self.finish(Phase::Failed, "CallLimitExceeded", message);
-            return false;
+            return None;
         }
-        for recipient in fresh {
-            let attempt = Attempt {
-                id: attempt_id(round, &recipient.name),
-                recipient: recipient.name.clone(),
-                round,
-                intent_at: Some(Time(self.now)),
-                status: AttemptStatus::Intent,
-                ..Attempt::default()
-            };
+        for (attempt, to) in fresh {
             self.status.attempts.push(attempt.clone());
-            self.actions.push(Action::Dial {
-                attempt,
-                to: recipient.address.twilio_to(),
-            });
+            self.actions.push(Action::Dial { attempt, to });
         }
-        true
+        Some(reached)
     }
 
     /// The page is acknowledged by `by`.
@@ -375,9 +424,20 @@ impl Plan<'_> {
         self.finish(Phase::Acknowledged, reason, message);
     }
 
-    /// The page acknowledged by the recipients who pressed a key.
+    /// The page acknowledged by the recipients who pressed a key; a schedule recipient shows
+    /// as `recipient/member`, so the person is on record.
     pub fn acknowledge_by_recipients(&mut self) {
-        let by = self.acknowledgers().join(",");
+        let mut names: Vec<String> = Vec::new();
+        for attempt in self.status.attempts.iter().filter(|a| a.acknowledged) {
+            let name = match &attempt.member {
+                Some(member) => format!("{}/{member}", attempt.recipient),
+                None => attempt.recipient.clone(),
+            };
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let by = names.join(",");
         let message = format!("acknowledged by {by}");
         self.acknowledge(by, "Acknowledged", message);
     }
@@ -442,7 +502,7 @@ impl Plan<'_> {
             dials.push(attempt.clone());
         }
         for attempt in dials {
-            let to = self.address_of(&attempt.recipient);
+            let to = self.address_of(&attempt);
             self.actions.push(Action::Dial { attempt, to });
         }
     }
@@ -505,7 +565,7 @@ impl Plan<'_> {
                     if self.now >= due {
                         actions.push(Action::LookUp {
                             attempt_id: attempt.id.clone(),
-                            to: self.address_of(&attempt.recipient),
+                            to: self.address_of(attempt),
                             intent_at,
                         });
                         wakes.push(self.now + POLL_INTERVAL);
@@ -521,12 +581,17 @@ impl Plan<'_> {
         }
     }
 
-    fn address_of(&self, recipient: &str) -> String {
+    /// Where an attempt was dialed: recorded on it when it came from a schedule, else the
+    /// policy's recipient of that name.
+    fn address_of(&self, attempt: &Attempt) -> String {
+        if let Some(address) = &attempt.address {
+            return address.clone();
+        }
         self.policy
             .recipients
             .iter()
-            .find(|r| r.name == recipient)
-            .map(|r| r.address.twilio_to())
+            .find(|r| r.name == attempt.recipient)
+            .and_then(|r| r.address.twilio_to())
             .unwrap_or_default()
     }
 }

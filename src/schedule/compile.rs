@@ -57,6 +57,17 @@ impl Schedule {
                     format!("duplicate member name {:?}", member.name),
                 ));
             }
+            // NB: a member naming a schedule would make "who is on call" recursive.
+            if let Some(schedule) = member.address.schedule() {
+                problems.push(problem(
+                    format!("spec.members[{index}].schedule"),
+                    "MemberIsSchedule",
+                    format!(
+                        "member {:?} names schedule {schedule:?}: members need phone, client or sip",
+                        member.name
+                    ),
+                ));
+            }
         }
         if spec.rotations.is_empty() {
             problems.push(problem(

@@ -19,8 +19,9 @@ pub use eval::Evaluation;
 
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
+use jiff::Timestamp;
 
-use crate::api::Recipient;
+use crate::api::{OnCallScheduleSpec, Recipient};
 
 /// A schedule ready to evaluate: parsed local times, durations and windows.
 #[derive(Debug, Clone)]
@@ -66,4 +67,28 @@ impl Schedule {
     pub fn zone(&self) -> &TimeZone {
         &self.zone
     }
+}
+
+/// The members of a schedule on call at `now`, or why nobody is.
+pub fn members_on_call(
+    spec: &OnCallScheduleSpec,
+    name: &str,
+    now: Timestamp,
+) -> Result<Vec<Recipient>, String> {
+    let schedule = Schedule::compile(spec).map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        format!("OnCallSchedule {name} is invalid: {}", list.join("; "))
+    })?;
+    let members: Vec<Recipient> = schedule
+        .evaluate(now)
+        .on_call
+        .iter()
+        .filter_map(|member| schedule.member(member).cloned())
+        .collect();
+    if members.is_empty() {
+        return Err(format!(
+            "nobody is on call in OnCallSchedule {name} (a gap)"
+        ));
+    }
+    Ok(members)
 }

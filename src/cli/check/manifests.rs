@@ -202,6 +202,24 @@ impl Manifests {
             .find(|p| p.name_any() == name && namespace_of(*p) == namespace)
     }
 
+    /// The controller's `EscalationLoop`: the chain of `onExhausted` from `policy`, among the
+    /// policies of its namespace in the folder, comes back to a policy already in it.
+    fn escalation_loop(&self, policy: &CallPolicy) -> Option<String> {
+        policy.spec.on_exhausted.as_ref()?;
+        let namespace = namespace_of(policy);
+        let next_of = |name: &str| {
+            self.policy(&namespace, name)
+                .and_then(|p| p.spec.on_exhausted.as_ref())
+                .map(|o| o.policy_ref.name.clone())
+        };
+        let chain = crate::escalation::chain(&policy.name_any(), next_of);
+        chain.loops_to.as_ref()?;
+        Some(format!(
+            "escalation loop: {} (EscalationLoop: onExhausted comes back to a policy already in the chain)",
+            chain.describe()
+        ))
+    }
+
     /// Every semantic problem, as `Kind namespace/name: field: message` lines.
     pub fn problems(&self) -> Vec<String> {
         self.semantic_diagnostics()
@@ -243,6 +261,14 @@ impl Manifests {
             let quiet = Intervals::compile(&policy.spec.quiet_hours, "spec.quietHours");
             for problem in quiet.err().unwrap_or_default() {
                 push("CallPolicy", policy, problem.field, problem.message);
+            }
+            if let Some(message) = self.escalation_loop(policy) {
+                push(
+                    "CallPolicy",
+                    policy,
+                    "spec.onExhausted".to_string(),
+                    message,
+                );
             }
         }
         for route in &self.routes {

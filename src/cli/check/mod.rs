@@ -456,7 +456,10 @@ fn explain_route(
             "      {}. {} {}\n",
             position + 1,
             recipient.name,
-            recipient.address.twilio_to()
+            recipient.address.twilio_to().unwrap_or_else(|| format!(
+                "whoever is on call in schedule {}",
+                recipient.address.schedule().unwrap_or_default()
+            ))
         ));
     }
     let ack_url = policy
@@ -594,6 +597,49 @@ spec:
     }
 
     #[test]
+    fn schedule_recipients_parse_and_two_kinds_are_refused() {
+        let text = POLICY.replace(r#"phone: "+15005550101""#, "schedule: sre-primary");
+        let manifests = parse(&text).unwrap_or_default();
+        assert_eq!(
+            manifests.policies[0].spec.recipients[0].address.schedule(),
+            Some("sre-primary")
+        );
+        let both = POLICY.replace(
+            r#"phone: "+15005550101""#,
+            r#"phone: "+15005550101", schedule: sre-primary"#,
+        );
+        let (_, errors) = Manifests::check(&[("test.yaml".into(), both)]);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].category, "invalid", "{errors:?}");
+    }
+
+    #[test]
+    fn escalation_loops_are_reported_on_every_policy_in_them() {
+        let tier = |name: &str, next: &str| {
+            POLICY.replace("name: p,", &format!("name: {name},"))
+                + &format!("  onExhausted: {{policyRef: {{name: {next}}}}}\n")
+        };
+        let text = format!(
+            "{}---\n{}---\n{}",
+            tier("a", "b"),
+            tier("b", "a"),
+            tier("c", "d")
+        );
+        let (_, errors) = Manifests::check(&[("test.yaml".into(), text)]);
+        let found: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(
+            found[0].contains("CallPolicy ns/a spec.onExhausted: escalation loop: a -> b -> a"),
+            "{found:?}"
+        );
+        assert!(found[1].contains("b -> a -> b"), "{found:?}");
+        assert!(errors.iter().all(|e| e.category == "semantic"));
+        let own = tier("a", "a");
+        let (_, errors) = Manifests::check(&[("test.yaml".into(), own)]);
+        assert!(errors[0].to_string().contains("a -> a"), "{errors:?}");
+    }
+
+    #[test]
     fn schema_errors_and_unknown_fields_are_located() {
         let text = format!(
             "{POLICY}---\n{}",
@@ -626,7 +672,7 @@ spec:
     fn shipped_examples_have_no_problems() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
         let manifests = Manifests::load(&dir).unwrap_or_default();
-        assert_eq!(manifests.policies.len(), 2);
+        assert_eq!(manifests.policies.len(), 4);
         assert_eq!(manifests.routes.len(), 3);
         assert_eq!(manifests.problems(), Vec::<String>::new());
     }

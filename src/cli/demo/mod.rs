@@ -490,6 +490,8 @@ async fn run_page(
             withdrawn: None,
             dialing: dialing.clone(),
             conference_room: Some(room.clone()),
+            // NB: the demo's examples name no schedule; a schedule recipient would be skipped.
+            on_call: Default::default(),
         };
         let decision = step(spec, &call.spec, &status, now, &step_ctx);
         note_transitions(&mut notes, &status, &decision.status, now);

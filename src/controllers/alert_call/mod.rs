@@ -9,6 +9,7 @@
 mod budget;
 mod finalizer;
 mod notices;
+mod oncall;
 mod reconcile;
 mod status;
 mod tested;
@@ -79,6 +80,8 @@ pub enum Error {
     TestNotRecorded(#[source] kube::Error),
     #[error("recording the test call on its CallPolicy lost {0} races with other writers")]
     TestRaces(usize),
+    #[error("reading OnCallSchedule {0}: {1}")]
+    Schedule(String, #[source] kube::Error),
 }
 
 impl Error {
@@ -91,6 +94,7 @@ impl Error {
             Error::Finalizer(_) => "FinalizerWriteFailed",
             Error::Randomness(_) => "NoRandomness",
             Error::TestNotRecorded(_) | Error::TestRaces(_) => "TestNotRecorded",
+            Error::Schedule(..) => "ScheduleUnreadable",
         }
     }
 }
@@ -182,7 +186,8 @@ async fn run(
         }
     });
     let controller = controller
-        // A policy change (or its TwiML being published) re-reconciles its unfinished pages.
+        // A policy change (or its TwiML being published) re-reconciles its unfinished pages,
+        // those of a later escalation tier included.
         .watches(policies, watcher::Config::default(), move |policy| {
             let namespace = policy.namespace().unwrap_or_default();
             let name = policy.name_any();
@@ -192,7 +197,7 @@ async fn run(
                 .filter(|guarded| {
                     valid(guarded).is_some_and(|call| {
                         call.namespace().as_deref() == Some(namespace.as_str())
-                            && call.spec.policy_ref.name == name
+                            && call.active_policy() == name
                             && !call.status.as_ref().is_some_and(|s| s.phase.is_terminal())
                     })
                 })

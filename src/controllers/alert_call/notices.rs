@@ -145,6 +145,11 @@ pub(super) async fn transitions(
                 new.acknowledged_by.as_deref().unwrap_or("-")
             ),
             Phase::Calling => "calling".to_string(),
+            Phase::Pending if new.tier > old.tier => format!(
+                "escalated to tier {}: CallPolicy {}",
+                new.tier,
+                new.tier_policy.as_deref().unwrap_or("-")
+            ),
             Phase::Resolved => format!(
                 "every alert of the group resolved (at {}) before anyone acknowledged, and the route says onResolved: Cancel: ringing and queued calls are canceled, answered calls finish their message; {} call(s)",
                 call.spec

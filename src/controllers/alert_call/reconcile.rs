@@ -70,7 +70,9 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         }
     }
 
-    let policy_name = &call.spec.policy_ref.name;
+    // NB: an escalated page calls through its active tier's policy: its account, documents and
+    // room (see `oncall`).
+    let policy_name = call.active_policy();
     let policies: Api<CallPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
     let policy = match policies.get_opt(policy_name).await {
         Ok(Some(policy)) => policy,
@@ -81,7 +83,7 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
             }
             return blocked(ctx, call, "PolicyNotFound", &message, None).await;
         }
-        Err(error) => return Err(Error::Policy(policy_name.clone(), error)),
+        Err(error) => return Err(Error::Policy(policy_name.to_string(), error)),
     };
     let problems = validate::call_policy(&policy.spec);
     if !problems.is_empty() {
@@ -198,6 +200,7 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         withdrawn: withdrawn(ctx, call, &namespace).await,
         dialing: dialing.clone(),
         conference_room: Some(room.clone()),
+        on_call: oncall::on_call(ctx, &namespace, &policy.spec, now).await?,
     };
     if let Some(ended) = settling {
         // NB: only what was observed is written; nothing is decided until the ledger settles.
@@ -214,7 +217,17 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         let wait = Duration::try_from(wait).unwrap_or_default() + Duration::from_millis(200);
         return Ok(Requeue::requeue(wait));
     }
-    let decision = step(&policy.spec, &call.spec, &next, now, &step_ctx);
+    let mut decision = step(&policy.spec, &call.spec, &next, now, &step_ctx);
+    oncall::onward(
+        ctx,
+        &namespace,
+        &policy,
+        policy_name,
+        &next,
+        &mut decision,
+        now,
+    )
+    .await?;
     let mut decided = decision.status.clone();
     decided.observed_generation = call.metadata.generation;
     // Dials are intents in `decided`, so they count as live too; a page from before the
@@ -246,6 +259,7 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         match write_status(ctx, call, &decided).await {
             Ok(_) => {
                 transitions(ctx, call, &status, &decided).await;
+                oncall::notices(ctx, call, &status, &decided).await;
                 if !status.phase.is_terminal() && decided.phase.is_terminal() {
                     let why = decision.actions.iter().find_map(|a| match a {
                         crate::escalation::Action::Finish { message, .. } => Some(message.as_str()),

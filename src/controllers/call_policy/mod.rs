@@ -32,6 +32,7 @@ mod bridge;
 mod cleanup;
 pub mod decide;
 mod publish;
+mod references;
 mod status;
 
 use bridge::{configure_bridge, previous_webhook, restore};
@@ -45,7 +46,7 @@ use status::*;
 
 use super::{backoff, AccountError, Context, FIELD_MANAGER};
 use crate::api::conditions::set_condition;
-use crate::api::{AlertCall, Attempt, CallPolicy, CallPolicyStatus};
+use crate::api::{AlertCall, Attempt, CallPolicy, CallPolicyStatus, OnCallSchedule};
 use crate::page::documents::{self, HostedDocuments};
 use crate::twilio::types::IncomingPhoneNumber;
 use crate::twilio::{TwilioClient, TwilioError};
@@ -70,6 +71,8 @@ pub const TWILIO_HEALTHY: &str = "TwilioHealthy";
 pub enum Error {
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    #[error("escalation loop: {0} (onExhausted comes back to a policy already in the chain)")]
+    EscalationLoop(String),
     #[error(transparent)]
     Account(#[from] AccountError),
     #[error("Twilio rejected the credentials of account {account_sid}: {source}")]
@@ -116,6 +119,7 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::InvalidSpec(_) => "InvalidSpec",
+            Error::EscalationLoop(_) => "EscalationLoop",
             Error::Account(error) => error.reason(),
             Error::Credentials { .. } => "InvalidCredentials",
             Error::NumberNotOwned { field, .. } if field.ends_with("from") => "FromNumberNotOwned",
@@ -139,6 +143,7 @@ impl Error {
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::InvalidSpec(_)
+            | Error::EscalationLoop(_)
             | Error::Credentials { .. }
             | Error::NumberNotOwned { .. }
             | Error::BridgeNumberInUse { .. }
@@ -209,17 +214,35 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     // NB: through `DeserializeGuard`, one object that does not parse reports itself instead of
     // stalling the watcher for every other policy.
-    let (policies, calls): (Api<Guarded>, Api<AlertCall>) = match &ctx.config.namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client)),
-    };
+    let (policies, calls, schedules): (Api<Guarded>, Api<AlertCall>, Api<OnCallSchedule>) =
+        match &ctx.config.namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client),
+            ),
+        };
     let mut shutdown = ctx.shutdown.clone();
     let leadership = ctx.leader.clone();
     let state = Arc::new(State::new(ctx));
-    Controller::new(policies, watcher::Config::default())
+    let controller = Controller::new(policies.clone(), watcher::Config::default());
+    let (tiers, named) = (controller.store(), controller.store());
+    controller
+        // A policy change may make or break the escalation loop of the policies naming it.
+        .watches(
+            policies,
+            watcher::Config::default(),
+            move |changed: Guarded| references::escalating_to(&tiers, &changed),
+        )
+        // A schedule appearing or vanishing changes ReferencesResolved of the policies naming it.
+        .watches(schedules, watcher::Config::default(), move |schedule| {
+            references::naming_schedule(&named, &schedule)
+        })
         // An AlertCall's attempts feed its policy's TwilioHealthy condition.
         .watches(calls, watcher::Config::default(), |call: AlertCall| {
             let namespace = call.namespace()?;
@@ -503,7 +526,9 @@ async fn apply_steps(policy: &CallPolicy, state: &State, report: &mut Report) ->
             return Err(error);
         }
     }
-    Ok(())
+    // NB: last, so a policy in a loop still has its documents: a page reaching it calls, then
+    // stops escalating, rather than hanging unpublished.
+    references::check(ctx, policy, report).await
 }
 
 /// The account's IncomingPhoneNumber with exactly this number (Twilio matches partially).
