@@ -102,6 +102,7 @@ fn requests(ledger: &Ledger, method: &str, path_end: &str) -> Vec<(u16, Option<u
                 path,
                 status,
                 error_code,
+                ..
             } if m == method && path.ends_with(path_end) => Some((*status, *error_code)),
             _ => None,
         })
