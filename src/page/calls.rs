@@ -11,7 +11,7 @@ use crate::api::{AlertCallStatus, Attempt, AttemptStatus, CallPolicySpec};
 use crate::escalation::{CallUpdate, Observation};
 use crate::page::documents;
 use crate::page::runner::{DialOutcome, Limits};
-use crate::twilio::client::{CallEnd, CallFilter, CreateCall, StartTimeFilter};
+use crate::twilio::client::{CallEnd, CallFilter, ConferenceFilter, CreateCall, DateCreatedFilter};
 use crate::twilio::twiml::TwimlError;
 use crate::twilio::types::{parse_twilio_date, Call, CallStatus, ConferenceStatus};
 use crate::twilio::{RetryClass, TwilioClient, TwilioError};
@@ -35,6 +35,15 @@ pub fn recently_answered(attempt: &Attempt, now: Timestamp) -> bool {
             .is_some_and(|t| now.duration_since(t.0) < ACK_CHECK_WINDOW)
 }
 
+/// What one poll found.
+#[derive(Debug, Default, PartialEq)]
+pub struct Polled {
+    pub observations: Vec<Observation>,
+    /// The room's participants were listed: up to three conference requests this cycle, so a
+    /// recording look-up waits for the next one.
+    pub room_checked: bool,
+}
+
 /// What Twilio says about the page's calls: status of every live call, acknowledgement from a
 /// call's Events (the ack document fetched) and from the room's participants.
 pub async fn poll(
@@ -43,7 +52,7 @@ pub async fn poll(
     room: &str,
     ack_base: &str,
     now: Timestamp,
-) -> Vec<Observation> {
+) -> Polled {
     let mut observations = Vec::new();
     let mut check_room = false;
     for attempt in &status.attempts {
@@ -95,24 +104,35 @@ pub async fn poll(
     if check_room {
         observations.extend(participants(client, room).await);
     }
-    observations
+    Polled {
+        observations,
+        room_checked: check_room,
+    }
 }
 
 /// Calls in the room; a room with a lone acknowledger is still `init`, so every room not
-/// completed counts.
+/// completed counts. Only open rooms are listed (one request per status, as Twilio takes one
+/// `Status` per request): the name is reused by every page of the policy, and its completed
+/// history grows with every incident.
 pub async fn participants(client: &TwilioClient, room: &str) -> Vec<Observation> {
-    let rooms = match client.list_conferences(Some(room), None).await {
-        Ok(rooms) => rooms,
-        Err(error) => {
-            tracing::warn!(%room, %error, "listing conference rooms");
-            return Vec::new();
+    let mut rooms = Vec::new();
+    // NB: `init` first: a room that starts between the two requests is then listed as
+    // `in-progress` rather than missed.
+    for status in [ConferenceStatus::Init, ConferenceStatus::InProgress] {
+        let filter = ConferenceFilter {
+            friendly_name: Some(room.to_string()),
+            status: Some(status),
+            date_created: None,
+        };
+        match client.list_conferences_where(&filter).await {
+            Ok(list) => rooms.extend(list),
+            Err(error) => tracing::warn!(%room, %error, "listing conference rooms"),
         }
-    };
+    }
+    rooms.sort_by(|a, b| a.sid.cmp(&b.sid));
+    rooms.dedup_by(|a, b| a.sid == b.sid);
     let mut observations = Vec::new();
-    for conference in rooms
-        .iter()
-        .filter(|c| c.status != ConferenceStatus::Completed)
-    {
+    for conference in &rooms {
         match client.list_participants(&conference.sid).await {
             Ok(list) => {
                 observations.extend(
@@ -132,15 +152,23 @@ pub async fn participants(client: &TwilioClient, room: &str) -> Vec<Observation>
 /// one: the room is recorded from when its conference starts (a second participant joins), so a
 /// room with a lone acknowledger has none yet. Every page of a policy shares the room's name, so
 /// only a conference still open or created since the page started (a minute of slack for the
-/// two clocks) is this page's; the earliest such one with a recording wins.
+/// two clocks) is this page's; the earliest such one with a recording wins. Twilio filters
+/// creation by day only, so the list holds the day's earlier rooms too, narrowed here.
 pub async fn recording_url(
     client: &TwilioClient,
     room: &str,
     since: Timestamp,
 ) -> Result<Option<String>, TwilioError> {
     let since = since - SignedDuration::from_mins(1);
+    let filter = ConferenceFilter {
+        friendly_name: Some(room.to_string()),
+        status: None,
+        date_created: Some(DateCreatedFilter::OnOrAfter(
+            since.to_zoned(jiff::tz::TimeZone::UTC).date(),
+        )),
+    };
     let mut rooms: Vec<_> = client
-        .list_conferences(Some(room), None)
+        .list_conferences_where(&filter)
         .await?
         .into_iter()
         .filter(|c| {
@@ -190,9 +218,12 @@ pub const LOOKUP_SKEW: SignedDuration = SignedDuration::from_secs(5);
 
 /// Finds the call a lost intent placed: same To and From, created at or after the intent (less
 /// [`LOOKUP_SKEW`]), and claimed by no attempt of any page (`claimed`: every SID the AlertCalls
-/// record). A call still queued at Twilio counts: it has no start time yet, so it is listed by
-/// status as well. A call whose creation time cannot be read is not this intent's: the caller
-/// then dials again, and a duplicate call is the lesser harm.
+/// record). A call still in Twilio's per-second queue counts: it has no start time until it is
+/// dialed, so no `StartTime` filter is used, and one list serves every status, so a call that
+/// leaves the queue during the look-up is not missed between two requests. Twilio documents no
+/// order for the list, so every page is read (up to the client's `max_pages`). A call whose
+/// creation time cannot be read is not this intent's: the caller then dials again, and a
+/// duplicate call is the lesser harm.
 pub async fn look_up(
     client: &TwilioClient,
     from: &str,
@@ -201,26 +232,17 @@ pub async fn look_up(
     claimed: &BTreeSet<String>,
 ) -> Result<Option<Call>, TwilioError> {
     let since = intent_at - LOOKUP_SKEW;
-    let started = CallFilter {
+    let filter = CallFilter {
         to: Some(to.to_string()),
         from: Some(from.to_string()),
         status: None,
-        start_time: Some(StartTimeFilter::OnOrAfter(
-            since.to_zoned(jiff::tz::TimeZone::UTC).date(),
-        )),
-    };
-    let queued = CallFilter {
-        status: Some(CallStatus::Queued),
         start_time: None,
-        ..started.clone()
     };
-    let mut calls = client.list_calls(&started).await?;
-    calls.extend(client.list_calls(&queued).await?);
+    let mut calls = client.list_calls(&filter).await?;
     calls.retain(|c| {
         !claimed.contains(&c.sid) && c.date_created_parsed().is_some_and(|at| at >= since)
     });
     calls.sort_by(|a, b| (a.date_created_parsed(), &a.sid).cmp(&(b.date_created_parsed(), &b.sid)));
-    calls.dedup_by(|a, b| a.sid == b.sid);
     Ok(calls.into_iter().next())
 }
 

@@ -128,7 +128,7 @@ pub enum RetryClass {
     /// failed with 5xx or timed out). `after` is the server's `Retry-After`, when it sent one.
     Retryable { after: Option<Duration> },
     /// A create may or may not have taken effect (timeout, 5xx, broken connection). Never repeat
-    /// it blindly: look the resource up (for calls: list by To/From/StartTime) first.
+    /// it blindly: look the resource up (for calls: list by To/From, match on `date_created`) first.
     Ambiguous,
     /// Repeating the same request will fail the same way (4xx other than 429, undecodable body).
     Permanent,

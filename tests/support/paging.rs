@@ -38,18 +38,27 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new(prefix: &str, script: Script, time_scale: f64) -> Harness {
+        Harness::with_sim(
+            prefix,
+            SimConfig {
+                script,
+                time_scale,
+                // The operator paces; the simulator must not hide what it does.
+                calls_per_second: 100.0,
+                ..SimConfig::new(AC, TOKEN)
+            },
+        )
+        .await
+    }
+
+    /// A harness whose simulator runs `config` (its credentials must be [`AC`] and [`TOKEN`]).
+    pub async fn with_sim(prefix: &str, config: SimConfig) -> Harness {
         alertcall::telemetry::init();
         let client = super::client().await;
         let ns = super::TestNamespace::new(&client, prefix).await;
-        let sim = Simulator::start(SimConfig {
-            script,
-            time_scale,
-            // The operator paces; the simulator must not hide what it does.
-            calls_per_second: 100.0,
-            ..SimConfig::new(AC, TOKEN)
-        })
-        .await
-        .unwrap_or_else(|e| panic!("simulator: {e}"));
+        let sim = Simulator::start(config)
+            .await
+            .unwrap_or_else(|e| panic!("simulator: {e}"));
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "twilio"},
             "stringData": {"accountSid": AC, "authToken": TOKEN},

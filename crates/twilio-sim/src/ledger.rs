@@ -24,6 +24,9 @@ pub enum Event {
     Request {
         method: String,
         path: String,
+        /// The query string as sent (list filters and paging), if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        query: Option<String>,
         status: u16,
         #[serde(skip_serializing_if = "Option::is_none")]
         error_code: Option<u32>,

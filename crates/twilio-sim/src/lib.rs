@@ -42,6 +42,7 @@
 //! made (not the REST requests), with parameters in snake_case like Twilio's example.
 
 mod engine;
+mod filters;
 mod functions;
 pub mod ledger;
 mod routes;
@@ -546,6 +547,33 @@ impl SimHandle {
             .lock()
             .caller_ids
             .push((sid.clone(), phone_number.to_string()));
+        sid
+    }
+    /// Seeds a room of an earlier incident: a conference named `friendly_name`, created and
+    /// ended at `created` (simulated time, past or present), with no participants or
+    /// recording. Returns its `CF...` SID.
+    pub fn add_completed_conference(
+        &self,
+        friendly_name: &str,
+        created: jiff::Timestamp,
+    ) -> String {
+        let sid = self.inner.sid("CF");
+        self.inner.lock().conferences.push(state::Conference {
+            sid: sid.clone(),
+            friendly_name: friendly_name.to_string(),
+            status: "completed".into(),
+            date_created: created,
+            date_updated: created,
+            participants: Vec::new(),
+            reason_conference_ended: Some("last-participant-left".into()),
+            call_sid_ending_conference: None,
+            record: false,
+            recording: None,
+            status_callback: None,
+            recording_status_callback: None,
+            sequence: 0,
+            ended: tokio::sync::watch::channel(true).0,
+        });
         sid
     }
     /// An inbound call from `from` to the owned number `to`: Twilio requests its VoiceUrl with

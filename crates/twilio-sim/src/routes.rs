@@ -83,11 +83,13 @@ async fn handle(State(sim): State<Arc<Inner>>, req: Request) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let user = basic_auth(req.headers()).map(|(user, _)| user);
+    let query = req.uri().query().map(str::to_string);
     let response = route(&sim, req).await;
     let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
     sim.log(Event::Request {
         method,
         path,
+        query,
         status: response.status().as_u16(),
         error_code: code,
         user,
@@ -332,12 +334,23 @@ fn v2010(
         }
         ("GET", ["Conferences.json"]) => {
             let st = sim.lock();
-            let mut confs: Vec<_> = st
-                .conferences
-                .iter()
-                .filter(|c| get(query, "FriendlyName").is_none_or(|n| n == c.friendly_name))
-                .filter(|c| get(query, "Status").is_none_or(|s| s == c.status))
-                .collect();
+            let mut confs = Vec::new();
+            for c in &st.conferences {
+                let created = super::filters::date_matches(query, "DateCreated", c.date_created);
+                let updated = super::filters::date_matches(query, "DateUpdated", c.date_updated);
+                let dated = match (created, updated) {
+                    (Ok(created), Ok(updated)) => created && updated,
+                    (Err(name), _) | (_, Err(name)) => {
+                        return error(400, 20001, format!("Invalid {name}: expected YYYY-MM-DD"))
+                    }
+                };
+                if dated
+                    && get(query, "FriendlyName").is_none_or(|n| n == c.friendly_name)
+                    && get(query, "Status").is_none_or(|s| s == c.status)
+                {
+                    confs.push(c);
+                }
+            }
             confs.sort_by_key(|c| std::cmp::Reverse(c.date_created));
             let items = confs.iter().map(|c| c.json(&account)).collect();
             json_status(200, page_v2010(items, "conferences", path, query))

@@ -1538,3 +1538,68 @@ fn routes_list_every_match_arm_of_the_router() {
     // sync.rs: its arms, plus `/v1/Services` GET and POST (matched by method alone).
     assert_eq!(arms(include_str!("sync.rs")) + 2, SYNC_ROUTES.len());
 }
+
+#[tokio::test]
+async fn conference_lists_filter_by_status_and_creation_day() {
+    let sim = start(1.0, Script::default()).await;
+    let now = sim.now();
+    let today = now.strftime("%Y-%m-%d").to_string();
+    let midnight = now
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .start_of_day()
+        .unwrap()
+        .timestamp();
+    for days in 1..=3 {
+        sim.add_completed_conference("room", now - jiff::SignedDuration::from_hours(24 * days));
+    }
+    // Earlier today, even at 00:00:00: the day filter keeps it.
+    sim.add_completed_conference("room", midnight);
+    sim.add_completed_conference("other", now);
+    let url = |q: &str| {
+        format!(
+            "{}/2010-04-01/Accounts/{AC}/Conferences.json?{q}",
+            sim.api_url()
+        )
+    };
+    let count = |v: &Value| v["conferences"].as_array().unwrap().len();
+
+    let (code, all) = fetch(&url("FriendlyName=room")).await;
+    assert_eq!((code, count(&all)), (200, 4));
+    let (_, since_today) = fetch(&url(&format!("FriendlyName=room&DateCreated%3E={today}"))).await;
+    assert_eq!(count(&since_today), 1);
+    // Sent literally as `DateCreated>=`, the form Twilio's docs show.
+    let (_, literal) = fetch(&url(&format!("FriendlyName=room&DateCreated>={today}"))).await;
+    assert_eq!(count(&literal), 1);
+    let (_, on_today) = fetch(&url(&format!("FriendlyName=room&DateCreated={today}"))).await;
+    assert_eq!(count(&on_today), 1);
+    let (_, before) = fetch(&url(&format!("FriendlyName=room&DateCreated%3C={today}"))).await;
+    assert_eq!(count(&before), 4);
+    let (_, open) = fetch(&url("FriendlyName=room&Status=init")).await;
+    assert_eq!(count(&open), 0);
+    let (_, done) = fetch(&url("FriendlyName=room&Status=completed")).await;
+    assert_eq!(count(&done), 4);
+    // Day granularity only: a time of day is refused, not honoured.
+    let now_text = now.to_string();
+    let (code, refused) = fetch(&url(&format!("DateCreated%3E={now_text}"))).await;
+    assert_eq!(
+        (code, refused["code"].as_u64()),
+        (400, Some(20001)),
+        "{refused}"
+    );
+
+    // Every request is in the ledger, with the query it carried.
+    let ledger = sim.ledger();
+    let queries: Vec<String> = ledger
+        .entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Request { path, query, .. } if path.ends_with("/Conferences.json") => {
+                query.clone()
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(queries.len(), 8, "{queries:?}");
+    assert!(queries.contains(&"FriendlyName=room&Status=init".to_string()));
+    sim.shutdown().await;
+}

@@ -480,7 +480,10 @@ async fn run_page(
         for observation in found.drain(..) {
             observe(&mut status, &observation, now);
         }
-        for observation in calls::poll(client, &status, &room, ack_base, now).await {
+        for observation in calls::poll(client, &status, &room, ack_base, now)
+            .await
+            .observations
+        {
             observe(&mut status, &observation, now);
         }
         let dialing = runner.dialing(&namespace, &page);

@@ -151,8 +151,9 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         call.metadata.generation,
         Time(now),
     );
-    for observation in calls::poll(&account.client, &next, &room, &ack_base, now).await {
-        observe(&mut next, &observation, now);
+    let polled = calls::poll(&account.client, &next, &room, &ack_base, now).await;
+    for observation in &polled.observations {
+        observe(&mut next, observation, now);
     }
     // The keypress is in the ledger before the person can hang up; a call that just ended
     // answered but unacknowledged holds the page until a read made after its end agrees.
@@ -171,7 +172,9 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
     }
     let settling = settling.filter(|_| ledger::settling(&next, now).is_some());
     let records = policy.spec.conference.record;
-    if records && awaiting_recording(&next, now) {
+    // NB: the recording waits a cycle when the room was just checked, so one cycle makes at
+    // most three conference requests; it has RECORDING_WINDOW to be found.
+    if records && !polled.room_checked && awaiting_recording(&next, now) {
         let since = next.started_at.as_ref().map_or(now, |t| t.0);
         match calls::recording_url(&account.client, &room, since).await {
             Ok(Some(url)) => next.recording_url = Some(url),

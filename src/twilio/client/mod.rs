@@ -14,8 +14,8 @@ mod voice;
 use serverless::upload_form;
 pub use serverless::{asset_url, AssetUpload};
 pub use voice::{
-    CallEnd, CallFilter, CallProgressEvent, CreateCall, HttpMethod, MachineDetection,
-    StartTimeFilter,
+    CallEnd, CallFilter, CallProgressEvent, ConferenceFilter, CreateCall, DateCreatedFilter,
+    HttpMethod, MachineDetection, StartTimeFilter,
 };
 
 use std::fmt;

@@ -771,6 +771,51 @@ async fn twilio_call_events_path_and_shape() {
 }
 
 #[tokio::test]
+async fn twilio_conference_filters_on_the_wire() {
+    let empty = r#"{"conferences":[],"next_page_uri":null}"#;
+    let server = Server::start(vec![reply(200, empty)]).await;
+    let filter = ConferenceFilter {
+        friendly_name: Some("ns-oncall".into()),
+        status: Some(ConferenceStatus::InProgress),
+        date_created: Some(DateCreatedFilter::OnOrAfter(jiff::civil::date(2026, 12, 1))),
+    };
+    let found = server
+        .client()
+        .list_conferences_where(&filter)
+        .await
+        .expect("listed");
+    assert!(found.is_empty());
+    let requests = server.requests();
+    assert_eq!(
+        requests[0].query(),
+        pairs(&[
+            ("FriendlyName", "ns-oncall"),
+            ("Status", "in-progress"),
+            ("DateCreated>", "2026-12-01"),
+            ("PageSize", "100"),
+        ])
+    );
+    // The OAI's `DateCreated>` parameter, which Twilio's docs write `DateCreated>=YYYY-MM-DD`.
+    assert!(
+        requests[0].target.contains("DateCreated%3E=2026-12-01"),
+        "{}",
+        requests[0].target
+    );
+    let on = ConferenceFilter {
+        date_created: Some(DateCreatedFilter::On(jiff::civil::date(2026, 12, 1))),
+        ..ConferenceFilter::default()
+    };
+    assert_eq!(on.query(), pairs(&[("DateCreated", "2026-12-01")]));
+    let before = ConferenceFilter {
+        date_created: Some(DateCreatedFilter::OnOrBefore(jiff::civil::date(
+            2026, 12, 1,
+        ))),
+        ..ConferenceFilter::default()
+    };
+    assert_eq!(before.query(), pairs(&[("DateCreated<", "2026-12-01")]));
+}
+
+#[tokio::test]
 async fn twilio_conferences_and_participants() {
     const CF: &str = "CF00000000000000000000000000000001";
     let conferences = format!(

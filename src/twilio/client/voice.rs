@@ -188,6 +188,47 @@ impl CallFilter {
     }
 }
 
+/// A `DateCreated` filter of Conferences list. Twilio documents day granularity (`YYYY-MM-DD`,
+/// UTC), `DateCreated>=` meaning on or after that day's midnight; narrow further on the
+/// conference's `date_created`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DateCreatedFilter {
+    On(jiff::civil::Date),
+    OnOrAfter(jiff::civil::Date),
+    OnOrBefore(jiff::civil::Date),
+}
+
+/// Filters of Conferences list. Twilio takes one `Status` per request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConferenceFilter {
+    pub friendly_name: Option<String>,
+    pub status: Option<ConferenceStatus>,
+    pub date_created: Option<DateCreatedFilter>,
+}
+
+impl ConferenceFilter {
+    /// The query parameters, in a stable order. The OAI names the inequalities `DateCreated>`
+    /// and `DateCreated<`; sent as `DateCreated>=YYYY-MM-DD` once form-encoded.
+    pub fn query(&self) -> Vec<(String, String)> {
+        let mut q = Vec::new();
+        if let Some(name) = &self.friendly_name {
+            q.push(("FriendlyName".into(), name.clone()));
+        }
+        if let Some(status) = &self.status {
+            q.push(("Status".into(), status.as_str().into()));
+        }
+        if let Some(created) = self.date_created {
+            let (name, date) = match created {
+                DateCreatedFilter::On(d) => ("DateCreated", d),
+                DateCreatedFilter::OnOrAfter(d) => ("DateCreated>", d),
+                DateCreatedFilter::OnOrBefore(d) => ("DateCreated<", d),
+            };
+            q.push((name.into(), date.strftime("%Y-%m-%d").to_string()));
+        }
+        q
+    }
+}
+
 impl TwilioClient {
     /// `POST /2010-04-01/Accounts/{AccountSid}/Calls.json`. Retried only on 429 and connection
     /// failures; a timeout or 5xx is [`RetryClass::Ambiguous`] and returned.
@@ -235,16 +276,27 @@ impl TwilioClient {
         friendly_name: Option<&str>,
         status: Option<ConferenceStatus>,
     ) -> Result<Vec<Conference>, TwilioError> {
+        let filter = ConferenceFilter {
+            friendly_name: friendly_name.map(str::to_string),
+            status,
+            date_created: None,
+        };
+        self.list_conferences_where(&filter).await
+    }
+
+    /// `GET .../Conferences.json` filtered, following pages up to `max_pages`.
+    pub async fn list_conferences_where(
+        &self,
+        filter: &ConferenceFilter,
+    ) -> Result<Vec<Conference>, TwilioError> {
         let url = self.api_url(&["Conferences.json"])?;
-        let mut query = Vec::new();
-        if let Some(name) = friendly_name {
-            query.push(("FriendlyName".to_string(), name.to_string()));
-        }
-        if let Some(status) = status {
-            query.push(("Status".to_string(), status.as_str().to_string()));
-        }
-        self.list(Operation::ListConferences, url, &query, "conferences")
-            .await
+        self.list(
+            Operation::ListConferences,
+            url,
+            &filter.query(),
+            "conferences",
+        )
+        .await
     }
 
     /// `GET .../Conferences/{ConferenceSid}/Participants.json` (needs the CF SID, not the name).
