@@ -2,48 +2,43 @@
 //!
 //! ```text
 //!  sample Event / alert ─> routing (RouteIndex, GroupKey, decide, build_alert_call) ─> AlertCall
-//!  CallPolicy ─> publish_documents ─> simulator's Serverless assets (the hosted ack document)
-//!  loop: calls::poll ─> escalation::observe ─> escalation::step ─> page::Executor (the operator's)
+//!  CallPolicy ─> publish_documents ─> simulator's Serverless (documents, the ack Function)
+//!  loop (paging.rs): calls::poll + the keypress ledger ─> escalation::observe ─> step ─> page::Executor
 //!  the simulator's ledger + the status transitions ─> the printed timeline
 //! ```
 //!
 //! Everything but Kubernetes is the operator's own code: the AlertCall status lives in memory
 //! instead of the API server, and the simulator stands in for Twilio.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Event as KubeEvent;
 use kube::ResourceExt;
-use tokio::sync::mpsc;
 
 use super::check::{namespace_of, qualified, Manifests};
 use crate::api::TwimlStatus;
 use crate::api::{AlertCall, AlertCallStatus, CallPolicy, Mode, Phase};
-use crate::escalation::{observe, step, Action, Observation, StepContext};
-use crate::metrics::Metrics;
+use crate::page::calls;
 use crate::page::documents::{room_name, HostedDocuments};
-use crate::page::hooks::Hooks;
-use crate::page::runner::Runner;
-use crate::page::{calls, DialUrls, Executor, Outcomes};
 use crate::routing::{
     build_alert_call, decide, Candidate, EventCandidate, GroupDecision, GroupKey, GroupState,
     PageRequest, RouteIndex, RouteKey,
 };
 use crate::sources::alertmanager::Payload;
 use crate::twilio::sim::{self, Event, Outcome, Recipient, SimConfig, SimHandle, Simulator};
-use crate::twilio::Account;
 use crate::twilio::{Credentials, TwilioClient, TwilioConfig};
 
 /// The examples compiled into the binary, so the demo runs from anywhere.
 mod cast;
 mod narration;
+mod paging;
 
 use cast::*;
 use narration::*;
+use paging::run_page;
 
 pub const EXAMPLES: &[(&str, &str)] = &[
     (
@@ -222,9 +217,6 @@ pub async fn simulate(example: &str, time_scale: f64) -> Result<DemoRun, DemoErr
             default: Recipient::with_outcome(Outcome::NoAnswer),
             ..sim::Script::default()
         },
-        // NB: acknowledgements are still read from call Events until the Sync ledger is
-        // wired into the operator (issue 11); Twilio only serves them 15 minutes after a call.
-        immediate_call_events: true,
         ..SimConfig::new(ACCOUNT_SID, AUTH_TOKEN)
     })
     .await?;
@@ -256,7 +248,6 @@ async fn drive(
     let (call, route_text) = route_signal(manifests, policy, candidate, sim.now())?;
     let page = call.name_any();
     let (client, twiml) = stage(sim, policy).await?;
-    let ack_base = twiml.urls.ack.clone();
 
     let strategy = &spec.strategy;
     let how = match strategy.mode {
@@ -280,13 +271,13 @@ async fn drive(
         ),
         format!("page     AlertCall {namespace}/{page}: {:?}", call.spec.summary),
         format!(
-            "twiml    ack and bridge documents published as Serverless assets (build {}); ack document {}",
-            twiml.build_sid, ack_base
+            "twiml    ack and bridge documents and the acknowledgement Function published at Twilio Serverless (build {}); keypresses go to {}",
+            twiml.build_sid, twiml.urls.ack_function
         ),
         format!("cast     {} (scripted in the simulator)", describe_cast(roles)),
     ];
 
-    let paged = run_page(sim, &client, policy, &call, &ack_base, roles, time_scale).await?;
+    let paged = run_page(sim, &client, policy, &call, &twiml, roles, time_scale).await?;
     let room = room_name(spec, &namespace, &policy.name_any());
     wait_for_the_room(sim, &paged.status, &room, time_scale).await;
 
@@ -328,24 +319,12 @@ pub async fn page(
         time_scale,
         calls_per_second: f64::from(policy.spec.limits.calls_per_second.max(1)),
         script,
-        // NB: acknowledgements are still read from call Events until the Sync ledger is
-        // wired into the operator (issue 11); Twilio only serves them 15 minutes after a call.
-        immediate_call_events: true,
         ..SimConfig::new(ACCOUNT_SID, AUTH_TOKEN)
     })
     .await?;
     let result = async {
         let (client, twiml) = stage(&sim, policy).await?;
-        run_page(
-            &sim,
-            &client,
-            policy,
-            &call,
-            &twiml.urls.ack,
-            &[],
-            time_scale,
-        )
-        .await
+        run_page(&sim, &client, policy, &call, &twiml, &[], time_scale).await
     }
     .await;
     sim.shutdown().await;
@@ -384,180 +363,8 @@ async fn stage(
         &docs,
     )
     .await?;
+    crate::controllers::call_policy::ensure_ack_map(&client).await?;
     Ok((client, twiml))
-}
-
-/// What paging did: the final status and the demo's own notes about it.
-struct Paged {
-    status: AlertCallStatus,
-    notes: Vec<Moment>,
-    cast_of_attempt: HashMap<String, &'static str>,
-}
-
-/// Dial outcomes come back over a channel into the loop that holds the status; an ambiguous
-/// dial's lookup skips the SIDs that status records.
-#[derive(Clone)]
-struct InMemory {
-    tx: mpsc::UnboundedSender<Vec<Observation>>,
-    claimed: Arc<Mutex<BTreeSet<String>>>,
-}
-
-impl Outcomes for InMemory {
-    async fn record(&self, _attempt_id: String, observations: Vec<Observation>) {
-        // NB: the loop is gone only once the page is over; nothing is left to record then.
-        let _ = self.tx.send(observations);
-    }
-
-    fn claimed_sids(&self) -> BTreeSet<String> {
-        self.claimed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-}
-
-/// The operator's loop for one page, with the status in memory: poll, observe, step, and the
-/// shared [`Executor`] for the actions.
-async fn run_page(
-    sim: &SimHandle,
-    client: &TwilioClient,
-    policy: &CallPolicy,
-    call: &AlertCall,
-    ack_base: &str,
-    roles: &[Role],
-    time_scale: f64,
-) -> Result<Paged, DemoError> {
-    let spec = &policy.spec;
-    let namespace = namespace_of(policy);
-    let page = call.name_any();
-    let room = room_name(spec, &namespace, &policy.name_any());
-    let metrics = Arc::new(Metrics::new());
-    let runner = Arc::new(Runner::new(metrics));
-    let account = Arc::new(Account {
-        account_sid: ACCOUNT_SID.to_string(),
-        auth_token: Some(AUTH_TOKEN.to_string()),
-        client: client.clone(),
-    });
-    // NB: the pacer counts real time; scaled, its calls per second are per simulated second.
-    let mut limits = calls::limits(spec);
-    limits.calls_per_second = scaled_rate(limits.calls_per_second, time_scale);
-    // The hosted acknowledgement document, and no status callback: the demo polls.
-    let urls = |_: &str| DialUrls {
-        ack: ack_base.to_string(),
-        status_callback: None,
-    };
-    let hooks = Hooks::default();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Observation>>();
-    let outcomes = InMemory {
-        tx,
-        claimed: Arc::new(Mutex::new(BTreeSet::new())),
-    };
-    let executor = Executor {
-        runner: &runner,
-        account: &account,
-        policy: spec,
-        summary: &call.spec.summary,
-        purpose: crate::page::documents::Purpose::Page,
-        namespace: &namespace,
-        name: &page,
-        limits,
-        urls: &urls,
-        hooks: &hooks,
-        outcomes: outcomes.clone(),
-    };
-
-    let mut status = AlertCallStatus::default();
-    let mut notes: Vec<Moment> = Vec::new();
-    let mut found: Vec<Observation> = Vec::new();
-    let mut calls_of: HashMap<String, usize> = HashMap::new();
-    let mut cast_of_attempt: HashMap<String, &'static str> = HashMap::new();
-    let real_start = tokio::time::Instant::now();
-    loop {
-        let now = sim.now();
-        while let Ok(observations) = rx.try_recv() {
-            found.extend(observations);
-        }
-        for observation in found.drain(..) {
-            observe(&mut status, &observation, now);
-        }
-        for observation in calls::poll(client, &status, &room, ack_base, now)
-            .await
-            .observations
-        {
-            observe(&mut status, &observation, now);
-        }
-        let dialing = runner.dialing(&namespace, &page);
-        let step_ctx = StepContext {
-            start_index: 0,
-            calls_last_hour: u32::try_from(status.attempts.len()).unwrap_or(u32::MAX),
-            withdrawn: None,
-            dialing: dialing.clone(),
-            conference_room: Some(room.clone()),
-            // NB: the demo's examples name no schedule; a schedule recipient would be skipped.
-            on_call: Default::default(),
-        };
-        let decision = step(spec, &call.spec, &status, now, &step_ctx);
-        note_transitions(&mut notes, &status, &decision.status, now);
-        status = decision.status;
-        *outcomes
-            .claimed
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = status
-            .attempts
-            .iter()
-            .filter_map(|a| a.call_sid.clone())
-            .collect();
-
-        let live: HashSet<String> = status
-            .attempts
-            .iter()
-            .filter(|a| !a.status.is_final() && a.call_sid.is_some())
-            .map(|a| a.id.clone())
-            .collect();
-        runner.sync_live(ACCOUNT_SID, &namespace, &page, &live);
-
-        // The cast plays each dial before it is placed.
-        for action in &decision.actions {
-            let Action::Dial { attempt, to } = action else {
-                continue;
-            };
-            let nth = calls_of.entry(attempt.recipient.clone()).or_default();
-            if let Some((behaviour, what)) = role_call(roles, &attempt.recipient, *nth) {
-                sim.set_recipient(to, behaviour.clone());
-                cast_of_attempt.insert(attempt.id.clone(), what);
-            }
-            *nth += 1;
-            notes.push(Moment {
-                at: now,
-                text: format!("dial {} ({to}) round {}", attempt.recipient, attempt.round),
-            });
-        }
-        let executed = executor.run(decision.actions, &status, now).await;
-        found.extend(executed.found);
-        let poll_at = now + SignedDuration::from_secs_f64(POLL_SECONDS);
-        let wake = executed.wake.map_or(poll_at, |at| at.min(poll_at));
-
-        let settled = status
-            .attempts
-            .iter()
-            .all(|a| a.status.is_final() || a.acknowledged);
-        if status.phase.is_terminal() && settled && dialing.is_empty() && found.is_empty() {
-            break;
-        }
-        if real_start.elapsed() > REAL_TIME_LIMIT {
-            runner.abort_all();
-            return Err(DemoError::Stuck(REAL_TIME_LIMIT));
-        }
-        let sim_wait = wake.duration_since(sim.now()).as_secs_f64().max(0.0);
-        let real_wait = (sim_wait / time_scale).clamp(0.005, POLL_SECONDS / time_scale);
-        tokio::time::sleep(Duration::from_secs_f64(real_wait)).await;
-    }
-    runner.abort_all();
-    Ok(Paged {
-        status,
-        notes,
-        cast_of_attempt,
-    })
 }
 
 /// Acknowledgers hear the confirmation before they join the room; the page is already over by
@@ -580,16 +387,6 @@ async fn wait_for_the_room(sim: &SimHandle, status: &AlertCallStatus, room: &str
             return;
         }
         tokio::time::sleep(Duration::from_secs_f64(POLL_SECONDS / time_scale)).await;
-    }
-}
-
-fn scaled_rate(per_second: u32, time_scale: f64) -> u32 {
-    let scaled = (f64::from(per_second.max(1)) * time_scale).round();
-    if scaled >= f64::from(u32::MAX) {
-        u32::MAX
-    } else {
-        // NB: in range and integral after the check and round above.
-        (scaled as u32).max(1)
     }
 }
 
@@ -617,6 +414,7 @@ pub fn run(args: &DemoArgs) -> ExitCode {
 mod tests {
     use super::*;
     use crate::api::AttemptStatus;
+    use std::collections::BTreeSet;
 
     fn attempts(run: &DemoRun) -> Vec<(String, u32, AttemptStatus, bool)> {
         run.status
@@ -660,7 +458,7 @@ mod tests {
             "bob answered by voicemail",
             "bob's call ended (no keypress: not acknowledged)",
             "carol pressed 1",
-            "Twilio fetched the hosted ack document for carol",
+            "carol's keypress reached the acknowledgement Function",
             "carol joined room sre-incident (alone: waiting with hold music)",
             "Acknowledged by carol after",
         ] {

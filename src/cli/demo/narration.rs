@@ -116,7 +116,7 @@ pub(super) fn ledger_moments(
                 ..
             } if purpose == "gather-action" => match by_sid.get(call_sid.as_str()) {
                 Some(attempt) => format!(
-                    "Twilio fetched the hosted ack document for {}",
+                    "{}'s keypress reached the acknowledgement Function (in Sync before the confirmation plays)",
                     attempt.recipient
                 ),
                 None => continue,

@@ -36,7 +36,7 @@ mod references;
 mod status;
 
 use bridge::{configure_bridge, previous_webhook, restore};
-pub use publish::publish_documents;
+pub use publish::{ensure_ack_map, publish_documents};
 use publish::{publish, unpublish};
 
 pub use bridge::PreviousWebhook;

@@ -113,7 +113,7 @@ async fn upload_ack_function(
 }
 
 /// The map every keypress is written into exists (a second create answers 409).
-pub(super) async fn ensure_ack_map(client: &TwilioClient) -> Result<(), Error> {
+pub async fn ensure_ack_map(client: &TwilioClient) -> Result<(), Error> {
     match client.create_sync_map(SYNC_SERVICE, ack::DEFAULT_MAP).await {
         Ok(_) => Ok(()),
         Err(error) if error.is_conflict() => Ok(()),
