@@ -161,15 +161,22 @@ async fn an_api_key_with_an_auth_token_gets_verified_callbacks() {
     assert_eq!(status.acknowledged_by.as_deref(), Some("alice"));
     h.wait_settled("page", &[&op]).await;
     let ledger = h
-        .wait_ledger("alice's completed call reported to the operator", |l| {
-            accepted_statuses(l, &operator).contains(&"completed".to_string())
+        // NB: every report, not only the last: the first one may still be in flight (its SID
+        // proven by a Calls fetch, since it can arrive before the dial's SID is recorded).
+        .wait_ledger("alice's call reported to the operator at every step", |l| {
+            let accepted = accepted_statuses(l, &operator);
+            ["initiated", "ringing", "in-progress", "completed"]
+                .iter()
+                .all(|status| accepted.iter().any(|s| s == status))
+                || !rejected(l).is_empty()
         })
         .await;
     let accepted = accepted_statuses(&ledger, &operator);
     for status in ["initiated", "ringing", "in-progress", "completed"] {
         assert!(
             accepted.iter().any(|s| s == status),
-            "{status}: {accepted:?}"
+            "{status}: {accepted:?}; rejected {:#?}",
+            rejected(&ledger)
         );
     }
     assert_eq!(rejected(&ledger), Vec::new());

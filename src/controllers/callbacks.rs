@@ -232,7 +232,27 @@ fn nonce_matches(given: &str, kept: Option<&str>) -> bool {
 }
 
 impl Callbacks {
+    /// [`Self::check`], except that while the caches load every refusal is "try again": a
+    /// request for a page the cache does not hold yet must not be refused for good, and a 403
+    /// for some names but not others would tell an outsider which pages exist.
     async fn verify(&self, binding: &Binding<'_>) -> Result<Verified, Refusal> {
+        let loading = |pending: Vec<String>| {
+            pending
+                .iter()
+                .any(|p| p == super::alert_call::CONTROLLER || p == POLICIES)
+        };
+        match self.check(binding).await {
+            Err(Refusal::Forbidden) if loading(self.ctx.readiness.pending()) => {
+                Err(Refusal::Unavailable)
+            }
+            other => other,
+        }
+    }
+
+    /// Verifies a request against the caches as they are: what a cache still loading already
+    /// holds is as good as a loaded one's, since the controller dials the pages of its initial
+    /// list before that list is complete and their callbacks follow at once.
+    async fn check(&self, binding: &Binding<'_>) -> Result<Verified, Refusal> {
         // NB: no Kubernetes or Twilio request happens before the nonce is proven: an outsider
         // must not be able to make the operator read Secrets, nor learn what exists.
         if signature_of(binding.headers).is_none() {
@@ -243,10 +263,6 @@ impl Callbacks {
             if namespace != named.namespace {
                 return Err(Refusal::Forbidden);
             }
-        }
-        let ready = |component: &str| !self.ctx.readiness.pending().iter().any(|p| p == component);
-        if !ready(super::alert_call::CONTROLLER) || !ready(POLICIES) {
-            return Err(Refusal::Unavailable);
         }
         let page = ObjectRef::<Guarded>::new(&named.name).within(&named.namespace);
         let call = self
