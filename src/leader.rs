@@ -119,7 +119,10 @@ impl Leadership {
             .with_identity(&config.identity)
             .with_duration(seconds)
             .with_grace(grace)
-            .with_field_manager("alertcall-leader")
+            // NB: one field manager per replica: the manager takes the Lease by server-side
+            // apply, and two replicas applying as the same manager never conflict, so both
+            // would hold it (two leaders at once, seen in tests/operator.rs).
+            .with_field_manager(format!("alertcall-leader-{}", config.identity))
             .build()
             .await?;
         let (mut watched, task) = manager.watch().await;

@@ -88,6 +88,34 @@ async fn only_one_replica_leads_and_the_other_takes_over() {
     } else {
         (second, first, a)
     };
+    // Each replica applies the Lease as its own field manager: with a shared one, server-side
+    // apply lets two replicas take a free Lease at the same moment, and both lead.
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    let lease = leases
+        .get("alertcall-leader")
+        .await
+        .unwrap_or_else(|e| panic!("reading the Lease: {e}"));
+    let holder = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .unwrap_or_default();
+    let managers: Vec<String> = lease
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| f.manager)
+        .collect();
+    assert!(
+        managers.contains(&format!("alertcall-leader-{holder}")),
+        "the holder {holder:?} applied the Lease under its own name: {managers:?}"
+    );
+    assert!(
+        !managers.iter().any(|m| m == "alertcall-leader"),
+        "a field manager shared by every replica: {managers:?}"
+    );
     // A killed leader does not release the Lease: the follower takes over when it expires.
     leader.kill().await;
     support::until("the follower to take over", || follower_state.is_leader()).await;
