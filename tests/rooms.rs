@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use alertcall::api::Phase;
+use alertcall::operator::Running;
 use alertcall::page::hooks::{HookPoint, Hooks};
 use alertcall::twilio::sim::{Event, Ledger, Recipient, Script, SimConfig};
 use jiff::{SignedDuration, Timestamp};
@@ -146,15 +147,10 @@ fn recorded_policy() -> serde_json::Value {
     spec
 }
 
-#[tokio::test]
-async fn looking_for_the_recording_lists_only_rooms_of_the_pages_day() {
-    // Alice presses and waits alone in the room: it never starts, so no recording comes and
-    // every cycle looks for one. Bob rings throughout; Carol never answers.
-    let script = Script::default()
-        .with(ALICE, Recipient::presses(1.0, "1"))
-        .with(BOB, Recipient::answers_after(600.0))
-        .with(CAROL, no_answer());
-    let h = Harness::new("rooms-rec", script, 2.0).await;
+/// 500 past rooms at the simulator, the operator, a recorded policy, and a page in which Alice
+/// has acknowledged.
+async fn page_until_alice_acknowledged(prefix: &str, script: Script) -> (Harness, Running) {
+    let h = Harness::new(prefix, script, 2.0).await;
     seed_history(&h).await;
     let op = h
         .operator("rooms", any_port(), true, Hooks::default())
@@ -167,6 +163,18 @@ async fn looking_for_the_recording_lists_only_rooms_of_the_pages_day() {
             .any(|a| a.recipient == "alice" && a.acknowledged)
     })
     .await;
+    (h, op)
+}
+
+#[tokio::test]
+async fn looking_for_the_recording_lists_only_rooms_of_the_pages_day() {
+    // Alice presses and waits alone in the room: it never starts, so no recording comes and
+    // every cycle looks for one. Bob rings throughout; Carol never answers.
+    let script = Script::default()
+        .with(ALICE, Recipient::presses(1.0, "1"))
+        .with(BOB, Recipient::answers_after(600.0))
+        .with(CAROL, no_answer());
+    let (h, op) = page_until_alice_acknowledged("rooms-rec", script).await;
     let bob = h
         .wait_ledger("bob's call", |l| !sid_of(l, BOB).is_empty())
         .await;
@@ -220,19 +228,7 @@ async fn checking_the_room_lists_only_open_rooms_and_defers_the_recording() {
         .with(ALICE, Recipient::presses(1.0, "1"))
         .with(BOB, Recipient::answers_after(600.0))
         .with(CAROL, Recipient::answers_after(1.0));
-    let h = Harness::new("rooms-open", script, 2.0).await;
-    seed_history(&h).await;
-    let op = h
-        .operator("rooms", any_port(), true, Hooks::default())
-        .await;
-    h.policy(recorded_policy()).await;
-    h.page("page").await;
-    h.wait_status("page", "alice's acknowledgement", |s| {
-        s.attempts
-            .iter()
-            .any(|a| a.recipient == "alice" && a.acknowledged)
-    })
-    .await;
+    let (h, op) = page_until_alice_acknowledged("rooms-open", script).await;
     let acked = h.sim.ledger().entries.len();
     let bob = h
         .wait_ledger("bob's call", |l| !sid_of(l, BOB).is_empty())
