@@ -83,17 +83,16 @@ impl RouteSnapshot {
     /// do not parse (the policy's status says so) or do not end within a week hold nothing: when
     /// in doubt, call.
     pub fn quiet_until(&self, route: &CompiledRoute, now: Timestamp) -> Option<Timestamp> {
-        if route.route.spec.urgent {
-            return None;
-        }
         let policy = self.policy(&route.key.namespace, &route.route.spec.policy_ref.name)?;
-        if policy.quiet_hours.is_empty() {
-            return None;
-        }
-        let quiet = Intervals::compile(&policy.quiet_hours, "spec.quietHours").ok()?;
-        let until = quiet.hold_until(now);
-        if until.is_none() && quiet.contains(now) {
-            tracing::warn!(route = %route.key, "quiet hours of the policy never end within a week; paging at once");
+        let urgent = route.route.spec.urgent;
+        let until = Intervals::quiet_until(&policy.quiet_hours, urgent, now);
+        if until.is_none() && !urgent && !policy.quiet_hours.is_empty() {
+            // NB: compiled again only on this rare path, to say why a quiet page calls now.
+            let never_ends = Intervals::compile(&policy.quiet_hours, "spec.quietHours")
+                .is_ok_and(|quiet| quiet.contains(now));
+            if never_ends {
+                tracing::warn!(route = %route.key, "quiet hours of the policy never end within a week; paging at once");
+            }
         }
         until
     }

@@ -57,6 +57,22 @@ impl Intervals {
         self.0.iter().any(|interval| interval.contains(at))
     }
 
+    /// When a page starting at `at` may call under a policy's `quiet_hours`: `None` (at once)
+    /// for an urgent route, quiet hours that do not parse (the policy's status says so), or a
+    /// time outside them; when in doubt, call.
+    pub fn quiet_until(
+        quiet_hours: &[TimeInterval],
+        urgent: bool,
+        at: Timestamp,
+    ) -> Option<Timestamp> {
+        if urgent || quiet_hours.is_empty() {
+            return None;
+        }
+        Intervals::compile(quiet_hours, "spec.quietHours")
+            .ok()?
+            .hold_until(at)
+    }
+
     /// When a page starting at `at` may call if these are quiet hours: the first minute outside
     /// them, or `None` when `at` is outside them or they do not end within [`HORIZON`] (when in
     /// doubt, call).

@@ -407,9 +407,7 @@ fn explain_route(
         GroupDecision::Suppress { .. } => {}
     }
     let quiet = policy
-        .filter(|_| !route.route.spec.urgent)
-        .and_then(|p| Intervals::compile(&p.spec.quiet_hours, "spec.quietHours").ok())
-        .and_then(|quiet| quiet.hold_until(now));
+        .and_then(|p| Intervals::quiet_until(&p.spec.quiet_hours, route.route.spec.urgent, now));
     if let Some(until) = quiet {
         out.push_str(&format!(
             "    quiet hours of the policy: Waiting, no call before {until} (the route is not urgent)\n"

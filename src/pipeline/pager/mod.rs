@@ -315,10 +315,7 @@ impl PagerTask {
         for route in snapshot.index.matching(&signal.candidate) {
             if route.route.spec.heartbeat.is_some() {
                 if leader {
-                    self.stats.update(&route.key, |a| {
-                        a.matched += 1;
-                        a.last_matched_at = a.last_matched_at.max(Some(now));
-                    });
+                    self.count_matched(&route.key, now);
                 }
                 self.on_beat(route, &signal.candidate, now, leader);
                 continue;
@@ -342,10 +339,7 @@ impl PagerTask {
                 continue;
             }
             if leader {
-                self.stats.update(&route.key, |a| {
-                    a.matched += 1;
-                    a.last_matched_at = a.last_matched_at.max(Some(now));
-                });
+                self.count_matched(&route.key, now);
             }
             if route.is_muted_at(now) {
                 // NB: not tracked as firing either: when the window opens, the next signal of
@@ -438,6 +432,13 @@ impl PagerTask {
                 }
             }
         }
+    }
+
+    fn count_matched(&mut self, route: &RouteKey, now: Timestamp) {
+        self.stats.update(route, |a| {
+            a.matched += 1;
+            a.last_matched_at = a.last_matched_at.max(Some(now));
+        });
     }
 
     fn count_suppressed(&mut self, route: &RouteKey) {
