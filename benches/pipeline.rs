@@ -754,37 +754,7 @@ async fn measure(
         }),
     )
     .await?;
-    let routes: Api<AlertRoute> = Api::namespaced(client.clone(), namespace);
-    support::try_create(
-        &routes,
-        json!({
-            "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertRoute",
-            "metadata": {"name": "crashes"},
-            "spec": {
-                "policyRef": {"name": "oncall"},
-                "kubernetesEvents": {"types": ["Warning"], "reasons": ["BenchCrash"], "involvedKinds": ["Pod"]},
-            }
-        }),
-    )
-    .await?;
-    support::wait_for(
-        "the AlertRoute to be Ready",
-        Duration::from_secs(60),
-        || {
-            let routes = routes.clone();
-            async move {
-                let route = routes.get("crashes").await.ok()?;
-                let status = route.status?;
-                (status.observed_generation == route.metadata.generation
-                    && status
-                        .conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True"))
-                .then_some(())
-            }
-        },
-    )
-    .await?;
+    support::crash_route_ready(client, namespace).await?;
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let calls: Api<alertcall::api::AlertCall> = Api::namespaced(client.clone(), namespace);
     let mut latencies = Vec::new();

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alertcall::api::{AlertCall, AlertRoute, CallPolicy};
+use alertcall::api::{AlertCall, CallPolicy};
 use alertcall::operator::{self, Config};
 use alertcall::twilio::sim::{
     Event as SimEvent, Ledger, Outcome, Recipient, Script, SimConfig, SimHandle, Simulator,
@@ -262,37 +262,7 @@ async fn setup(client: &Client, namespace: &str) -> Result<(), String> {
         }),
     )
     .await?;
-    let routes: Api<AlertRoute> = Api::namespaced(client.clone(), namespace);
-    support::try_create(
-        &routes,
-        json!({
-            "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertRoute",
-            "metadata": {"name": "crashes"},
-            "spec": {
-                "policyRef": {"name": "oncall"},
-                "kubernetesEvents": {"types": ["Warning"], "reasons": ["BenchCrash"], "involvedKinds": ["Pod"]},
-            }
-        }),
-    )
-    .await?;
-    support::wait_for(
-        "the AlertRoute to be Ready",
-        Duration::from_secs(60),
-        || {
-            let routes = routes.clone();
-            async move {
-                let route = routes.get("crashes").await.ok()?;
-                let status = route.status?;
-                (status.observed_generation == route.metadata.generation
-                    && status
-                        .conditions
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True"))
-                .then_some(())
-            }
-        },
-    )
-    .await
+    support::crash_route_ready(client, namespace).await
 }
 
 async fn run(client: &Client, namespace: &str, sim: &SimHandle) -> Result<(), String> {

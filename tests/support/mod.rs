@@ -15,6 +15,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use serde_json::json;
+
+use alertcall::api::AlertRoute;
 
 pub const FIELD_MANAGER: &str = "alertcall-tests";
 
@@ -294,4 +297,40 @@ pub async fn until_ready(addr: std::net::SocketAddr) {
         }
     })
     .await;
+}
+
+/// The benchmarks' route: Warning `BenchCrash` Events about Pods page the CallPolicy `oncall`;
+/// returns once the operator reports it Ready (so Events can match it).
+pub async fn crash_route_ready(client: &Client, namespace: &str) -> Result<(), String> {
+    let routes: Api<AlertRoute> = Api::namespaced(client.clone(), namespace);
+    try_create(
+        &routes,
+        json!({
+            "apiVersion": "alertcall.dev/v1alpha1", "kind": "AlertRoute",
+            "metadata": {"name": "crashes"},
+            "spec": {
+                "policyRef": {"name": "oncall"},
+                "kubernetesEvents": {"types": ["Warning"], "reasons": ["BenchCrash"], "involvedKinds": ["Pod"]},
+            }
+        }),
+    )
+    .await?;
+    wait_for(
+        "the AlertRoute to be Ready",
+        Duration::from_secs(60),
+        || {
+            let routes = routes.clone();
+            async move {
+                let route = routes.get("crashes").await.ok()?;
+                let status = route.status?;
+                (status.observed_generation == route.metadata.generation
+                    && status
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True"))
+                .then_some(())
+            }
+        },
+    )
+    .await
 }
