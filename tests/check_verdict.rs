@@ -429,7 +429,9 @@ fn the_shipped_examples_pass_check_through_the_binary() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("4 CallPolicy, 3 AlertRoute, 1 AlertCall checked: no problems"));
+    assert!(stdout.contains(
+        "4 CallPolicy, 3 AlertRoute, 1 AlertCall, 1 OnCallSchedule checked: no problems"
+    ));
 }
 
 #[test]

@@ -13,25 +13,34 @@ use super::ledger::{Entry, Event};
 use super::script::Script;
 use super::{Fault, SimConfig};
 
-/// Simulated time: `scale` simulated seconds pass per real second, from `sim0`.
-#[derive(Clone, Debug)]
+/// Simulated time: `scale` simulated seconds pass per real second, from the origin: a real
+/// instant and the simulated time at that instant. The origin moves only by [`Clock::set`].
+#[derive(Debug)]
 pub(crate) struct Clock {
-    real0: tokio::time::Instant,
-    sim0: Timestamp,
+    origin: Mutex<(tokio::time::Instant, Timestamp)>,
     scale: f64,
 }
 
 impl Clock {
     pub(crate) fn new(scale: f64) -> Clock {
         Clock {
-            real0: tokio::time::Instant::now(),
-            sim0: Timestamp::now(),
+            origin: Mutex::new((tokio::time::Instant::now(), Timestamp::now())),
             scale,
         }
     }
     pub(crate) fn now(&self) -> Timestamp {
-        let real = self.real0.elapsed().as_secs_f64();
-        self.sim0 + SignedDuration::from_secs_f64(real * self.scale)
+        let (real0, sim0) = *self
+            .origin
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sim0 + SignedDuration::from_secs_f64(real0.elapsed().as_secs_f64() * self.scale)
+    }
+    /// From this real instant on, simulated time continues from `at`.
+    pub(crate) fn set(&self, at: Timestamp) {
+        *self
+            .origin
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = (tokio::time::Instant::now(), at);
     }
     /// Real time that `sim_seconds` of simulated time take.
     pub(crate) fn real(&self, sim_seconds: f64) -> Duration {

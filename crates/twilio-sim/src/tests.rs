@@ -1603,3 +1603,34 @@ async fn conference_lists_filter_by_status_and_creation_day() {
     assert!(queries.contains(&"FriendlyName=room&Status=init".to_string()));
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_set_clock_runs_on_from_the_set_time_and_dates_new_calls() {
+    let sim = start(1.0, Script::default()).await;
+    sim.add_number(FROM);
+    let at: jiff::Timestamp = "2026-12-11T08:00:00Z".parse().expect("a timestamp");
+    sim.set_clock(at);
+    let now = sim.now();
+    assert!(
+        now >= at && now < at + jiff::SignedDuration::from_secs(5),
+        "{now}"
+    );
+    let sid = create_call(
+        &sim,
+        &[
+            ("To", "+15005550101"),
+            ("From", FROM),
+            ("Url", "http://127.0.0.1:9/"),
+        ],
+    )
+    .await;
+    let (status, call) = fetch(&format!(
+        "{}/{sid}.json",
+        calls_url(&sim).trim_end_matches(".json")
+    ))
+    .await;
+    assert_eq!(status, 200, "{call}");
+    let created = call["date_created"].as_str().unwrap_or_default();
+    assert!(created.starts_with("Fri, 11 Dec 2026 08:"), "{call}");
+    sim.shutdown().await;
+}

@@ -8,8 +8,9 @@ use std::path::Path;
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{self, AlertCall, AlertRoute, CallPolicy};
+use crate::api::{self, AlertCall, AlertRoute, CallPolicy, OnCallSchedule};
 use crate::schedule::interval::Intervals;
+use crate::schedule::Schedule;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
@@ -64,6 +65,7 @@ pub struct Manifests {
     pub policies: Vec<CallPolicy>,
     pub routes: Vec<AlertRoute>,
     pub calls: Vec<AlertCall>,
+    pub schedules: Vec<OnCallSchedule>,
     origins: BTreeMap<(String, String, String), Origin>,
 }
 
@@ -174,6 +176,7 @@ impl Manifests {
             "CallPolicy" => serde_json::from_value(value).map(|p| self.policies.push(p)),
             "AlertRoute" => serde_json::from_value(value).map(|r| self.routes.push(r)),
             "AlertCall" => serde_json::from_value(value).map(|c| self.calls.push(c)),
+            "OnCallSchedule" => serde_json::from_value(value).map(|s| self.schedules.push(s)),
             _ => Ok(()),
         };
         match parsed {
@@ -303,7 +306,19 @@ impl Manifests {
                 );
             }
         }
+        for schedule in &self.schedules {
+            for problem in Schedule::compile(&schedule.spec).err().unwrap_or_default() {
+                push("OnCallSchedule", schedule, problem.field, problem.message);
+            }
+        }
         problems
+    }
+
+    /// The schedule a namespaced reference points at.
+    pub fn schedule(&self, namespace: &str, name: &str) -> Option<&OnCallSchedule> {
+        self.schedules
+            .iter()
+            .find(|s| s.name_any() == name && namespace_of(*s) == namespace)
     }
 }
 

@@ -98,6 +98,7 @@ pub fn run(args: &CheckArgs) -> ExitCode {
         ("CallPolicy", manifests.policies.len()),
         ("AlertRoute", manifests.routes.len()),
         ("AlertCall", manifests.calls.len()),
+        ("OnCallSchedule", manifests.schedules.len()),
     ]);
     match args.output {
         Output::Json => {
@@ -123,10 +124,11 @@ pub fn run(args: &CheckArgs) -> ExitCode {
                 eprintln!("error: {error}");
             }
             println!(
-                "{} CallPolicy, {} AlertRoute, {} AlertCall checked: {}",
+                "{} CallPolicy, {} AlertRoute, {} AlertCall, {} OnCallSchedule checked: {}",
                 manifests.policies.len(),
                 manifests.routes.len(),
                 manifests.calls.len(),
+                manifests.schedules.len(),
                 if errors.is_empty() {
                     "no problems".to_string()
                 } else {
@@ -347,6 +349,33 @@ pub fn explain(manifests: &Manifests, candidates: &[Candidate], now: jiff::Times
     out
 }
 
+/// Who a schedule recipient dials at `at`, when the folder has the schedule.
+fn on_call_text(
+    manifests: &Manifests,
+    namespace: &str,
+    schedule: &str,
+    at: jiff::Timestamp,
+) -> String {
+    let Some(found) = manifests.schedule(namespace, schedule) else {
+        return format!(
+            "whoever is on call in schedule {schedule} (not in this folder: cannot say who)"
+        );
+    };
+    match crate::schedule::members_on_call(&found.spec, schedule, at) {
+        Ok(members) => {
+            let named: Vec<String> = members
+                .iter()
+                .map(|m| format!("{} ({})", m.name, m.address.twilio_to().unwrap_or_default()))
+                .collect();
+            format!(
+                "on call in schedule {schedule} at {at}: {}",
+                named.join(", ")
+            )
+        }
+        Err(why) => format!("skipped at {at}: {why}"),
+    }
+}
+
 fn explain_route(
     manifests: &Manifests,
     route: &crate::routing::CompiledRoute,
@@ -449,15 +478,17 @@ fn explain_route(
         "    calls      {order}; {} round(s) {}s apart, ringing {}s each\n",
         strategy.rounds, strategy.round_interval_seconds, strategy.ring_timeout_seconds
     ));
+    // A page held by quiet hours dials when they end: who is on call then is who is called.
+    let dials_at = quiet.unwrap_or(now);
     for (position, recipient) in spec.recipients.iter().enumerate() {
+        let address = match recipient.address.schedule() {
+            Some(schedule) => on_call_text(manifests, &route.key.namespace, schedule, dials_at),
+            None => recipient.address.twilio_to().unwrap_or_default(),
+        };
         out.push_str(&format!(
-            "      {}. {} {}\n",
+            "      {}. {} {address}\n",
             position + 1,
             recipient.name,
-            recipient.address.twilio_to().unwrap_or_else(|| format!(
-                "whoever is on call in schedule {}",
-                recipient.address.schedule().unwrap_or_default()
-            ))
         ));
     }
     let ack_url = policy
@@ -672,7 +703,74 @@ spec:
         let manifests = Manifests::load(&dir).unwrap_or_default();
         assert_eq!(manifests.policies.len(), 4);
         assert_eq!(manifests.routes.len(), 3);
+        assert_eq!(manifests.schedules.len(), 1);
         assert_eq!(manifests.problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_schedule_recipient_names_who_is_on_call_at_the_time_and_bad_schedules_are_located() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut sources = read_sources(&dir).unwrap_or_default();
+        sources.push((
+            "route.yaml".into(),
+            r#"
+apiVersion: alertcall.dev/v1alpha1
+kind: AlertRoute
+metadata: {name: to-tiers}
+spec:
+  policyRef: {name: sre-primary-tier}
+  kubernetesEvents: {types: [Warning]}
+"#
+            .into(),
+        ));
+        let (manifests, errors) = Manifests::check(&sources);
+        assert!(errors.is_empty(), "{errors:?}");
+        // NB: a route sees the Events of its own namespace only.
+        let text = EVENT.replace("prod", "default");
+        let Ok(event) = event_sample("event.yaml", &text, BTreeMap::new(), BTreeMap::new()) else {
+            panic!("the sample event does not parse");
+        };
+        let event = [Candidate::Event(event)];
+        let explained = |at: &str| {
+            let text = explain(&manifests, &event, parse_at(at).unwrap_or_default());
+            text.split("route AlertRoute default/to-tiers")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string()
+        };
+        // Friday in Tokyo: alice's business hours, then carol's after-hours layer from 18:00.
+        let day = explained("2026-12-11T17:59:00+09:00");
+        assert!(
+            day.contains("1. primary on call in schedule sre-primary at 2026-12-11T08:59:00Z: alice (+819012345678)"),
+            "{day}"
+        );
+        assert!(day.contains("2. lead +14155550110"), "{day}");
+        let evening = explained("2026-12-11T18:00:00+09:00");
+        assert!(evening.contains(": carol (+819087654321)"), "{evening}");
+        // Before any rotation starts, nobody is on call: the recipient is skipped, and says so.
+        let before = explained("2026-12-01T12:00:00+09:00");
+        assert!(before.contains("1. primary skipped at"), "{before}");
+        assert!(before.contains("nobody is on call"), "{before}");
+
+        let bad = r#"
+apiVersion: alertcall.dev/v1alpha1
+kind: OnCallSchedule
+metadata: {name: broken, namespace: ns}
+spec:
+  timeZone: Mars/Olympus
+  members: [{name: alice, phone: "+15005550101"}]
+  rotations: [{name: r, members: [alice, zed], start: "2026-12-07T09:00:00", shiftLength: 168h}]
+"#;
+        let (_, errors) = Manifests::check(&[("ocs.yaml".into(), bad.into())]);
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 2, "{text:?}");
+        assert!(
+            text.iter()
+                .all(|e| e.starts_with("ocs.yaml (document 1): OnCallSchedule ns/broken spec.")),
+            "{text:?}"
+        );
+        assert!(text.iter().any(|e| e.contains("spec.timeZone")), "{text:?}");
+        assert!(text.iter().any(|e| e.contains("zed")), "{text:?}");
     }
 
     const EVENT: &str = r#"
