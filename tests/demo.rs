@@ -54,7 +54,7 @@ fn an_unknown_example_fails_with_the_choices() {
     let (code, stdout, stderr) = demo(&["--example", "nope"]);
     assert_eq!(code, 1, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
-        stderr.contains("no example \"nope\"; choose one of: sre-oncall, db-owners"),
+        stderr.contains("no example \"nope\"; choose one of: sre-oncall, db-owners, schedule"),
         "{stderr}"
     );
 }

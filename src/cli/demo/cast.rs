@@ -9,8 +9,51 @@ pub(super) struct Role {
     calls: Vec<(Recipient, &'static str)>,
 }
 
+/// The names `--example` takes.
+pub(super) const EXAMPLE_NAMES: &[&str] = &["sre-oncall", "db-owners", "schedule"];
+
+/// The example policy an example pages.
+pub(super) fn policy_of(example: &str) -> Option<&'static str> {
+    match example {
+        "sre-oncall" => Some("sre-oncall"),
+        "db-owners" => Some("db-owners"),
+        "schedule" => Some("sre-primary-tier"),
+        _ => None,
+    }
+}
+
+/// Where the time of day matters, the simulated time the example's page starts at: Friday
+/// 17:59 in Tokyo, a minute before `examples/schedule-sre-primary.yaml` hands off from the
+/// business-hours rotation to the after-hours one. Round 2 starts at least two rings and the
+/// round interval (110 s) later, so after the handoff whatever the machine's speed.
+pub(super) fn clock(example: &str) -> Option<&'static str> {
+    (example == "schedule").then_some("2026-12-11T17:59:00+09:00")
+}
+
+/// What starts the example's page.
+pub(super) enum Signal {
+    /// A Kubernetes Event or an Alertmanager alert, through the example routes.
+    Routed(Box<Candidate>),
+    /// An AlertCall made by hand with this summary (`kubectl alertcall page`).
+    Manual(&'static str),
+}
+
 pub(super) fn cast(example: &str) -> Vec<Role> {
     match example {
+        "schedule" => vec![
+            Role {
+                name: "alice",
+                calls: vec![(Recipient::with_outcome(Outcome::NoAnswer), "never answers")],
+            },
+            Role {
+                name: "lead",
+                calls: vec![(Recipient::with_outcome(Outcome::NoAnswer), "never answers")],
+            },
+            Role {
+                name: "carol",
+                calls: vec![(Recipient::presses(4.0, "1"), "answers and presses 1")],
+            },
+        ],
         "db-owners" => vec![
             Role {
                 name: "dana",
@@ -76,9 +119,16 @@ pub(super) fn manifests() -> Result<Manifests, DemoError> {
     Manifests::parse(&sources).map_err(|errors| DemoError::Examples(errors.join("; ")))
 }
 
-/// The example's sample signal: a Warning BackOff Event about a critical Pod, or a critical
-/// Alertmanager alert posted to `critical-alerts`.
-pub(super) fn sample_signal(example: &str) -> Result<(Candidate, String), DemoError> {
+/// The example's sample signal: a Warning BackOff Event about a critical Pod, a critical
+/// Alertmanager alert posted to `critical-alerts`, or a page by hand.
+pub(super) fn sample_signal(example: &str) -> Result<(Signal, String), DemoError> {
+    if example == "schedule" {
+        let summary = "Manual page: the payments API is returning errors. Join the incident room.";
+        let text = format!(
+            "a page by hand: kubectl alertcall page sre-primary-tier --message {summary:?}"
+        );
+        return Ok((Signal::Manual(summary), text));
+    }
     if example == "db-owners" {
         let payload = Payload::parse(SAMPLE_ALERT.as_bytes())
             .map_err(|error| DemoError::Examples(error.to_string()))?;
@@ -91,7 +141,7 @@ pub(super) fn sample_signal(example: &str) -> Result<(Candidate, String), DemoEr
         let text = format!(
             "Alertmanager alert PostgresReplicationLag (severity=critical, team=db) posted to {route}"
         );
-        return Ok((Candidate::Alert(alert), text));
+        return Ok((Signal::Routed(Box::new(Candidate::Alert(alert))), text));
     }
     let now = Timestamp::now().to_string();
     let event: KubeEvent = serde_json::from_value(serde_json::json!({
@@ -113,7 +163,7 @@ pub(super) fn sample_signal(example: &str) -> Result<(Candidate, String), DemoEr
     let text = "Kubernetes Event: Warning BackOff on Pod payments/api-7f9c6d5b8-x2x9q \
                 (Pod labeled tier=critical, namespace labeled alerting=enabled)"
         .to_string();
-    Ok((Candidate::Event(candidate), text))
+    Ok((Signal::Routed(Box::new(Candidate::Event(candidate))), text))
 }
 
 /// Routes the sample signal like the pager: the route index, the group key, the window

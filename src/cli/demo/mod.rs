@@ -50,6 +50,14 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../../examples/policy-simultaneous-all-ack.yaml"),
     ),
     (
+        "examples/policy-two-tier.yaml",
+        include_str!("../../../examples/policy-two-tier.yaml"),
+    ),
+    (
+        "examples/schedule-sre-primary.yaml",
+        include_str!("../../../examples/schedule-sre-primary.yaml"),
+    ),
+    (
         "examples/route-critical-pods-nodes.yaml",
         include_str!("../../../examples/route-critical-pods-nodes.yaml"),
     ),
@@ -93,7 +101,9 @@ const SAMPLE_ALERT: &str = r#"{
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
-    /// Which example policy to page (`sre-oncall` or `db-owners`).
+    /// Which example to page: `sre-oncall` (Sequential, a voicemail answers), `db-owners`
+    /// (Simultaneous, everyone must acknowledge) or `schedule` (an on-call schedule hands off
+    /// during the page).
     #[arg(long = "example", default_value = "sre-oncall")]
     pub example: String,
 }
@@ -193,21 +203,27 @@ impl DemoRun {
 
 /// Runs the example's page against an in-process simulator and returns what happened.
 pub async fn simulate(example: &str, time_scale: f64) -> Result<DemoRun, DemoError> {
-    let manifests = manifests()?;
-    let Some(policy) = manifests
-        .policies
-        .iter()
-        .find(|p| p.name_any() == example)
-        .cloned()
-    else {
-        let choices: Vec<String> = manifests.policies.iter().map(|p| p.name_any()).collect();
+    let Some(policy_name) = policy_of(example) else {
         return Err(DemoError::UnknownExample {
             name: example.to_string(),
-            choices: choices.join(", "),
+            choices: EXAMPLE_NAMES.join(", "),
         });
     };
+    let manifests = manifests()?;
+    let policy = manifests
+        .policies
+        .iter()
+        .find(|p| p.name_any() == policy_name)
+        .cloned()
+        .ok_or_else(|| DemoError::Examples(format!("no CallPolicy {policy_name}")))?;
     let roles = cast(example);
-    let (candidate, signal_text) = sample_signal(example)?;
+    let (signal, signal_text) = sample_signal(example)?;
+    let clock = clock(example)
+        .map(|text| {
+            text.parse::<Timestamp>()
+                .map_err(|error| DemoError::Examples(format!("the clock {text}: {error}")))
+        })
+        .transpose()?;
 
     let sim = Simulator::start(SimConfig {
         time_scale,
@@ -220,54 +236,74 @@ pub async fn simulate(example: &str, time_scale: f64) -> Result<DemoRun, DemoErr
         ..SimConfig::new(ACCOUNT_SID, AUTH_TOKEN)
     })
     .await?;
-    let result = drive(
-        &sim,
-        &manifests,
-        &policy,
-        &roles,
-        &candidate,
+    let scene = Scene {
+        manifests: &manifests,
+        policy: &policy,
+        roles: &roles,
+        signal: &signal,
         signal_text,
-        time_scale,
-    )
-    .await;
+        clock,
+    };
+    let result = drive(&sim, scene, time_scale).await;
     sim.shutdown().await;
     result
 }
 
-async fn drive(
-    sim: &SimHandle,
-    manifests: &Manifests,
-    policy: &CallPolicy,
-    roles: &[Role],
-    candidate: &Candidate,
+/// One example's page: what the demo stages and plays.
+struct Scene<'a> {
+    manifests: &'a Manifests,
+    policy: &'a CallPolicy,
+    roles: &'a [Role],
+    signal: &'a Signal,
     signal_text: String,
-    time_scale: f64,
-) -> Result<DemoRun, DemoError> {
+    /// The simulated time the page starts at, when it matters.
+    clock: Option<Timestamp>,
+}
+
+async fn drive(sim: &SimHandle, scene: Scene<'_>, time_scale: f64) -> Result<DemoRun, DemoError> {
+    let Scene {
+        manifests,
+        policy,
+        roles,
+        signal,
+        signal_text,
+        clock,
+    } = scene;
     let spec = &policy.spec;
     let namespace = namespace_of(policy);
-    let (call, route_text) = route_signal(manifests, policy, candidate, sim.now())?;
+    let (call, route_text) = match signal {
+        Signal::Routed(candidate) => {
+            let (call, route) = route_signal(manifests, policy, candidate, sim.now())?;
+            let word = match candidate.as_ref() {
+                Candidate::Event(_) => "event",
+                Candidate::Alert(_) => "alert",
+            };
+            (call, format!("{word} -> {route}"))
+        }
+        Signal::Manual(summary) => (
+            manual_call(policy, summary)?,
+            "kubectl -> no route (a page by hand)".to_string(),
+        ),
+    };
     let page = call.name_any();
-    let (client, twiml) = stage(sim, policy).await?;
+    let staged = stage(sim, policy).await?;
+    let twiml = &staged.twiml;
 
     let strategy = &spec.strategy;
     let how = match strategy.mode {
         Mode::Sequential => format!("Sequential, {:?} order", strategy.order),
         Mode::Simultaneous => format!("Simultaneous, complete on {:?}", strategy.completion),
     };
-    let header = vec![
+    let mut header = vec![
         format!(
             "alertcall demo: a SIMULATION of one page with the embedded examples/ (no cluster, no Twilio account)."
         ),
         format!("signal   {signal_text}"),
         format!(
-            "route    {signal} -> {route_text} -> CallPolicy {} ({how}, rings {}s, {} round(s))",
+            "route    {route_text} -> CallPolicy {} ({how}, rings {}s, {} round(s))",
             qualified(policy),
             strategy.ring_timeout_seconds,
             strategy.rounds,
-            signal = match candidate {
-                Candidate::Event(_) => "event",
-                Candidate::Alert(_) => "alert",
-            },
         ),
         format!("page     AlertCall {namespace}/{page}: {:?}", call.spec.summary),
         format!(
@@ -276,13 +312,22 @@ async fn drive(
         ),
         format!("cast     {} (scripted in the simulator)", describe_cast(roles)),
     ];
-
-    let paged = run_page(sim, &client, policy, &call, &twiml, roles, time_scale).await?;
+    // NB: set after staging, so however long publishing took, the page starts at this time.
+    if let Some(at) = clock {
+        sim.set_clock(at);
+        header.extend(schedule_lines(manifests, policy, at));
+    }
+    let schedules = &manifests.schedules;
+    let paged = run_page(sim, &staged, policy, &call, roles, schedules, time_scale).await?;
     let room = room_name(spec, &namespace, &policy.name_any());
     wait_for_the_room(sim, &paged.status, &room, time_scale).await;
 
     let mut timeline = ledger_moments(sim, &paged.status, &paged.cast_of_attempt, &room);
     timeline.extend(paged.notes);
+    let end = timeline.iter().map(|m| m.at).max();
+    if let Some((from, to)) = clock.zip(end) {
+        timeline.extend(handoff_moments(manifests, policy, from, to));
+    }
     // NB: stable sort: at equal times a dial stays before what the ledger says about it.
     timeline.sort_by_key(|m| m.at);
     let summary = summary(&paged.status);
@@ -304,17 +349,7 @@ pub async fn page(
     script: sim::Script,
     time_scale: f64,
 ) -> Result<AlertCallStatus, DemoError> {
-    let call: AlertCall = serde_json::from_value(serde_json::json!({
-        "apiVersion": "alertcall.dev/v1alpha1",
-        "kind": "AlertCall",
-        "metadata": {"name": "page", "namespace": namespace_of(policy)},
-        "spec": {
-            "policyRef": {"name": policy.name_any()},
-            "summary": summary,
-            "source": {"kind": "Manual"},
-        },
-    }))
-    .map_err(|error| DemoError::Examples(format!("the page: {error}")))?;
+    let call = manual_call(policy, summary)?;
     let sim = Simulator::start(SimConfig {
         time_scale,
         calls_per_second: f64::from(policy.spec.limits.calls_per_second.max(1)),
@@ -323,19 +358,34 @@ pub async fn page(
     })
     .await?;
     let result = async {
-        let (client, twiml) = stage(&sim, policy).await?;
-        run_page(&sim, &client, policy, &call, &twiml, &[], time_scale).await
+        let staged = stage(&sim, policy).await?;
+        run_page(&sim, &staged, policy, &call, &[], &[], time_scale).await
     }
     .await;
     sim.shutdown().await;
     result.map(|paged| paged.status)
 }
 
+/// The AlertCall `kubectl alertcall page` makes: a page of `policy` by hand.
+fn manual_call(policy: &CallPolicy, summary: &str) -> Result<AlertCall, DemoError> {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "alertcall.dev/v1alpha1",
+        "kind": "AlertCall",
+        "metadata": {
+            "name": format!("{}-page-demo", policy.name_any()),
+            "namespace": namespace_of(policy),
+        },
+        "spec": {
+            "policyRef": {"name": policy.name_any()},
+            "summary": summary,
+            "source": {"kind": "Manual"},
+        },
+    }))
+    .map_err(|error| DemoError::Examples(format!("the page: {error}")))
+}
+
 /// Sets the simulated account up for `policy`: its numbers and its published TwiML documents.
-async fn stage(
-    sim: &SimHandle,
-    policy: &CallPolicy,
-) -> Result<(TwilioClient, TwimlStatus), DemoError> {
+async fn stage(sim: &SimHandle, policy: &CallPolicy) -> Result<Staged, DemoError> {
     let spec = &policy.spec;
     let namespace = namespace_of(policy);
     let policy_name = policy.name_any();
@@ -364,7 +414,13 @@ async fn stage(
     )
     .await?;
     crate::controllers::call_policy::ensure_ack_map(&client).await?;
-    Ok((client, twiml))
+    Ok(Staged { client, twiml })
+}
+
+/// The simulated account, ready for the policy's page.
+struct Staged {
+    client: TwilioClient,
+    twiml: TwimlStatus,
 }
 
 /// Acknowledgers hear the confirmation before they join the room; the page is already over by
@@ -514,14 +570,68 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn schedule_hands_off_from_alice_to_carol_between_rounds() {
+        let run = match simulate("schedule", TIME_SCALE).await {
+            Ok(run) => run,
+            Err(error) => panic!("demo failed: {error}"),
+        };
+        let text = run.render();
+        assert_eq!(run.status.phase, Phase::Acknowledged, "{text}");
+        assert_eq!(
+            run.status.acknowledged_by.as_deref(),
+            Some("primary/carol"),
+            "{text}"
+        );
+        let called: Vec<(String, Option<String>, u32, bool)> = run
+            .status
+            .attempts
+            .iter()
+            .map(|a| {
+                (
+                    a.recipient.clone(),
+                    a.member.clone(),
+                    a.round,
+                    a.acknowledged,
+                )
+            })
+            .collect();
+        assert_eq!(
+            called,
+            [
+                ("primary".into(), Some("alice".into()), 1, false),
+                ("lead".into(), None, 1, false),
+                ("primary".into(), Some("carol".into()), 2, true),
+            ],
+            "{text}"
+        );
+        let first = &run.status.attempts[0];
+        assert_eq!(first.schedule.as_deref(), Some("sre-primary"), "{text}");
+        assert_eq!(first.address.as_deref(), Some("+819012345678"), "{text}");
+        for line in [
+            "signal   a page by hand: kubectl alertcall page sre-primary-tier",
+            "kubectl -> no route (a page by hand) -> CallPolicy default/sre-primary-tier",
+            "page     AlertCall default/sre-primary-tier-page-demo",
+            "clock    the page starts at 2026-12-11T08:59:00Z (simulated)",
+            "schedule OnCallSchedule default/sre-primary (Asia/Tokyo): alice on call at Fri 17:59:00 JST, until Fri 18:00:00 JST, then carol",
+            "dial primary/alice (+819012345678, on call in sre-primary) round 1",
+            "primary/alice no-answer",
+            "dial lead (+14155550110) round 1",
+            "OnCallSchedule sre-primary hands off at Fri 18:00:00 JST: carol on call (was alice)",
+            "round 2 starts",
+            "dial primary/carol (+819087654321, on call in sre-primary) round 2",
+            "primary/carol pressed 1",
+            "Acknowledged by primary/carol after",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    #[tokio::test]
     async fn an_unknown_example_names_the_choices() {
         match simulate("nope", TIME_SCALE).await {
             Err(error @ DemoError::UnknownExample { .. }) => {
                 let text = error.to_string();
-                assert!(
-                    text.contains("sre-oncall") && text.contains("db-owners"),
-                    "{text}"
-                );
+                assert!(text.contains("sre-oncall, db-owners, schedule"), "{text}");
             }
             other => panic!("expected UnknownExample, got {other:?}"),
         }

@@ -2,6 +2,7 @@
 //! simulator's ledger recorded, in simulated time.
 
 use super::*;
+use crate::schedule::Schedule;
 
 /// Round changes and the end of the page, as the controller would announce them in Events.
 pub(super) fn note_transitions(
@@ -87,7 +88,7 @@ pub(super) fn ledger_moments(
                 let Some(attempt) = by_sid.get(call_sid.as_str()) else {
                     continue;
                 };
-                let who = &attempt.recipient;
+                let who = who(attempt);
                 let scripted = cast_of_attempt
                     .get(&attempt.id)
                     .copied()
@@ -107,7 +108,7 @@ pub(super) fn ledger_moments(
                 }
             }
             Event::Digits { call_sid, digits } => match by_sid.get(call_sid.as_str()) {
-                Some(attempt) => format!("{} pressed {digits}", attempt.recipient),
+                Some(attempt) => format!("{} pressed {digits}", who(attempt)),
                 None => continue,
             },
             Event::Webhook {
@@ -117,7 +118,7 @@ pub(super) fn ledger_moments(
             } if purpose == "gather-action" => match by_sid.get(call_sid.as_str()) {
                 Some(attempt) => format!(
                     "{}'s keypress reached the acknowledgement Function (in Sync before the confirmation plays)",
-                    attempt.recipient
+                    who(attempt)
                 ),
                 None => continue,
             },
@@ -129,7 +130,7 @@ pub(super) fn ledger_moments(
                 in_room += 1;
                 let who = by_sid
                     .get(call_sid.as_str())
-                    .map_or(call_sid.as_str(), |a| a.recipient.as_str());
+                    .map_or(call_sid.clone(), |a| who(a));
                 if in_room == 1 {
                     format!("{who} joined room {room} (alone: waiting with hold music)")
                 } else {
@@ -144,7 +145,7 @@ pub(super) fn ledger_moments(
                 in_room = in_room.saturating_sub(1);
                 let who = by_sid
                     .get(call_sid.as_str())
-                    .map_or(call_sid.as_str(), |a| a.recipient.as_str());
+                    .map_or(call_sid.clone(), |a| who(a));
                 format!("{who} left room {room}")
             }
             Event::ConferenceStatus {
@@ -161,4 +162,100 @@ pub(super) fn ledger_moments(
         moments.push(Moment { at: entry.at, text });
     }
     moments
+}
+
+/// The schedules `policy`'s recipients name that the examples hold, compiled.
+fn schedules_of(manifests: &Manifests, policy: &CallPolicy) -> Vec<(String, String, Schedule)> {
+    let namespace = namespace_of(policy);
+    policy
+        .spec
+        .recipients
+        .iter()
+        .filter_map(|r| r.address.schedule())
+        .filter_map(|name| {
+            let found = manifests.schedule(&namespace, name)?;
+            let schedule = Schedule::compile(&found.spec).ok()?;
+            Some((name.to_string(), found.spec.time_zone.clone(), schedule))
+        })
+        .collect()
+}
+
+fn names(members: &[String]) -> String {
+    if members.is_empty() {
+        "nobody".to_string()
+    } else {
+        members.join(", ")
+    }
+}
+
+fn local(schedule: &Schedule, at: Timestamp) -> String {
+    at.to_zoned(schedule.zone().clone())
+        .strftime("%a %H:%M:%S %Z")
+        .to_string()
+}
+
+/// The simulated time the page starts at, and for each schedule the policy names who is on
+/// call then, until when, and who next: the handoff the page will cross.
+pub(super) fn schedule_lines(
+    manifests: &Manifests,
+    policy: &CallPolicy,
+    at: Timestamp,
+) -> Vec<String> {
+    let namespace = namespace_of(policy);
+    let mut lines = vec![format!("clock    the page starts at {at} (simulated)")];
+    for (name, zone, schedule) in schedules_of(manifests, policy) {
+        let then = schedule.evaluate(at);
+        let handoff = then.until.map_or(String::new(), |until| {
+            format!(
+                ", until {}, then {}",
+                local(&schedule, until),
+                names(&then.next)
+            )
+        });
+        lines.push(format!(
+            "schedule OnCallSchedule {namespace}/{name} ({zone}): {} on call at {}{handoff}",
+            names(&then.on_call),
+            local(&schedule, at),
+        ));
+    }
+    lines
+}
+
+/// The handoffs of the policy's schedules from `from` to `to`, as timeline lines.
+pub(super) fn handoff_moments(
+    manifests: &Manifests,
+    policy: &CallPolicy,
+    from: Timestamp,
+    to: Timestamp,
+) -> Vec<Moment> {
+    let mut moments = Vec::new();
+    for (name, _, schedule) in schedules_of(manifests, policy) {
+        let mut at = from;
+        // NB: a page lasts minutes; a handful of handoffs is all it can cross.
+        for _ in 0..8 {
+            let then = schedule.evaluate(at);
+            let Some(until) = then.until.filter(|until| *until <= to) else {
+                break;
+            };
+            moments.push(Moment {
+                at: until,
+                text: format!(
+                    "OnCallSchedule {name} hands off at {}: {} on call (was {})",
+                    local(&schedule, until),
+                    names(&then.next),
+                    names(&then.on_call)
+                ),
+            });
+            at = until;
+        }
+    }
+    moments
+}
+
+/// Who an attempt called: the policy's recipient, and for a schedule the member on call.
+pub(super) fn who(attempt: &crate::api::Attempt) -> String {
+    match &attempt.member {
+        Some(member) => format!("{}/{member}", attempt.recipient),
+        None => attempt.recipient.clone(),
+    }
 }

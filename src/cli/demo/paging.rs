@@ -10,20 +10,21 @@ use kube::ResourceExt;
 use tokio::sync::mpsc;
 
 use super::super::check::namespace_of;
-use super::{DemoError, Moment, ACCOUNT_SID, AUTH_TOKEN, POLL_SECONDS, REAL_TIME_LIMIT};
-use crate::api::{AlertCall, AlertCallStatus, CallPolicy, TwimlStatus};
-use crate::escalation::{observe, step, Action, Observation, StepContext};
+use super::{DemoError, Moment, Staged, ACCOUNT_SID, AUTH_TOKEN, POLL_SECONDS, REAL_TIME_LIMIT};
+use crate::api::{AlertCall, AlertCallStatus, CallPolicy, CallPolicySpec, OnCallSchedule};
+use crate::escalation::{observe, step, Action, Observation, OnCall, StepContext};
 use crate::metrics::Metrics;
 use crate::page::documents::{self, room_name};
 use crate::page::hooks::Hooks;
 use crate::page::ledger::{self, Ledger};
 use crate::page::runner::Runner;
 use crate::page::{calls, DialUrls, Executor, Outcomes};
+use crate::schedule::members_on_call;
 use crate::twilio::sim::SimHandle;
-use crate::twilio::{Account, TwilioClient};
+use crate::twilio::Account;
 
 use super::cast::{role_call, Role};
-use super::narration::note_transitions;
+use super::narration::{note_transitions, who};
 
 /// What paging did: the final status and the demo's own notes about it.
 pub(super) struct Paged {
@@ -58,13 +59,14 @@ impl Outcomes for InMemory {
 /// shared [`Executor`] for the actions.
 pub(super) async fn run_page(
     sim: &SimHandle,
-    client: &TwilioClient,
+    staged: &Staged,
     policy: &CallPolicy,
     call: &AlertCall,
-    twiml: &TwimlStatus,
     roles: &[Role],
+    schedules: &[OnCallSchedule],
     time_scale: f64,
 ) -> Result<Paged, DemoError> {
+    let Staged { client, twiml } = staged;
     let ack_base = twiml.urls.ack.as_str();
     let spec = &policy.spec;
     let namespace = namespace_of(policy);
@@ -153,8 +155,7 @@ pub(super) async fn run_page(
             withdrawn: None,
             dialing: dialing.clone(),
             conference_room: Some(room.clone()),
-            // NB: the demo's examples name no schedule; a schedule recipient would be skipped.
-            on_call: Default::default(),
+            on_call: on_call(spec, schedules, &namespace, now),
         };
         let decision = step(spec, &call.spec, &status, now, &step_ctx);
         note_transitions(&mut notes, &status, &decision.status, now);
@@ -181,15 +182,24 @@ pub(super) async fn run_page(
             let Action::Dial { attempt, to } = action else {
                 continue;
             };
-            let nth = calls_of.entry(attempt.recipient.clone()).or_default();
-            if let Some((behaviour, what)) = role_call(roles, &attempt.recipient, *nth) {
+            // A schedule's member plays their own part, whichever recipient reached them.
+            let person = attempt.member.as_ref().unwrap_or(&attempt.recipient);
+            let nth = calls_of.entry(person.clone()).or_default();
+            if let Some((behaviour, what)) = role_call(roles, person, *nth) {
                 sim.set_recipient(to, behaviour.clone());
                 cast_of_attempt.insert(attempt.id.clone(), what);
             }
             *nth += 1;
             notes.push(Moment {
                 at: now,
-                text: format!("dial {} ({to}) round {}", attempt.recipient, attempt.round),
+                text: match &attempt.schedule {
+                    Some(schedule) => format!(
+                        "dial {} ({to}, on call in {schedule}) round {}",
+                        who(attempt),
+                        attempt.round
+                    ),
+                    None => format!("dial {} ({to}) round {}", who(attempt), attempt.round),
+                },
             });
         }
         let executed = executor.run(decision.actions, &status, now).await;
@@ -218,6 +228,31 @@ pub(super) async fn run_page(
         notes,
         cast_of_attempt,
     })
+}
+
+/// Who is on call at `now` in each schedule `policy` names, from the schedules of its
+/// namespace among `schedules`: what the AlertCall controller reads from the API server.
+fn on_call(
+    policy: &CallPolicySpec,
+    schedules: &[OnCallSchedule],
+    namespace: &str,
+    now: jiff::Timestamp,
+) -> OnCall {
+    policy
+        .recipients
+        .iter()
+        .filter_map(|r| r.address.schedule())
+        .map(|name| {
+            let found = schedules
+                .iter()
+                .find(|s| s.name_any() == name && namespace_of(*s) == namespace);
+            let members = match found {
+                Some(schedule) => members_on_call(&schedule.spec, name, now),
+                None => Err(format!("OnCallSchedule {name} not found in {namespace}")),
+            };
+            (name.to_string(), members)
+        })
+        .collect()
 }
 
 fn scaled_rate(per_second: u32, time_scale: f64) -> u32 {
