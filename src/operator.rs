@@ -195,7 +195,8 @@ pub async fn start_with_listener(
 
     let (policies, watching_policies) = callbacks::watch_policies(&context);
     spawn_until(&mut tasks, &shutdown, watching_policies);
-    let (pages, escalation) = alert_call::controller(context.clone());
+    let (pages, escalation) =
+        alert_call::controller(context.clone(), policies.clone(), routes.clone());
     let router = http::base_router(readiness, metrics)
         .merge(alertmanager::router(
             context.client.clone(),

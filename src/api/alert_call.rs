@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{LocalRef, OnResolved};
 
+/// The finalizer of a page that may have live calls (see `controllers::alert_call`). The
+/// pager creates its pages with it, so the first dial waits for no write of its own.
+pub const CANCEL_CALLS_FINALIZER: &str = "alertcall.dev/cancel-calls";
+
 /// One page: who was called, when, what Twilio said and who acknowledged.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(

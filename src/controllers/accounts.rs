@@ -104,11 +104,23 @@ pub fn credentials_from_secret(
 
 type CacheKey = (String, String);
 
+/// How long an account read from its Secret is used without reading the Secret again. Pages
+/// dial on it: a page in a storm should not wait for a Secret read the last page just made. A
+/// rotated credential is picked up within this long.
+pub const ACCOUNT_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An account and the Secret version it was built from.
+struct Cached {
+    version: String,
+    read_at: std::time::Instant,
+    account: Arc<Account>,
+}
+
 /// Resolves and caches accounts by Secret.
 pub struct Accounts {
     client: kube::Client,
     endpoints: TwilioEndpoints,
-    cache: Mutex<HashMap<CacheKey, (String, Arc<Account>)>>,
+    cache: Mutex<HashMap<CacheKey, Cached>>,
 }
 
 impl Accounts {
@@ -128,6 +140,12 @@ impl Accounts {
     pub async fn for_policy(&self, policy: &CallPolicy) -> Result<Arc<Account>, AccountError> {
         let namespace = policy.namespace().unwrap_or_default();
         let name = policy.spec.twilio.credentials_secret_ref.name.clone();
+        let key = (namespace.clone(), name.clone());
+        if let Some(cached) = self.cache.lock().await.get(&key) {
+            if cached.read_at.elapsed() < ACCOUNT_FRESH {
+                return Ok(cached.account.clone());
+            }
+        }
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
         let secret = match secrets.get_opt(&name).await {
             Ok(Some(secret)) => secret,
@@ -141,11 +159,11 @@ impl Accounts {
             }
         };
         let version = secret.resource_version().unwrap_or_default();
-        let key = (namespace.clone(), name.clone());
         let mut cache = self.cache.lock().await;
-        if let Some((cached_version, account)) = cache.get(&key) {
-            if *cached_version == version {
-                return Ok(account.clone());
+        if let Some(cached) = cache.get_mut(&key) {
+            if cached.version == version {
+                cached.read_at = std::time::Instant::now();
+                return Ok(cached.account.clone());
             }
         }
         let (credentials, auth_token) =
@@ -161,7 +179,14 @@ impl Accounts {
             auth_token,
             client,
         });
-        cache.insert(key, (version, account.clone()));
+        cache.insert(
+            key,
+            Cached {
+                version,
+                read_at: std::time::Instant::now(),
+                account: account.clone(),
+            },
+        );
         Ok(account)
     }
 
@@ -174,7 +199,7 @@ impl Accounts {
             policy.spec.twilio.credentials_secret_ref.name.clone(),
         );
         let cache = self.cache.try_lock().ok()?;
-        cache.get(&key).map(|(_, account)| account.clone())
+        cache.get(&key).map(|cached| cached.account.clone())
     }
 }
 
@@ -183,6 +208,60 @@ mod tests {
     use super::*;
     use k8s_openapi::ByteString;
     use std::collections::BTreeMap;
+
+    #[tokio::test]
+    async fn a_fresh_account_is_used_without_reading_its_secret_and_a_stale_one_is_read_again() {
+        // NB: a client that reaches nothing: any Secret read fails.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
+        let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
+        let accounts = Accounts::new(client, TwilioEndpoints::default());
+        let mut policy: CallPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": "+15005550006"},
+                "recipients": [{"name": "a", "phone": "+15005550101"}],
+            },
+        }))
+        .unwrap_or_else(|e| panic!("policy: {e}"));
+        policy.metadata.namespace = Some("ns".into());
+        let credentials = Credentials::AuthToken {
+            account_sid: "AC1".into(),
+            auth_token: "t".into(),
+        };
+        let account = Arc::new(Account {
+            account_sid: "AC1".into(),
+            auth_token: Some("t".into()),
+            client: TwilioClient::new(accounts.endpoints.config(credentials))
+                .unwrap_or_else(|e| panic!("twilio client: {e}")),
+        });
+        let key = ("ns".to_string(), "twilio".to_string());
+        accounts.cache.lock().await.insert(
+            key.clone(),
+            Cached {
+                version: "1".into(),
+                read_at: std::time::Instant::now(),
+                account,
+            },
+        );
+        let fresh = accounts.for_policy(&policy).await;
+        assert_eq!(
+            fresh.map(|a| a.account_sid.clone()).ok().as_deref(),
+            Some("AC1")
+        );
+        let stale = std::time::Instant::now()
+            .checked_sub(ACCOUNT_FRESH)
+            .unwrap_or_else(|| panic!("the monotonic clock is younger than {ACCOUNT_FRESH:?}"));
+        if let Some(cached) = accounts.cache.lock().await.get_mut(&key) {
+            cached.read_at = stale;
+        }
+        match accounts.for_policy(&policy).await {
+            Err(AccountError::Kube { .. }) => {}
+            other => panic!(
+                "a stale account must be read again, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
 
     fn secret(pairs: &[(&str, &str)]) -> Secret {
         Secret {

@@ -9,6 +9,7 @@ use kube::ResourceExt;
 
 use super::candidate::{Candidate, RouteKey};
 use super::group::{group_hash, GroupKey};
+use crate::api::alert_call::CANCEL_CALLS_FINALIZER;
 use crate::api::{AlertCall, AlertCallSpec, AlertRoute, LocalRef, SourceSpec};
 use crate::message::{render_or_fallback, TemplateError};
 
@@ -176,6 +177,7 @@ pub fn build_alert_call(request: PageRequest<'_>, candidate: &Candidate) -> Buil
             namespace: Some(key.namespace.clone()),
             labels: Some(labels),
             annotations: Some(annotations),
+            finalizers: Some(vec![CANCEL_CALLS_FINALIZER.to_string()]),
             ..Default::default()
         },
         spec: AlertCallSpec {
@@ -290,6 +292,8 @@ mod tests {
         let call = built.call;
         assert_eq!(call.metadata.namespace.as_deref(), Some("prod"));
         assert!(call.name_any().starts_with("critical-pods-"));
+        // Held from the create: the controller's first dial needs no finalizer write first.
+        assert_eq!(call.finalizers(), [CANCEL_CALLS_FINALIZER]);
         let labels = call.labels();
         assert_eq!(
             labels.get(LABEL_ROUTE).map(String::as_str),

@@ -34,8 +34,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Resource, ResourceExt};
 
+use super::callbacks::Policies;
 use super::{callbacks, AccountError, Context};
 use crate::api::{AlertCall, CallPolicy};
+use crate::pipeline::routes::Routes;
 
 /// Name of this controller in metrics and readiness.
 pub const CONTROLLER: &str = "alertcall";
@@ -47,9 +49,10 @@ pub const POLICY_RESOLVED: &str = "PolicyResolved";
 /// unreachable), with the reason; deletion waits for them.
 pub const CALLS_ENDED: &str = "CallsEnded";
 
-/// Held by every page from its first dial until it is finished and none of its calls is live,
-/// so deleting a page that is still calling cancels its calls instead of leaving them ringing.
-pub const FINALIZER: &str = "alertcall.dev/cancel-calls";
+/// Held by every page from its first dial (a routed page: from its create) until it is
+/// finished and none of its calls is live, so deleting a page that is still calling cancels its
+/// calls instead of leaving them ringing.
+pub const FINALIZER: &str = crate::api::alert_call::CANCEL_CALLS_FINALIZER;
 
 /// Reconciles at once; pages are independent and mostly wait on Twilio.
 const CONCURRENCY: u16 = 16;
@@ -102,6 +105,11 @@ impl Error {
 struct State {
     ctx: Arc<Context>,
     pages: Pages,
+    /// Every CallPolicy in scope (the callback endpoints' cache): a page dials without reading
+    /// its policy from the API server when the cache already has it ready to dial.
+    policies: Policies,
+    /// The routes the pager matches with: whether a page's route is suspended, without a read.
+    routes: Routes,
     /// Pages being deleted whose calls could not be ended, by `namespace/name`: how many
     /// times in a row, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -141,8 +149,12 @@ fn valid(guarded: &Guarded) -> Option<&AlertCall> {
 
 /// The controller: its page cache (ready once [`CONTROLLER`] is), and the task that runs it
 /// until shutdown.
-pub fn controller(ctx: Arc<Context>) -> (Pages, impl std::future::Future<Output = ()>) {
-    let (calls, policies): (Api<Guarded>, Api<DeserializeGuard<CallPolicy>>) =
+pub fn controller(
+    ctx: Arc<Context>,
+    policies: Policies,
+    routes: Routes,
+) -> (Pages, impl std::future::Future<Output = ()>) {
+    let (calls, policy_api): (Api<Guarded>, Api<DeserializeGuard<CallPolicy>>) =
         match &ctx.config.namespace {
             Some(ns) => (
                 Api::namespaced(ctx.client.clone(), ns),
@@ -154,20 +166,24 @@ pub fn controller(ctx: Arc<Context>) -> (Pages, impl std::future::Future<Output 
     let controller = Controller::new(calls, watcher::Config::default().any_semantic());
     let store = controller.store();
     let pages = store.clone();
-    let run = async move { run(ctx, controller, policies).await };
+    let caches = (policies, routes);
+    let run = async move { run(ctx, controller, policy_api, caches).await };
     (pages, run)
 }
 
 async fn run(
     ctx: Arc<Context>,
     controller: Controller<Guarded>,
-    policies: Api<DeserializeGuard<CallPolicy>>,
+    policy_api: Api<DeserializeGuard<CallPolicy>>,
+    (policies, routes): (Policies, Routes),
 ) {
     let store = controller.store();
     let mapper_store = store.clone();
     let state = Arc::new(State {
         ctx: ctx.clone(),
         pages: store.clone(),
+        policies,
+        routes,
         failures: Mutex::new(HashMap::new()),
     });
     let readiness = ctx.readiness.clone();
@@ -188,7 +204,7 @@ async fn run(
     let controller = controller
         // A policy change (or its TwiML being published) re-reconciles its unfinished pages,
         // those of a later escalation tier included.
-        .watches(policies, watcher::Config::default(), move |policy| {
+        .watches(policy_api, watcher::Config::default(), move |policy| {
             let namespace = policy.namespace().unwrap_or_default();
             let name = policy.name_any();
             mapper_store

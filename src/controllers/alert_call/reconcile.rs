@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::*;
@@ -17,6 +18,8 @@ use crate::controllers::{callbacks, Context};
 use crate::escalation::{observe, step, StepContext, Withdrawn};
 use crate::page::documents;
 use crate::page::{calls, ledger, DialUrls, Executed, Executor};
+use crate::pipeline::routes::Routes;
+use crate::routing::RouteKey;
 use crate::twilio::Account;
 
 #[tracing::instrument(skip(guarded, state), fields(alertcall = %key_of(&*guarded)))]
@@ -73,8 +76,13 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
     // NB: an escalated page calls through its active tier's policy: its account, documents and
     // room (see `oncall`).
     let policy_name = call.active_policy();
+    let cached = cached_policy(&state.policies, &namespace, policy_name);
     let policies: Api<CallPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
-    let policy = match policies.get_opt(policy_name).await {
+    let read = match cached {
+        Some(policy) => Ok(Some(policy)),
+        None => policies.get_opt(policy_name).await,
+    };
+    let policy = match read {
         Ok(Some(policy)) => policy,
         Ok(None) => {
             let message = format!("CallPolicy {policy_name} not found in {namespace}");
@@ -200,7 +208,7 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
             &next,
             now,
         ),
-        withdrawn: withdrawn(ctx, call, &namespace).await,
+        withdrawn: withdrawn(ctx, &state.routes, call, &namespace).await,
         dialing: dialing.clone(),
         conference_room: Some(room.clone()),
         on_call: oncall::on_call(ctx, &namespace, &policy.spec, now).await?,
@@ -258,21 +266,10 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
     } else {
         call
     };
-    if decided != status {
+    let written = decided != status;
+    if written {
         match write_status(ctx, call, &decided).await {
-            Ok(_) => {
-                transitions(ctx, call, &status, &decided).await;
-                oncall::notices(ctx, call, &status, &decided).await;
-                if !status.phase.is_terminal() && decided.phase.is_terminal() {
-                    let why = decision.actions.iter().find_map(|a| match a {
-                        crate::escalation::Action::Finish { message, .. } => Some(message.as_str()),
-                        _ => None,
-                    });
-                    if let Err(error) = super::tested::record(ctx, call, &decided, why).await {
-                        tracing::warn!(%error, "recording the test call; tried again once its calls settle");
-                    }
-                }
-            }
+            Ok(_) => {}
             Err(error) if is_conflict(&error) => {
                 // Someone else wrote first (a newer watch event, or another replica): their
                 // status wins and nothing decided here may be acted on.
@@ -330,6 +327,11 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
     } else {
         (call.spec.summary.clone(), documents::Purpose::Page)
     };
+    let finished = decision.actions.iter().find_map(|a| match a {
+        crate::escalation::Action::Finish { message, .. } => Some(message.clone()),
+        _ => None,
+    });
+    let actions = decision.actions;
     let executor = Executor {
         runner: &ctx.runner,
         account: &account,
@@ -352,7 +354,20 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         found,
         unreachable,
         wake,
-    } = executor.run(decision.actions, &decided, now).await;
+    } = executor.run(actions, &decided, now).await;
+    // NB: announced after the dials are on their way: an Event is an API write, and nothing a
+    // person reads in `kubectl describe` is worth delaying a call for.
+    if written {
+        transitions(ctx, call, &status, &decided).await;
+        oncall::notices(ctx, call, &status, &decided).await;
+        if !status.phase.is_terminal() && decided.phase.is_terminal() {
+            if let Err(error) =
+                super::tested::record(ctx, call, &decided, finished.as_deref()).await
+            {
+                tracing::warn!(%error, "recording the test call; tried again once its calls settle");
+            }
+        }
+    }
     if !found.is_empty() {
         if let Err(error) = record(ctx, &namespace, &name, &found).await {
             tracing::warn!(%error, "recording lookups and polls");
@@ -493,6 +508,7 @@ pub(super) async fn blocked(
 
 pub(super) async fn withdrawn(
     ctx: &Context,
+    known: &Routes,
     call: &AlertCall,
     namespace: &str,
 ) -> Option<Withdrawn> {
@@ -500,11 +516,31 @@ pub(super) async fn withdrawn(
         return Some(Withdrawn::Deleted);
     }
     let route = call.spec.route_ref.as_ref()?;
+    // NB: the pager's route index has every valid route; one it lacks (invalid, or too new)
+    // is read.
+    let suspended = known
+        .borrow()
+        .index
+        .get(&RouteKey::new(namespace, &route.name))
+        .map(|compiled| compiled.route.spec.suspend);
+    if let Some(suspended) = suspended {
+        return suspended.then_some(Withdrawn::Suspended);
+    }
     let routes: Api<AlertRoute> = Api::namespaced(ctx.client.clone(), namespace);
     match routes.get_opt(&route.name).await {
         Ok(Some(route)) if route.spec.suspend => Some(Withdrawn::Suspended),
         _ => None,
     }
+}
+
+/// The page's policy from the cache, when it is there ready to dial: valid, with its
+/// documents published. Anything else is read from the API server, so a cache a watch event
+/// behind never blocks a page or names a problem the policy no longer has.
+fn cached_policy(policies: &Policies, namespace: &str, name: &str) -> Option<CallPolicy> {
+    let guarded = policies.get(&ObjectRef::new(name).within(namespace))?;
+    let policy = guarded.0.as_ref().ok()?;
+    let ready = validate::call_policy(&policy.spec).is_empty() && ack_base(None, policy).is_some();
+    ready.then(|| policy.clone())
 }
 
 /// The URLs of one call. Our own acknowledgement endpoint learns from the query which attempt
@@ -531,6 +567,90 @@ pub(super) fn dial_urls(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::TwimlStatus;
+    use crate::controllers::Config;
+    use crate::pipeline::routes::RouteSnapshot;
+    use crate::routing::RouteIndex;
+    use kube::core::DeserializeGuard;
+    use kube::runtime::{reflector, watcher};
+
+    fn policy(namespace: &str, published: bool, recipients: serde_json::Value) -> CallPolicy {
+        let mut policy: CallPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "oncall", "namespace": namespace},
+            "spec": {
+                "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": "+15005550006"},
+                "recipients": recipients,
+            },
+        }))
+        .unwrap_or_else(|e| panic!("policy: {e}"));
+        if published {
+            let mut twiml = TwimlStatus::default();
+            twiml.urls.ack = "https://svc-1.twil.io/alertcall/ns/oncall/ack.xml".into();
+            policy.status = Some(crate::api::CallPolicyStatus {
+                twiml: Some(twiml),
+                ..Default::default()
+            });
+        }
+        policy
+    }
+
+    #[test]
+    fn only_a_cached_policy_ready_to_dial_spares_the_read() {
+        let alice = serde_json::json!([{"name": "alice", "phone": "+15005550101"}]);
+        let (cache, mut writer) = reflector::store::<DeserializeGuard<CallPolicy>>();
+        let mut put = |policy: CallPolicy| {
+            writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(policy))));
+        };
+        assert!(cached_policy(&cache, "ns", "oncall").is_none(), "not in the cache");
+        put(policy("ns", true, alice.clone()));
+        let cached = cached_policy(&cache, "ns", "oncall");
+        assert_eq!(cached.map(|p| p.spec.recipients.len()), Some(1));
+        assert!(cached_policy(&cache, "other", "oncall").is_none(), "another namespace's");
+        // Not yet published, or invalid: read, so a stale cache never blocks or fails a page.
+        put(policy("ns", false, alice));
+        assert!(cached_policy(&cache, "ns", "oncall").is_none());
+        put(policy("ns", true, serde_json::json!([])));
+        assert!(cached_policy(&cache, "ns", "oncall").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_suspended_route_in_the_index_withdraws_its_page_without_a_read() {
+        // NB: a client that reaches nothing: a read would find no route and withdraw nothing.
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
+        let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let ctx = Context::new(
+            client,
+            Config::local("test"),
+            crate::leader::Leadership::always(),
+            shutdown,
+        );
+        let mut spec = crate::fixtures::route_spec();
+        spec.suspend = true;
+        let mut route = AlertRoute::new("r", spec);
+        route.metadata.namespace = Some("ns".into());
+        let snapshot = RouteSnapshot {
+            index: RouteIndex::new([route]),
+            synced: true,
+            ..Default::default()
+        };
+        let (_publish, routes) = tokio::sync::watch::channel(Arc::new(snapshot));
+        let mut call = AlertCall::new(
+            "page",
+            serde_json::from_value(serde_json::json!({
+                "policyRef": {"name": "oncall"},
+                "routeRef": {"name": "r"},
+                "summary": "s",
+                "source": {"kind": "KubernetesEvent"},
+            }))
+            .unwrap_or_else(|e| panic!("spec: {e}")),
+        );
+        call.metadata.namespace = Some("ns".into());
+        assert_eq!(
+            withdrawn(&ctx, &routes, &call, "ns").await,
+            Some(Withdrawn::Suspended)
+        );
+    }
 
     #[test]
     fn a_call_carries_the_query_only_to_our_own_endpoints() {
