@@ -615,17 +615,6 @@ const STORM: usize = 500;
 const REPEATS: usize = 10;
 const SCALE: f64 = 50.0;
 
-fn k8s_event(namespace: &str, name: &str, reason: &str, kind: &str, object: &str) -> Value {
-    let at = Timestamp::now().to_string();
-    json!({
-        "metadata": {"name": name, "namespace": namespace},
-        "involvedObject": {"apiVersion": "v1", "kind": kind, "name": object, "namespace": namespace},
-        "type": "Warning", "reason": reason, "message": format!("{reason} on {object}"), "count": 1,
-        "firstTimestamp": at, "lastTimestamp": at,
-        "source": {"component": "alertcall-bench"},
-    })
-}
-
 async fn bench_end_to_end() {
     header(&format!(
         "5. Event-to-first-dial under a storm (operator in process, loopback control plane, simulator x{SCALE})"
@@ -767,7 +756,7 @@ async fn measure(
                 let events = events.clone();
                 let object = format!("noise-{round}-{i}");
                 async move {
-                    let body = k8s_event(namespace, &object, "Pulled", "Pod", &object);
+                    let body = support::bench_event(namespace, &object, "Pulled", "Pod", &object);
                     support::try_create(&events, body).await
                 }
             })
@@ -780,7 +769,7 @@ async fn measure(
         let storm_time = storm_start.elapsed();
         let before = created(&sim.ledger()).len();
         let name = format!("crash-{round}");
-        let body = k8s_event(
+        let body = support::bench_event(
             namespace,
             &name,
             "BenchCrash",

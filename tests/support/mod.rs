@@ -299,6 +299,24 @@ pub async fn until_ready(addr: std::net::SocketAddr) {
     .await;
 }
 
+/// A Warning Event of the benchmarks, happening now, about `kind` `object` in `namespace`.
+pub fn bench_event(
+    namespace: &str,
+    name: &str,
+    reason: &str,
+    kind: &str,
+    object: &str,
+) -> serde_json::Value {
+    let at = jiff::Timestamp::now().to_string();
+    json!({
+        "metadata": {"name": name, "namespace": namespace},
+        "involvedObject": {"apiVersion": "v1", "kind": kind, "name": object, "namespace": namespace},
+        "type": "Warning", "reason": reason, "message": format!("{reason} on {object}"), "count": 1,
+        "firstTimestamp": at, "lastTimestamp": at,
+        "source": {"component": "alertcall-bench"},
+    })
+}
+
 /// The benchmarks' route: Warning `BenchCrash` Events about Pods page the CallPolicy `oncall`;
 /// returns once the operator reports it Ready (so Events can match it).
 pub async fn crash_route_ready(client: &Client, namespace: &str) -> Result<(), String> {
