@@ -480,19 +480,18 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn sre_oncall_is_acknowledged_by_carol_after_alice_and_bob() {
-        let run = match simulate("sre-oncall", TIME_SCALE).await {
-            Ok(run) => run,
-            Err(error) => panic!("demo failed: {error}"),
-        };
+    /// The run and its report, once it is known to have ended acknowledged by `by`.
+    fn acknowledged(run: Result<DemoRun, DemoError>, by: &str) -> (DemoRun, String) {
+        let run = run.unwrap_or_else(|error| panic!("demo failed: {error}"));
         let text = run.render();
         assert_eq!(run.status.phase, Phase::Acknowledged, "{text}");
-        assert_eq!(
-            run.status.acknowledged_by.as_deref(),
-            Some("carol"),
-            "{text}"
-        );
+        assert_eq!(run.status.acknowledged_by.as_deref(), Some(by), "{text}");
+        (run, text)
+    }
+
+    #[tokio::test]
+    async fn sre_oncall_is_acknowledged_by_carol_after_alice_and_bob() {
+        let (run, text) = acknowledged(simulate("sre-oncall", TIME_SCALE).await, "carol");
         let seen = attempts(&run);
         assert_eq!(seen.len(), 3, "{text}");
         assert_eq!(
@@ -571,17 +570,7 @@ mod tests {
 
     #[tokio::test]
     async fn schedule_hands_off_from_alice_to_carol_between_rounds() {
-        let run = match simulate("schedule", TIME_SCALE).await {
-            Ok(run) => run,
-            Err(error) => panic!("demo failed: {error}"),
-        };
-        let text = run.render();
-        assert_eq!(run.status.phase, Phase::Acknowledged, "{text}");
-        assert_eq!(
-            run.status.acknowledged_by.as_deref(),
-            Some("primary/carol"),
-            "{text}"
-        );
+        let (run, text) = acknowledged(simulate("schedule", TIME_SCALE).await, "primary/carol");
         let called: Vec<(String, Option<String>, u32, bool)> = run
             .status
             .attempts
