@@ -36,7 +36,7 @@ const ALICE: &str = "+15005550101";
 /// The simulator's clock runs this much faster, so pages that ring out end quickly.
 const SCALE: f64 = 50.0;
 /// Matching Events timed per case.
-const PAGES: usize = 20;
+const PAGES: usize = 40;
 /// New groups fired at once at the end of the storm, to load the pacer.
 const BURST: usize = 20;
 /// The policy's (so the account's) calls per second.

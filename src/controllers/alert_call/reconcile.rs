@@ -601,11 +601,17 @@ mod tests {
         let mut put = |policy: CallPolicy| {
             writer.apply_watcher_event(&watcher::Event::Apply(DeserializeGuard(Ok(policy))));
         };
-        assert!(cached_policy(&cache, "ns", "oncall").is_none(), "not in the cache");
+        assert!(
+            cached_policy(&cache, "ns", "oncall").is_none(),
+            "not in the cache"
+        );
         put(policy("ns", true, alice.clone()));
         let cached = cached_policy(&cache, "ns", "oncall");
         assert_eq!(cached.map(|p| p.spec.recipients.len()), Some(1));
-        assert!(cached_policy(&cache, "other", "oncall").is_none(), "another namespace's");
+        assert!(
+            cached_policy(&cache, "other", "oncall").is_none(),
+            "another namespace's"
+        );
         // Not yet published, or invalid: read, so a stale cache never blocks or fails a page.
         put(policy("ns", false, alice));
         assert!(cached_policy(&cache, "ns", "oncall").is_none());
