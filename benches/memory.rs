@@ -12,25 +12,22 @@
 //! The numbers are printed, never asserted: RSS depends on the machine, the kernel and the
 //! neighbours. Only correctness is checked (the webhook answered 200, the /proc parser).
 
+#[path = "support/rss.rs"]
+mod rss;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alertcall::api::{AlertCall, AlertRoute, CallPolicy};
 use alertcall::sources::alertmanager::MAX_BODY_BYTES;
-use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::Client;
-use serde_json::{json, Value};
+use serde_json::json;
 
-const AC: &str = "AC0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "bench-token";
-const BEARER: &str = "bench-bearer";
+use rss::{mib, rss, Operator, AC, BEARER, MIB, TOKEN};
+
 /// Alerts per webhook body: the report (two of them took RSS from 24 MB to 58 MB).
 const ALERTS: usize = 5_000;
 /// How long RSS is watched after the last payload, and how often it is read.
@@ -38,147 +35,6 @@ const SETTLE: Duration = Duration::from_secs(30);
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// Bound of every wait on the operator or the control plane.
 const WAIT: Duration = Duration::from_secs(60);
-const MIB: f64 = 1024.0 * 1024.0;
-
-/// The `kB` value of one field (`VmRSS`, `VmHWM`) of `/proc/<pid>/status`, in bytes.
-fn status_field(status: &str, field: &str) -> Option<u64> {
-    status.lines().find_map(|line| {
-        let (name, rest) = line.split_once(':')?;
-        if name != field {
-            return None;
-        }
-        let kib = rest.trim().strip_suffix("kB")?.trim().parse::<u64>().ok()?;
-        Some(kib * 1024)
-    })
-}
-
-/// Resident set size now and at its peak (the kernel's high-water mark), in bytes.
-#[derive(Debug, Clone, Copy)]
-struct Rss {
-    now: u64,
-    peak: u64,
-}
-
-fn rss(pid: u32) -> Result<Rss, String> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
-    match (
-        status_field(&status, "VmRSS"),
-        status_field(&status, "VmHWM"),
-    ) {
-        (Some(now), Some(peak)) => Ok(Rss { now, peak }),
-        _ => Err(format!("{path} has no VmRSS/VmHWM")),
-    }
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / MIB)
-}
-
-/// The operator as a child process, killed (and reaped) when dropped, whatever happened.
-struct Operator {
-    child: Child,
-    addr: String,
-    log: tempfile::NamedTempFile,
-}
-
-impl Operator {
-    fn start(bin: &PathBuf, kubeconfig: &std::path::Path, namespace: &str) -> Result<Self, String> {
-        // NB: a free port found by binding port 0 and letting go of it; another process could take
-        // it in between, and then /readyz times out with the operator's bind error in its log.
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("finding a free port: {e}"))?
-            .to_string();
-        let log = tempfile::NamedTempFile::new().map_err(|e| format!("log file: {e}"))?;
-        let stderr = log.reopen().map_err(|e| format!("log file: {e}"))?;
-        // Twilio at the discard port of loopback: dials fail fast (connection refused) and are
-        // retried with backoff, so what is measured is the webhook and the pager, not a call.
-        let twilio = "http://127.0.0.1:9/";
-        let child = Command::new(bin)
-            .args(["run", "--namespace", namespace, "--listen", &addr])
-            .args([
-                "--twilio-api-url",
-                twilio,
-                "--twilio-serverless-url",
-                twilio,
-            ])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-        Ok(Operator { child, addr, log })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The end of the operator's log, to explain a failure.
-    fn log_tail(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut file) = self.log.reopen() {
-            let _ = file.read_to_string(&mut text);
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(10)..].join("\n")
-    }
-
-    fn exited(&mut self) -> Option<String> {
-        match self.child.try_wait() {
-            Ok(Some(status)) => Some(format!("the operator exited ({status})")),
-            Ok(None) => None,
-            Err(error) => Some(format!("cannot check the operator: {error}")),
-        }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A version-4 body of `ALERTS` firing alerts, all with one `alertname` (the route groups by it,
-/// so the body is one page), each with the labels and annotations a real rule carries.
-fn payload(batch: usize) -> Vec<u8> {
-    let now = Timestamp::now().to_string();
-    let alerts: Vec<Value> = (0..ALERTS)
-        .map(|i| {
-            json!({
-                "status": "firing",
-                "labels": {
-                    "alertname": "BenchMemory", "severity": "critical", "cluster": "bench-1",
-                    "namespace": "shop", "service": "checkout", "job": "kubernetes-pods",
-                    "pod": format!("checkout-{batch}-{i:05}-7d9f8b6c5d-x2x9q"),
-                    "instance": format!("10.{}.{}.{}:8080", batch, i / 256, i % 256),
-                },
-                "annotations": {
-                    "summary": format!("checkout pod {i} of batch {batch} is failing its probes"),
-                    "description": "The readiness probe has failed for more than 5 minutes; requests are routed to fewer pods.",
-                    "runbook_url": "https://runbooks.example.com/checkout/probe-failures",
-                },
-                "startsAt": now,
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": format!("http://prometheus:9090/graph?g0.expr=up%7Bpod%3D%22checkout-{i}%22%7D"),
-                "fingerprint": format!("{batch:02x}{i:014x}"),
-            })
-        })
-        .collect();
-    let body = json!({
-        "version": "4", "status": "firing", "receiver": "alertcall",
-        "groupKey": "{}:{alertname=\"BenchMemory\"}", "truncatedAlerts": 0,
-        "groupLabels": {"alertname": "BenchMemory"},
-        "commonLabels": {"alertname": "BenchMemory", "severity": "critical"},
-        "commonAnnotations": {}, "externalURL": "http://alertmanager:9093",
-        "alerts": alerts,
-    });
-    serde_json::to_vec(&body).unwrap_or_default()
-}
 
 async fn setup(client: &Client, namespace: &str) -> Result<(), String> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
@@ -235,16 +91,7 @@ async fn measure(
     namespace: &str,
     operator: &mut Operator,
 ) -> Result<Measured, String> {
-    let http = reqwest::Client::builder()
-        .timeout(WAIT)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let readyz = format!("http://{}/readyz", operator.addr);
-    support::wait_for("the operator's /readyz", WAIT, || {
-        let request = http.get(&readyz).send();
-        async move { request.await.ok()?.status().is_success().then_some(()) }
-    })
-    .await?;
+    let http = operator.ready(WAIT).await?;
     setup(client, namespace).await?;
     let routes: Api<AlertRoute> = Api::namespaced(client.clone(), namespace);
     support::wait_for("the AlertRoute to be observed", WAIT, || {
@@ -266,7 +113,7 @@ async fn measure(
     let url = format!("http://{}/alertmanager/{namespace}/am", operator.addr);
     let mut body_bytes = 0;
     for batch in 0..2 {
-        let body = payload(batch);
+        let body = rss::alertmanager_body("BenchMemory", batch, ALERTS);
         body_bytes = body.len();
         if body.len() > MAX_BODY_BYTES {
             return Err(format!(
@@ -275,19 +122,9 @@ async fn measure(
             ));
         }
         let start = Instant::now();
-        let response = http
-            .post(&url)
-            .bearer_auth(BEARER)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+        let status = rss::post_alerts(&http, &url, body)
             .await
-            .map_err(|e| format!("POST: {e}"))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(format!("payload {batch}: {status} {text}"));
-        }
+            .map_err(|e| format!("payload {batch}: {e}"))?;
         let now = rss(operator.pid())?;
         println!(
             "  payload {batch}: {ALERTS} alerts, {:.2} MiB body, {status} after {:.0} ms; VmRSS {}",
@@ -343,60 +180,22 @@ fn report(allocator: &str, m: &Measured) {
     );
 }
 
-/// The parser is the measuring instrument: check it on a known `/proc/<pid>/status` excerpt
-/// before trusting what it reads.
-fn check_parser() {
-    let sample = "Name:\talertcall\nVmHWM:\t   59904 kB\nVmRSS:\t   24576 kB\nThreads:\t5\n";
-    assert_eq!(status_field(sample, "VmRSS"), Some(24576 * 1024));
-    assert_eq!(status_field(sample, "VmHWM"), Some(59904 * 1024));
-    assert_eq!(status_field(sample, "VmSwap"), None);
-    assert_eq!(status_field("VmRSS:\tlots\n", "VmRSS"), None);
-}
-
 async fn bench() {
-    let bin = std::env::var_os("ALERTCALL_BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_alertcall")));
-    let allocator = if std::env::var_os("ALERTCALL_BENCH_BIN").is_some() {
-        "ALERTCALL_BENCH_BIN"
-    } else {
-        "this build's binary"
-    };
-    println!(
-        "\n== Memory of `alertcall run` (child process {}): 2 x {ALERTS}-alert webhook bodies",
-        bin.display()
-    );
-    // NB: provisioning blocks (it may start the control plane): off the runtime's threads.
-    let kubeconfig = match tokio::task::spawn_blocking(support::try_kubeconfig).await {
-        Ok(Ok(path)) => path,
-        Ok(Err(error)) => {
-            let error = format!("the test control plane is not available: {error}");
-            println!("  SKIPPED: {}", error.lines().next().unwrap_or(&error));
-            return;
-        }
-        Err(error) => {
-            println!("  SKIPPED: {error}");
-            return;
-        }
-    };
-    let client = match support::try_client().await {
-        Ok(client) => client,
-        Err(error) => {
-            println!("  SKIPPED: {}", error.lines().next().unwrap_or(&error));
-            return;
-        }
+    let title = format!("Memory of `alertcall run`: 2 x {ALERTS}-alert webhook bodies");
+    let Some(rss::Setup {
+        bin,
+        binary: allocator,
+        kubeconfig,
+        client,
+    }) = rss::begin(&title).await
+    else {
+        return;
     };
     let ns = support::TestNamespace::new(&client, "bench-memory").await;
-    let result = match Operator::start(&bin, &kubeconfig, &ns.name) {
-        Ok(mut operator) => {
-            let result = measure(&client, &ns.name, &mut operator).await;
-            let result =
-                result.map_err(|e| format!("{e}\n  operator log:\n{}", operator.log_tail()));
-            drop(operator);
-            result
-        }
-        Err(error) => Err(error),
-    };
+    let result = rss::with_operator(&bin, &kubeconfig, Some(&ns.name), async |operator| {
+        measure(&client, &ns.name, operator).await
+    })
+    .await;
     ns.delete().await;
     match result {
         Ok(measured) => report(allocator, &measured),
@@ -405,12 +204,5 @@ async fn bench() {
 }
 
 fn main() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    check_parser();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
-    runtime.block_on(bench());
+    rss::main(bench());
 }
