@@ -245,7 +245,7 @@ impl IndexState {
                     &mut self.routes,
                     &mut self.route_buffer,
                     &mut self.routes_synced,
-                    |guard| guard.0.ok().map(Arc::new),
+                    |guard| guard.0.ok().map(|route| Arc::new(slim(route))),
                 ) || invalid
             }
             Change::Policy(Ok(event)) => apply_event(
@@ -279,6 +279,21 @@ impl IndexState {
             synced: true,
         }
     }
+}
+
+/// kubectl's copy of the whole object, as last applied: kubectl reads it, nothing here does.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The route as the snapshot keeps it: without its managedFields and kubectl's last-applied
+/// copy, which nothing here reads. Parsed, a route's managedFields (a JSON tree per field
+/// manager, ours included since we write its status) take more memory than the rest of it:
+/// most of the index, with 1,000 routes (`benches/scale.rs`).
+fn slim(mut route: AlertRoute) -> AlertRoute {
+    route.metadata.managed_fields = None;
+    if let Some(annotations) = route.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+    route
 }
 
 /// Folds one watch event into `objects`; true when the published snapshot must change.
@@ -354,6 +369,53 @@ mod tests {
         let snapshot = state.snapshot();
         assert!(snapshot.invalid.is_empty());
         assert_eq!(snapshot.index.len(), 1);
+    }
+
+    #[test]
+    fn the_index_keeps_routes_without_managed_fields_and_last_applied_copies() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let mut route = AlertRoute::new("r", fixtures::route_spec());
+        route.metadata.namespace = Some("prod".into());
+        route.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some("kubectl".into()),
+            operation: Some("Apply".into()),
+            ..Default::default()
+        }]);
+        route.metadata.annotations = Some(
+            [
+                (LAST_APPLIED.to_string(), "{\"spec\":{}}".to_string()),
+                ("team".to_string(), "sre".to_string()),
+            ]
+            .into(),
+        );
+        let kept_meta = |state: &IndexState| {
+            let kept = state.routes.values().next().map(|r| r.metadata.clone());
+            let kept = kept.unwrap_or_default();
+            assert_eq!(kept.managed_fields, None);
+            assert_eq!(
+                kept.annotations,
+                Some([("team".to_string(), "sre".to_string())].into())
+            );
+        };
+        let mut state = IndexState::default();
+        // From the initial list, then from a change.
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(DeserializeGuard(Ok(route.clone()))),
+            watcher::Event::InitDone,
+        ] {
+            state.fold(Change::Route(Ok(event)));
+        }
+        kept_meta(&state);
+        let changed = watcher::Event::Apply(DeserializeGuard(Ok(route.clone())));
+        assert!(state.fold(Change::Route(Ok(changed))));
+        kept_meta(&state);
+        // What matching and the status loop read is all there.
+        let snapshot = state.snapshot();
+        let kept = &snapshot.index.routes()[0].route;
+        assert_eq!(kept.spec, route.spec);
+        assert_eq!(kept.metadata.name, route.metadata.name);
+        assert_eq!(kept.metadata.generation, route.metadata.generation);
     }
 
     #[test]
