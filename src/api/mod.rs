@@ -62,6 +62,20 @@ fn default_token_key() -> String {
     "token".to_string()
 }
 
+/// kubectl's copy of the whole object, as last applied: kubectl reads it, nothing here does.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what a cached object carries for others: its managedFields and kubectl's last-applied
+/// copy. Parsed, a CallPolicy's or an AlertRoute's managedFields (a JSON tree per field manager,
+/// ours included since we write its status) take more memory than the rest of it; with 1,000
+/// of each they were most of the operator's caches (`benches/scale.rs`).
+pub fn forget_bookkeeping(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
 /// Every CRD this operator owns, in the order they are printed by `alertcall crd`.
 pub fn crds(
 ) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>

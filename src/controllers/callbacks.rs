@@ -60,7 +60,13 @@ pub fn watch_policies(ctx: &Context) -> (Policies, impl std::future::Future<Outp
     let (reader, writer) = reflector::store();
     let readiness = ctx.readiness.clone();
     let task = async move {
-        let stream = reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+        // NB: the cache keeps what verifying a request and dialing read, not the bookkeeping.
+        let slim = watcher(api, watcher::Config::default()).modify(|guarded| {
+            if let Ok(policy) = guarded.0.as_mut() {
+                crate::api::forget_bookkeeping(&mut policy.metadata);
+            }
+        });
+        let stream = reflector(writer, slim).default_backoff();
         futures::pin_mut!(stream);
         while let Some(event) = stream.next().await {
             match event {

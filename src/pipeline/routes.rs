@@ -281,18 +281,9 @@ impl IndexState {
     }
 }
 
-/// kubectl's copy of the whole object, as last applied: kubectl reads it, nothing here does.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
-/// The route as the snapshot keeps it: without its managedFields and kubectl's last-applied
-/// copy, which nothing here reads. Parsed, a route's managedFields (a JSON tree per field
-/// manager, ours included since we write its status) take more memory than the rest of it:
-/// most of the index, with 1,000 routes (`benches/scale.rs`).
+/// The route as the snapshot keeps it: see [`crate::api::forget_bookkeeping`].
 fn slim(mut route: AlertRoute) -> AlertRoute {
-    route.metadata.managed_fields = None;
-    if let Some(annotations) = route.metadata.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
-    }
+    crate::api::forget_bookkeeping(&mut route.metadata);
     route
 }
 
@@ -383,7 +374,10 @@ mod tests {
         }]);
         route.metadata.annotations = Some(
             [
-                (LAST_APPLIED.to_string(), "{\"spec\":{}}".to_string()),
+                (
+                    crate::api::LAST_APPLIED.to_string(),
+                    "{\"spec\":{}}".to_string(),
+                ),
                 ("team".to_string(), "sre".to_string()),
             ]
             .into(),
