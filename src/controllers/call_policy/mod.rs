@@ -23,8 +23,8 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, reflector, ObjectRef};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -230,7 +230,15 @@ pub async fn run(ctx: Arc<Context>) {
     let mut shutdown = ctx.shutdown.clone();
     let leadership = ctx.leader.clone();
     let state = Arc::new(State::new(ctx));
-    let controller = Controller::new(policies.clone(), watcher::Config::default());
+    // NB: the controller's store holds every policy; it keeps them without their bookkeeping.
+    let (store, writer) = reflector::store();
+    let slim = watcher(policies.clone(), watcher::Config::default()).modify(|guarded| {
+        if let Ok(policy) = guarded.0.as_mut() {
+            crate::api::forget_bookkeeping(&mut policy.metadata);
+        }
+    });
+    let trigger = reflector(writer, slim).default_backoff().applied_objects();
+    let controller = Controller::for_stream(trigger, store);
     let (tiers, named) = (controller.store(), controller.store());
     controller
         // A policy change may make or break the escalation loop of the policies naming it.
