@@ -69,6 +69,15 @@ impl Schedule {
     }
 }
 
+/// Members on call as the CLI shows them: `alice +819012345678, bob client:bob`.
+pub fn members_line(members: &[Recipient]) -> String {
+    let named: Vec<String> = members
+        .iter()
+        .map(|m| format!("{} {}", m.name, m.address.twilio_to().unwrap_or_default()))
+        .collect();
+    named.join(", ")
+}
+
 /// The members of a schedule on call at `now`, or why nobody is.
 pub fn members_on_call(
     spec: &OnCallScheduleSpec,

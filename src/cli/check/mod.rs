@@ -362,16 +362,10 @@ fn on_call_text(
         );
     };
     match crate::schedule::members_on_call(&found.spec, schedule, at) {
-        Ok(members) => {
-            let named: Vec<String> = members
-                .iter()
-                .map(|m| format!("{} ({})", m.name, m.address.twilio_to().unwrap_or_default()))
-                .collect();
-            format!(
-                "on call in schedule {schedule} at {at}: {}",
-                named.join(", ")
-            )
-        }
+        Ok(members) => format!(
+            "on call in schedule {schedule} at {at}: {}",
+            crate::schedule::members_line(&members)
+        ),
         Err(why) => format!("skipped at {at}: {why}"),
     }
 }
@@ -741,12 +735,12 @@ spec:
         // Friday in Tokyo: alice's business hours, then carol's after-hours layer from 18:00.
         let day = explained("2026-12-11T17:59:00+09:00");
         assert!(
-            day.contains("1. primary on call in schedule sre-primary at 2026-12-11T08:59:00Z: alice (+819012345678)"),
+            day.contains("1. primary on call in schedule sre-primary at 2026-12-11T08:59:00Z: alice +819012345678"),
             "{day}"
         );
         assert!(day.contains("2. lead +14155550110"), "{day}");
         let evening = explained("2026-12-11T18:00:00+09:00");
-        assert!(evening.contains(": carol (+819087654321)"), "{evening}");
+        assert!(evening.contains(": carol +819087654321"), "{evening}");
         // Before any rotation starts, nobody is on call: the recipient is skipped, and says so.
         let before = explained("2026-12-01T12:00:00+09:00");
         assert!(before.contains("1. primary skipped at"), "{before}");

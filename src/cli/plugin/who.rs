@@ -92,17 +92,11 @@ pub fn recipient_line(recipient: &Recipient, on_call: &OnCall) -> String {
     }
     let schedule = recipient.address.schedule().unwrap_or_default();
     match on_call.get(schedule) {
-        Some(Ok(members)) => {
-            let members: Vec<String> = members
-                .iter()
-                .map(|m| format!("{} {}", m.name, m.address.twilio_to().unwrap_or_default()))
-                .collect();
-            format!(
-                "{} (schedule {schedule}): {}",
-                recipient.name,
-                members.join(", ")
-            )
-        }
+        Some(Ok(members)) => format!(
+            "{} (schedule {schedule}): {}",
+            recipient.name,
+            crate::schedule::members_line(members)
+        ),
         Some(Err(why)) => format!("{} (schedule {schedule}): skipped, {why}", recipient.name),
         None => format!("{} (schedule {schedule})", recipient.name),
     }
