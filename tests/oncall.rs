@@ -14,14 +14,6 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use support::paging::*;
 
-fn local(offset_seconds: i64) -> String {
-    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(offset_seconds);
-    at.to_zoned(jiff::tz::TimeZone::UTC)
-        .datetime()
-        .strftime("%Y-%m-%dT%H:%M:%S")
-        .to_string()
-}
-
 /// alice, bob and carol; `rotation` members take turns from `start` in week-long shifts.
 fn schedule(name: &str, rotation: &[&str], start: &str) -> serde_json::Value {
     json!({
@@ -149,7 +141,7 @@ async fn a_schedule_recipient_calls_who_is_on_call_now_and_an_override_wins() {
 
     // An override around now puts bob on call; the next page calls him, not alice.
     let api: Api<OnCallSchedule> = Api::namespaced(h.client.clone(), &h.ns.name);
-    let patch = json!({"spec": {"overrides": [{"member": "bob", "start": local(-3600), "end": local(3600)}]}});
+    let patch = json!({"spec": {"overrides": [{"member": "bob", "start": support::utc_local(-3600), "end": support::utc_local(3600)}]}});
     api.patch("sre", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap_or_else(|e| panic!("patching the schedule: {e}"));

@@ -8,14 +8,6 @@ use alertcall::api::OnCallSchedule;
 use alertcall::operator::{self, Config};
 use kube::api::Api;
 
-fn local(offset_seconds: i64) -> String {
-    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(offset_seconds);
-    at.to_zoned(jiff::tz::TimeZone::UTC)
-        .datetime()
-        .strftime("%Y-%m-%dT%H:%M:%S")
-        .to_string()
-}
-
 fn schedule(name: &str, zone: &str, override_end: &str) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "alertcall.dev/v1alpha1",
@@ -31,7 +23,7 @@ fn schedule(name: &str, zone: &str, override_end: &str) -> serde_json::Value {
                 {"name": "always", "members": ["alice"], "start": "2020-01-01T00:00:00", "shiftLength": "168h"}
             ],
             "overrides": [
-                {"member": "bob", "start": local(-3600), "end": override_end}
+                {"member": "bob", "start": support::utc_local(-3600), "end": override_end}
             ]
         }
     })
@@ -51,7 +43,7 @@ async fn status_hands_off_on_time_and_printer_columns_show_it() {
     let api: Api<OnCallSchedule> = Api::namespaced(client.clone(), &ns.name);
     // bob's override ends a few seconds from now: nothing but the requeue at `until` can move
     // the status to alice.
-    let end = local(8);
+    let end = support::utc_local(8);
     support::create(&api, schedule("primary", "UTC", &end)).await;
     let status = support::eventually("bob on call until the override ends", || async {
         let status = api.get("primary").await.ok()?.status?;
@@ -125,7 +117,11 @@ async fn invalid_schedule_is_not_ready_with_the_reason() {
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     let api: Api<OnCallSchedule> = Api::namespaced(client.clone(), &ns.name);
-    support::create(&api, schedule("broken", "Mars/Olympus", &local(3600))).await;
+    support::create(
+        &api,
+        schedule("broken", "Mars/Olympus", &support::utc_local(3600)),
+    )
+    .await;
     let condition = support::eventually("Ready=False", || async {
         let status = api.get("broken").await.ok()?.status?;
         status

@@ -20,6 +20,17 @@ fn schedule_recipient(name: &str, schedule: &str) -> Recipient {
     }
 }
 
+/// The page's first step, at second 0, with nothing observed yet.
+fn first_step(policy: &CallPolicySpec, ctx: &StepContext) -> Decision {
+    step(
+        policy,
+        &alert_call_spec(),
+        &AlertCallStatus::default(),
+        at(0),
+        ctx,
+    )
+}
+
 fn ctx(on_call: &[(&str, Result<Vec<Recipient>, String>)]) -> StepContext {
     StepContext {
         on_call: on_call
@@ -63,13 +74,7 @@ fn a_schedule_recipient_dials_each_member_on_call_and_records_who() {
             member("bob", "+15005550102"),
         ]),
     )]);
-    let decision = step(
-        &policy,
-        &alert_call_spec(),
-        &AlertCallStatus::default(),
-        at(0),
-        &ctx,
-    );
+    let decision = first_step(&policy, &ctx);
     assert_eq!(
         dials(&decision),
         vec![
@@ -99,13 +104,7 @@ fn an_empty_schedule_is_skipped_and_the_next_recipient_called_at_once() {
         "OnCallSchedule sre not found",
     ] {
         let ctx = ctx(&[("sre", Err(why.to_string()))]);
-        let decision = step(
-            &policy,
-            &alert_call_spec(),
-            &AlertCallStatus::default(),
-            at(0),
-            &ctx,
-        );
+        let decision = first_step(&policy, &ctx);
         assert_eq!(
             dials(&decision),
             vec![("r1-alice".to_string(), "+15005550101".to_string())]
@@ -137,13 +136,7 @@ fn a_round_that_reaches_nobody_exhausts_with_a_reason_in_both_strategies() {
             ("gap", Ok(vec![])),
             ("gone", Err("OnCallSchedule gone not found".into())),
         ]);
-        let decision = step(
-            &policy,
-            &alert_call_spec(),
-            &AlertCallStatus::default(),
-            at(0),
-            &ctx,
-        );
+        let decision = first_step(&policy, &ctx);
         assert_eq!(decision.status.phase, Phase::Exhausted, "{mode:?}");
         assert!(dials(&decision).is_empty());
         assert_eq!(decision.status.skipped.len(), 2);

@@ -299,6 +299,16 @@ pub async fn until_ready(addr: std::net::SocketAddr) {
     .await;
 }
 
+/// Wall-clock time `offset_seconds` from now as a schedule's local time in UTC
+/// (`2026-12-24T09:00:00`).
+pub fn utc_local(offset_seconds: i64) -> String {
+    let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(offset_seconds);
+    at.to_zoned(jiff::tz::TimeZone::UTC)
+        .datetime()
+        .strftime("%Y-%m-%dT%H:%M:%S")
+        .to_string()
+}
+
 /// A Warning Event of the benchmarks, happening now, about `kind` `object` in `namespace`.
 pub fn bench_event(
     namespace: &str,

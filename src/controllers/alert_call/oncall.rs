@@ -134,21 +134,17 @@ pub(super) async fn notices(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Address, OnCallScheduleSpec, Override, Recipient, Rotation};
+    use crate::api::{OnCallScheduleSpec, Override, Recipient, Rotation};
 
     fn spec(overrides: Vec<Override>) -> OnCallScheduleSpec {
         OnCallScheduleSpec {
             time_zone: "UTC".into(),
-            members: vec![
-                Recipient {
-                    name: "alice".into(),
-                    address: Address::Phone("+15005550101".into()),
-                },
-                Recipient {
-                    name: "bob".into(),
-                    address: Address::Client("bob".into()),
-                },
-            ],
+            // alice (+15005550101) and bob (client bob), as in the fixture policy.
+            members: crate::fixtures::policy_spec()
+                .recipients
+                .into_iter()
+                .take(2)
+                .collect(),
             rotations: vec![Rotation {
                 name: "always".into(),
                 members: vec!["alice".into()],
