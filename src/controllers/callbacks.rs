@@ -36,7 +36,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use subtle::ConstantTimeEq;
 
-use super::alert_call::{claimed_sids, record, Pages};
+use super::alert_call::{record, Pages};
 use super::Context;
 use crate::api::{AlertCall, Attempt, CallPolicy};
 use crate::escalation::{CallUpdate, Observation};
@@ -233,6 +233,23 @@ struct Binding<'a> {
     allow_host: bool,
 }
 
+/// The first version of a page that holds the nonce and attempt a request names, with that
+/// attempt.
+fn page_attempt(versions: Vec<AlertCall>, named: &Named) -> Option<(AlertCall, Attempt)> {
+    versions.into_iter().find_map(|call| {
+        let status = call.status.as_ref()?;
+        if !nonce_matches(&named.nonce, status.nonce.as_deref()) {
+            return None;
+        }
+        let attempt = status
+            .attempts
+            .iter()
+            .find(|a| a.id == named.attempt)?
+            .clone();
+        Some((call, attempt))
+    })
+}
+
 fn nonce_matches(given: &str, kept: Option<&str>) -> bool {
     kept.is_some_and(|kept| bool::from(kept.as_bytes().ct_eq(given.as_bytes())))
 }
@@ -270,16 +287,9 @@ impl Callbacks {
                 return Err(Refusal::Forbidden);
             }
         }
-        let page = ObjectRef::<Guarded>::new(&named.name).within(&named.namespace);
-        let call = self
-            .pages
-            .get(&page)
-            .and_then(|guarded| guarded.0.as_ref().ok().cloned())
-            .ok_or(Refusal::Forbidden)?;
-        let status = call.status.clone().unwrap_or_default();
-        if !nonce_matches(&named.nonce, status.nonce.as_deref()) {
-            return Err(Refusal::Forbidden);
-        }
+        let (call, attempt) =
+            page_attempt(self.pages.versions(&named.namespace, &named.name), &named)
+                .ok_or(Refusal::Forbidden)?;
         let policy_name = call.active_policy().to_string();
         if binding
             .path_policy
@@ -287,12 +297,6 @@ impl Callbacks {
         {
             return Err(Refusal::Forbidden);
         }
-        let attempt = status
-            .attempts
-            .iter()
-            .find(|a| a.id == named.attempt)
-            .cloned()
-            .ok_or(Refusal::Forbidden)?;
         let policy = self
             .policies
             .get(&ObjectRef::new(&policy_name).within(&named.namespace))
@@ -348,23 +352,24 @@ impl Callbacks {
         let given = given?;
         // NB: the dial's own report may have recorded this very SID since the request was
         // verified; then it is this attempt's, not a claim of another page.
-        let page = ObjectRef::<Guarded>::new(&verified.call.name_any())
-            .within(&verified.call.namespace().unwrap_or_default());
         let recorded_since = self
             .pages
-            .get(&page)
-            .and_then(|guarded| guarded.0.as_ref().ok().and_then(|c| c.status.clone()))
-            .and_then(|status| {
-                status
-                    .attempts
-                    .into_iter()
-                    .find(|a| a.id == verified.attempt.id)
-            })
-            .and_then(|attempt| attempt.call_sid);
+            .versions(
+                &verified.call.namespace().unwrap_or_default(),
+                &verified.call.name_any(),
+            )
+            .into_iter()
+            .filter_map(|call| call.status)
+            .flat_map(|status| status.attempts)
+            .find_map(|attempt| {
+                (attempt.id == verified.attempt.id)
+                    .then_some(attempt.call_sid)
+                    .flatten()
+            });
         if let Some(recorded) = recorded_since {
             return (recorded == given).then_some(recorded);
         }
-        if claimed_sids(&self.pages).contains(given) {
+        if self.pages.claimed_sids().contains(given) {
             return None;
         }
         let call = match verified.account.client.fetch_call(given).await {
@@ -394,8 +399,6 @@ impl Callbacks {
             .then(|| call.sid.clone())
     }
 }
-
-type Guarded = kube::core::DeserializeGuard<AlertCall>;
 
 async fn status_callback(
     State(callbacks): State<Callbacks>,
@@ -575,5 +578,48 @@ mod tests {
         }
         assert!(signature_ok("token", &urls, &params, &headers));
         assert!(!signature_ok("other", &urls, &params, &headers));
+    }
+
+    #[test]
+    fn a_request_is_checked_against_every_version_of_its_page() {
+        let version = |nonce: Option<&str>, attempts: &[&str]| {
+            let mut call: AlertCall = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "page", "namespace": "ns"},
+                "spec": {"policyRef": {"name": "oncall"}, "summary": "s"},
+            }))
+            .unwrap_or_else(|e| panic!("page: {e}"));
+            let mut status = crate::api::AlertCallStatus {
+                nonce: nonce.map(str::to_string),
+                ..Default::default()
+            };
+            status.attempts = attempts
+                .iter()
+                .map(|id| Attempt {
+                    id: id.to_string(),
+                    ..Default::default()
+                })
+                .collect();
+            call.status = Some(status);
+            call
+        };
+        let named = Named {
+            namespace: "ns".into(),
+            name: "page".into(),
+            attempt: "r1-alice".into(),
+            nonce: "n1".into(),
+        };
+        let found = |versions| page_attempt(versions, &named).map(|(_, a)| a.id);
+        // The cache before the intent's write is delivered, then the operator's own write.
+        let before_intent = version(Some("n1"), &[]);
+        let with_intent = version(Some("n1"), &["r1-alice"]);
+        assert_eq!(found(vec![before_intent.clone()]), None);
+        assert_eq!(
+            found(vec![before_intent, with_intent.clone()]),
+            Some("r1-alice".to_string())
+        );
+        // A version with another nonce proves nothing, whatever attempts it holds.
+        assert_eq!(found(vec![version(Some("n2"), &["r1-alice"])]), None);
+        assert_eq!(found(vec![version(None, &["r1-alice"])]), None);
+        assert_eq!(found(vec![with_intent]), Some("r1-alice".to_string()));
     }
 }

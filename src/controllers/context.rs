@@ -10,6 +10,7 @@ use kube::Client;
 use tokio::sync::watch;
 use url::Url;
 
+use super::alert_call::OwnWrites;
 use super::Accounts;
 use crate::http::Readiness;
 use crate::leader::{Leadership, LeaseConfig};
@@ -89,6 +90,8 @@ pub struct Context {
     pub runner: Arc<Runner>,
     /// Keypresses the acknowledgement function recorded, read once per poll interval and account.
     pub ledger: Ledger,
+    /// The pages' status as this process last wrote them, until the watch delivers them.
+    pub own_writes: OwnWrites,
     #[doc(hidden)]
     pub hooks: Hooks,
 }
@@ -114,6 +117,7 @@ impl Context {
             accounts: Accounts::new(client.clone(), config.twilio.clone()),
             runner: Arc::new(Runner::new(metrics.clone())),
             ledger: Ledger::new(config.poll_interval),
+            own_writes: OwnWrites::default(),
             hooks: config.hooks.clone(),
             client,
             config,

@@ -10,6 +10,7 @@ mod budget;
 mod finalizer;
 mod notices;
 mod oncall;
+mod pages;
 mod reconcile;
 mod status;
 mod tested;
@@ -17,11 +18,12 @@ mod tested;
 use budget::*;
 use finalizer::*;
 use notices::*;
+pub use pages::{OwnWrites, Pages};
 use reconcile::*;
 pub use status::record;
 use status::*;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,7 +32,7 @@ use jiff::SignedDuration;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
 use kube::{Resource, ResourceExt};
 
@@ -128,21 +130,6 @@ impl State {
 /// older or newer version, say) is reported instead of stalling the watch of every page.
 type Guarded = DeserializeGuard<AlertCall>;
 
-/// The controller's cache of every page it watches, shared with the callback endpoints.
-pub type Pages = Store<Guarded>;
-
-/// Every call SID a page records: a lookup or a callback never ties one of them to another
-/// attempt.
-pub fn claimed_sids(pages: &Pages) -> BTreeSet<String> {
-    pages
-        .state()
-        .iter()
-        .filter_map(|guarded| valid(guarded))
-        .filter_map(|call| call.status.as_ref())
-        .flat_map(|status| status.attempts.iter().filter_map(|a| a.call_sid.clone()))
-        .collect()
-}
-
 fn valid(guarded: &Guarded) -> Option<&AlertCall> {
     guarded.0.as_ref().ok()
 }
@@ -164,8 +151,7 @@ pub fn controller(
         };
     ctx.readiness.register(CONTROLLER);
     let controller = Controller::new(calls, watcher::Config::default().any_semantic());
-    let store = controller.store();
-    let pages = store.clone();
+    let pages = Pages::new(controller.store(), ctx.own_writes.clone());
     let caches = (policies, routes);
     let run = async move { run(ctx, controller, policy_api, caches).await };
     (pages, run)
@@ -181,7 +167,7 @@ async fn run(
     let mapper_store = store.clone();
     let state = Arc::new(State {
         ctx: ctx.clone(),
-        pages: store.clone(),
+        pages: Pages::new(store.clone(), ctx.own_writes.clone()),
         policies,
         routes,
         failures: Mutex::new(HashMap::new()),

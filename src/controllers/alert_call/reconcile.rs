@@ -190,7 +190,7 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
             Err(error) => tracing::warn!(%room, %error, "looking for the room's recording"),
         }
     }
-    let cached = state.pages.state();
+    let cached = state.pages.cached();
     let billed_to = ctx.runner.account_of(&namespace, policy_name);
     let step_ctx = StepContext {
         start_index: start_index(cached.iter().filter_map(|c| valid(c)), call, &policy),

@@ -32,7 +32,7 @@ impl Outcomes for Recorded {
     }
 
     fn claimed_sids(&self) -> BTreeSet<String> {
-        claimed_sids(&self.pages)
+        self.pages.claimed_sids()
     }
 }
 
@@ -93,7 +93,11 @@ pub(super) async fn write_status(
         dry_run: false,
         field_manager: Some(FIELD_MANAGER.to_string()),
     };
-    api.replace_status(&call.name_any(), &params, &object).await
+    let written = api
+        .replace_status(&call.name_any(), &params, &object)
+        .await?;
+    ctx.own_writes.remember(&written);
+    Ok(written)
 }
 
 /// Folds observations into the current status of a page and writes it, re-reading on conflict.
