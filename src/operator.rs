@@ -193,8 +193,7 @@ pub async fn start_with_listener(
         kube_events::run(shared, max_event_age, routes.clone(), pager.clone()),
     );
 
-    let (policies, watching_policies) = callbacks::watch_policies(&context);
-    spawn_until(&mut tasks, &shutdown, watching_policies);
+    let (policies, policy_updates) = callbacks::watch_policies(&context);
     let (pages, escalation) =
         alert_call::controller(context.clone(), policies.clone(), routes.clone());
     let router = http::base_router(readiness, metrics)
@@ -204,7 +203,8 @@ pub async fn start_with_listener(
             pager,
             context.metrics.clone(),
         ))
-        .merge(callbacks::router(context.clone(), pages, policies));
+        .merge(callbacks::router(context.clone(), pages, policies.clone()));
+    let policies_cached = policies;
     tasks.spawn(escalation);
     let mut http_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -217,7 +217,17 @@ pub async fn start_with_listener(
     });
     tasks.spawn(on_call_schedule::run(context.clone()));
     if context.config.call_policies {
-        tasks.spawn(call_policy::run(context.clone()));
+        tasks.spawn(call_policy::run(
+            context.clone(),
+            policies_cached,
+            policy_updates,
+        ));
+    } else {
+        spawn_until(
+            &mut tasks,
+            &shutdown,
+            callbacks::keep_current(policy_updates),
+        );
     }
     tracing::info!(%addr, identity = %context.config.identity, "alertcall started");
     Ok(Running {

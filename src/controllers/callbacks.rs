@@ -27,6 +27,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use futures::stream::BoxStream;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::core::DeserializeGuard;
@@ -51,33 +52,41 @@ pub const POLICIES: &str = "callpolicies";
 /// an API call.
 pub type Policies = Store<DeserializeGuard<CallPolicy>>;
 
-/// Watches CallPolicies into a cache; the task runs until its stream ends.
-pub fn watch_policies(ctx: &Context) -> (Policies, impl std::future::Future<Output = ()>) {
+/// The CallPolicies as they change, trimmed, after the cache took them: polling this stream is
+/// what keeps the cache current. The CallPolicy controller reconciles from it (one watch and
+/// one copy of every policy serve both); without that controller, [`keep_current`] polls it.
+pub type PolicyUpdates = BoxStream<'static, Result<DeserializeGuard<CallPolicy>, watcher::Error>>;
+
+/// Watches CallPolicies into a cache, fed as [`PolicyUpdates`] are polled.
+pub fn watch_policies(ctx: &Context) -> (Policies, PolicyUpdates) {
     let api: Api<DeserializeGuard<CallPolicy>> = match &ctx.config.namespace {
         Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         None => Api::all(ctx.client.clone()),
     };
     let (reader, writer) = reflector::store();
     let readiness = ctx.readiness.clone();
-    let task = async move {
-        // NB: the cache keeps what verifying a request and dialing read, not the bookkeeping.
-        let slim = watcher(api, watcher::Config::default()).modify(|guarded| {
-            if let Ok(policy) = guarded.0.as_mut() {
-                crate::api::forget_bookkeeping(&mut policy.metadata);
-            }
-        });
-        let stream = reflector(writer, slim).default_backoff();
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                // NB: the initial list is complete (even when empty): the cache answers now.
-                Ok(watcher::Event::InitDone) => readiness.set_ready(POLICIES),
-                Ok(_) => {}
-                Err(error) => tracing::debug!(%error, "watching CallPolicies"),
-            }
+    // NB: the cache keeps what verifying a request and dialing read, not the bookkeeping.
+    let slim = watcher(api, watcher::Config::default()).modify(|guarded| {
+        if let Ok(policy) = guarded.0.as_mut() {
+            crate::api::forget_bookkeeping(&mut policy.metadata);
         }
-    };
-    (reader, task)
+    });
+    let updates = reflector(writer, slim)
+        .default_backoff()
+        .inspect(move |event| match event {
+            // NB: the initial list is complete (even when empty): the cache answers now.
+            Ok(watcher::Event::InitDone) => readiness.set_ready(POLICIES),
+            Ok(_) => {}
+            Err(error) => tracing::debug!(%error, "watching CallPolicies"),
+        })
+        .applied_objects()
+        .boxed();
+    (reader, updates)
+}
+
+/// Keeps the cache current when no controller reconciles from its updates.
+pub async fn keep_current(updates: PolicyUpdates) {
+    updates.for_each(|_| async {}).await;
 }
 
 /// The routes Twilio calls.

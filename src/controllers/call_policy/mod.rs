@@ -23,8 +23,8 @@ use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
-use kube::runtime::reflector::{self, reflector, ObjectRef};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -44,6 +44,7 @@ use cleanup::*;
 pub use decide::{asset_prefix, keep_versions, twilio_health, validate, Health};
 use status::*;
 
+use super::callbacks::{Policies, PolicyUpdates};
 use super::{backoff, AccountError, Context, FIELD_MANAGER};
 use crate::api::conditions::set_condition;
 use crate::api::{AlertCall, Attempt, CallPolicy, CallPolicyStatus, OnCallSchedule};
@@ -209,8 +210,9 @@ impl State {
     }
 }
 
-/// Runs the controller until shutdown.
-pub async fn run(ctx: Arc<Context>) {
+/// Runs the controller until shutdown, on the callbacks' policy cache and the updates that
+/// feed it.
+pub async fn run(ctx: Arc<Context>, cached: Policies, updates: PolicyUpdates) {
     let client = ctx.client.clone();
     // NB: through `DeserializeGuard`, one object that does not parse reports itself instead of
     // stalling the watcher for every other policy.
@@ -230,15 +232,7 @@ pub async fn run(ctx: Arc<Context>) {
     let mut shutdown = ctx.shutdown.clone();
     let leadership = ctx.leader.clone();
     let state = Arc::new(State::new(ctx));
-    // NB: the controller's store holds every policy; it keeps them without their bookkeeping.
-    let (store, writer) = reflector::store();
-    let slim = watcher(policies.clone(), watcher::Config::default()).modify(|guarded| {
-        if let Ok(policy) = guarded.0.as_mut() {
-            crate::api::forget_bookkeeping(&mut policy.metadata);
-        }
-    });
-    let trigger = reflector(writer, slim).default_backoff().applied_objects();
-    let controller = Controller::for_stream(trigger, store);
+    let controller = Controller::for_stream(updates, cached);
     let (tiers, named) = (controller.store(), controller.store());
     controller
         // A policy change may make or break the escalation loop of the policies naming it.
