@@ -106,7 +106,7 @@ type CacheKey = (String, String);
 
 /// How long an account read from its Secret is used without reading the Secret again. Pages
 /// dial on it: a page in a storm should not wait for a Secret read the last page just made. A
-/// rotated credential is picked up within this long.
+/// rotated credential is picked up within this long, or as soon as Twilio refuses the old one.
 pub const ACCOUNT_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An account and the Secret version it was built from.
@@ -142,7 +142,10 @@ impl Accounts {
         let name = policy.spec.twilio.credentials_secret_ref.name.clone();
         let key = (namespace.clone(), name.clone());
         if let Some(cached) = self.cache.lock().await.get(&key) {
-            if cached.read_at.elapsed() < ACCOUNT_FRESH {
+            // NB: refused credentials are the likeliest to have been rotated just now.
+            if cached.read_at.elapsed() < ACCOUNT_FRESH
+                && !cached.account.client.credentials_refused()
+            {
                 return Ok(cached.account.clone());
             }
         }
@@ -258,6 +261,80 @@ mod tests {
             Err(AccountError::Kube { .. }) => {}
             other => panic!(
                 "a stale account must be read again, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_account_twilio_refused_is_read_again_however_fresh() {
+        // NB: a "Twilio" that refuses every request, and an API server that is not there: a
+        // read of the Secret fails, so only a read can explain the error below.
+        let twilio = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("bind: {e}"));
+        let base = twilio
+            .local_addr()
+            .map(|addr| format!("http://{addr}/"))
+            .unwrap_or_else(|e| panic!("addr: {e}"));
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut stream, _)) = twilio.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let body = r#"{"code":20003,"message":"Authenticate","status":401}"#;
+                let answer = format!(
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
+        let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
+        let endpoints = TwilioEndpoints {
+            api_url: url::Url::parse(&base).ok(),
+            ..TwilioEndpoints::default()
+        };
+        let accounts = Accounts::new(client, endpoints);
+        let policy: CallPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": "+15005550006"},
+                "recipients": [{"name": "a", "phone": "+15005550101"}],
+            },
+        }))
+        .unwrap_or_else(|e| panic!("policy: {e}"));
+        let credentials = Credentials::AuthToken {
+            account_sid: "AC1".into(),
+            auth_token: "old".into(),
+        };
+        let twilio_client = TwilioClient::new(accounts.endpoints.config(credentials))
+            .unwrap_or_else(|e| panic!("twilio client: {e}"));
+        let account = Arc::new(Account {
+            account_sid: "AC1".into(),
+            auth_token: Some("old".into()),
+            client: twilio_client.clone(),
+        });
+        accounts.cache.lock().await.insert(
+            ("ns".to_string(), "twilio".to_string()),
+            Cached {
+                version: "1".into(),
+                read_at: std::time::Instant::now(),
+                account,
+            },
+        );
+        assert!(
+            accounts.for_policy(&policy).await.is_ok(),
+            "fresh: not read"
+        );
+        let refused = twilio_client.fetch_call("CA1").await;
+        assert_eq!(refused.err().and_then(|e| e.status()), Some(401));
+        assert!(twilio_client.credentials_refused());
+        match accounts.for_policy(&policy).await {
+            Err(AccountError::Kube { .. }) => {}
+            other => panic!(
+                "refused credentials must be read again, got {:?}",
                 other.map(|_| ())
             ),
         }

@@ -19,6 +19,8 @@ pub use voice::{
 };
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -230,6 +232,8 @@ struct PageMeta {
 pub struct TwilioClient {
     http: reqwest::Client,
     config: TwilioConfig,
+    /// Twilio answered 401 to these credentials (shared by the clones).
+    refused: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for TwilioClient {
@@ -248,7 +252,17 @@ impl TwilioClient {
             .user_agent(concat!("alertcall/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| TwilioError::Invalid(format!("building the HTTP client: {e}")))?;
-        Ok(Self { http, config })
+        Ok(Self {
+            http,
+            config,
+            refused: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Twilio refused these credentials (401) on some request: a cached account holding them
+    /// is read again from its Secret instead of being trusted for its freshness.
+    pub fn credentials_refused(&self) -> bool {
+        self.refused.load(Ordering::Relaxed)
     }
 
     pub fn config(&self) -> &TwilioConfig {
@@ -418,6 +432,9 @@ impl TwilioClient {
             .await
             .map_err(|e| TwilioError::from_reqwest(operation, e))?;
         let status = response.status();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            self.refused.store(true, Ordering::Relaxed);
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
