@@ -204,7 +204,6 @@ pub async fn start_with_listener(
             context.metrics.clone(),
         ))
         .merge(callbacks::router(context.clone(), pages, policies.clone()));
-    let policies_cached = policies;
     tasks.spawn(escalation);
     let mut http_shutdown = shutdown.clone();
     tasks.spawn(async move {
@@ -217,11 +216,8 @@ pub async fn start_with_listener(
     });
     tasks.spawn(on_call_schedule::run(context.clone()));
     if context.config.call_policies {
-        tasks.spawn(call_policy::run(
-            context.clone(),
-            policies_cached,
-            policy_updates,
-        ));
+        // NB: the controller reconciles from the stream that keeps the callbacks' cache current.
+        tasks.spawn(call_policy::run(context.clone(), policies, policy_updates));
     } else {
         spawn_until(
             &mut tasks,
