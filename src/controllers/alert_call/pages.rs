@@ -53,14 +53,6 @@ impl OwnWrites {
             .filter(|(_, at)| at.elapsed() < OWN_WRITE_KEPT)
             .map(|(call, _)| call.clone())
     }
-
-    fn all(&self) -> Vec<AlertCall> {
-        self.lock()
-            .values()
-            .filter(|(_, at)| at.elapsed() < OWN_WRITE_KEPT)
-            .map(|(call, _)| call.clone())
-            .collect()
-    }
 }
 
 /// The controller's cache of every page it watches, with this process's own recent writes;
@@ -100,13 +92,20 @@ impl Pages {
     /// Every call SID a page records: a lookup or a callback never ties one of them to another
     /// attempt.
     pub fn claimed_sids(&self) -> BTreeSet<String> {
-        let cached = self.cache.state();
-        let cached = cached.iter().filter_map(|guarded| valid(guarded).cloned());
-        cached
-            .chain(self.own_writes.all())
-            .filter_map(|call| call.status)
-            .flat_map(|status| status.attempts.into_iter().filter_map(|a| a.call_sid))
-            .collect()
+        let mut claimed = BTreeSet::new();
+        let mut add = |call: &AlertCall| {
+            let attempts = call.status.iter().flat_map(|status| &status.attempts);
+            claimed.extend(attempts.filter_map(|a| a.call_sid.clone()));
+        };
+        for guarded in self.cache.state() {
+            if let Some(call) = valid(&guarded) {
+                add(call);
+            }
+        }
+        for call in self.own_writes.lock().values().map(|(call, _)| call) {
+            add(call);
+        }
+        claimed
     }
 }
 
