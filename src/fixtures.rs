@@ -88,6 +88,13 @@ pub fn policy_with(mode: Mode, completion: Completion, order: Order) -> CallPoli
     policy
 }
 
+/// A Kubernetes client whose every request fails (a port on loopback that refuses): a test
+/// using it proves that what it checks needed no API call.
+pub fn unreachable_client() -> kube::Client {
+    let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
+    kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"))
+}
+
 /// A timestamp `second`s after the epoch.
 pub fn at(second: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_second(second).unwrap_or(jiff::Timestamp::UNIX_EPOCH)

@@ -212,40 +212,46 @@ mod tests {
     use k8s_openapi::ByteString;
     use std::collections::BTreeMap;
 
-    #[tokio::test]
-    async fn a_fresh_account_is_used_without_reading_its_secret_and_a_stale_one_is_read_again() {
-        // NB: a client that reaches nothing: any Secret read fails.
-        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
-        let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
-        let accounts = Accounts::new(client, TwilioEndpoints::default());
-        let mut policy: CallPolicy = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "namespace": "ns"},
-            "spec": {
-                "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": "+15005550006"},
-                "recipients": [{"name": "a", "phone": "+15005550101"}],
-            },
-        }))
-        .unwrap_or_else(|e| panic!("policy: {e}"));
+    /// Accounts on an API server that is not there (any Secret read fails), holding a fresh
+    /// account for the Secret of the returned policy, with its Twilio client.
+    async fn one_fresh_account(endpoints: TwilioEndpoints) -> (Accounts, CallPolicy, TwilioClient) {
+        let accounts = Accounts::new(crate::fixtures::unreachable_client(), endpoints);
+        let mut policy = CallPolicy::new("p", crate::fixtures::policy_spec());
         policy.metadata.namespace = Some("ns".into());
         let credentials = Credentials::AuthToken {
             account_sid: "AC1".into(),
             auth_token: "t".into(),
         };
+        let client = TwilioClient::new(accounts.endpoints.config(credentials))
+            .unwrap_or_else(|e| panic!("twilio client: {e}"));
         let account = Arc::new(Account {
             account_sid: "AC1".into(),
             auth_token: Some("t".into()),
-            client: TwilioClient::new(accounts.endpoints.config(credentials))
-                .unwrap_or_else(|e| panic!("twilio client: {e}")),
+            client: client.clone(),
         });
-        let key = ("ns".to_string(), "twilio".to_string());
-        accounts.cache.lock().await.insert(
-            key.clone(),
-            Cached {
-                version: "1".into(),
-                read_at: std::time::Instant::now(),
-                account,
-            },
+        let key = (
+            "ns".to_string(),
+            policy.spec.twilio.credentials_secret_ref.name.clone(),
         );
+        let fresh = Cached {
+            version: "1".into(),
+            read_at: std::time::Instant::now(),
+            account,
+        };
+        accounts.cache.lock().await.insert(key, fresh);
+        (accounts, policy, client)
+    }
+
+    fn read_again(result: Result<Arc<Account>, AccountError>, why: &str) {
+        match result {
+            Err(AccountError::Kube { .. }) => {}
+            other => panic!("{why} must be read again, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fresh_account_is_used_without_reading_its_secret_and_a_stale_one_is_read_again() {
+        let (accounts, policy, _) = one_fresh_account(TwilioEndpoints::default()).await;
         let fresh = accounts.for_policy(&policy).await;
         assert_eq!(
             fresh.map(|a| a.account_sid.clone()).ok().as_deref(),
@@ -254,22 +260,15 @@ mod tests {
         let stale = std::time::Instant::now()
             .checked_sub(ACCOUNT_FRESH)
             .unwrap_or_else(|| panic!("the monotonic clock is younger than {ACCOUNT_FRESH:?}"));
-        if let Some(cached) = accounts.cache.lock().await.get_mut(&key) {
+        for cached in accounts.cache.lock().await.values_mut() {
             cached.read_at = stale;
         }
-        match accounts.for_policy(&policy).await {
-            Err(AccountError::Kube { .. }) => {}
-            other => panic!(
-                "a stale account must be read again, got {:?}",
-                other.map(|_| ())
-            ),
-        }
+        read_again(accounts.for_policy(&policy).await, "a stale account");
     }
 
     #[tokio::test]
     async fn an_account_twilio_refused_is_read_again_however_fresh() {
-        // NB: a "Twilio" that refuses every request, and an API server that is not there: a
-        // read of the Secret fails, so only a read can explain the error below.
+        // NB: a "Twilio" that refuses every request; only a Secret read explains the error below.
         let twilio = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("bind: {e}"));
@@ -290,40 +289,11 @@ mod tests {
                 let _ = stream.write_all(answer.as_bytes()).await;
             }
         });
-        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
-        let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
         let endpoints = TwilioEndpoints {
             api_url: url::Url::parse(&base).ok(),
             ..TwilioEndpoints::default()
         };
-        let accounts = Accounts::new(client, endpoints);
-        let policy: CallPolicy = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "p", "namespace": "ns"},
-            "spec": {
-                "twilio": {"credentialsSecretRef": {"name": "twilio"}, "from": "+15005550006"},
-                "recipients": [{"name": "a", "phone": "+15005550101"}],
-            },
-        }))
-        .unwrap_or_else(|e| panic!("policy: {e}"));
-        let credentials = Credentials::AuthToken {
-            account_sid: "AC1".into(),
-            auth_token: "old".into(),
-        };
-        let twilio_client = TwilioClient::new(accounts.endpoints.config(credentials))
-            .unwrap_or_else(|e| panic!("twilio client: {e}"));
-        let account = Arc::new(Account {
-            account_sid: "AC1".into(),
-            auth_token: Some("old".into()),
-            client: twilio_client.clone(),
-        });
-        accounts.cache.lock().await.insert(
-            ("ns".to_string(), "twilio".to_string()),
-            Cached {
-                version: "1".into(),
-                read_at: std::time::Instant::now(),
-                account,
-            },
-        );
+        let (accounts, policy, twilio_client) = one_fresh_account(endpoints).await;
         assert!(
             accounts.for_policy(&policy).await.is_ok(),
             "fresh: not read"
@@ -331,13 +301,7 @@ mod tests {
         let refused = twilio_client.fetch_call("CA1").await;
         assert_eq!(refused.err().and_then(|e| e.status()), Some(401));
         assert!(twilio_client.credentials_refused());
-        match accounts.for_policy(&policy).await {
-            Err(AccountError::Kube { .. }) => {}
-            other => panic!(
-                "refused credentials must be read again, got {:?}",
-                other.map(|_| ())
-            ),
-        }
+        read_again(accounts.for_policy(&policy).await, "refused credentials");
     }
 
     fn secret(pairs: &[(&str, &str)]) -> Secret {

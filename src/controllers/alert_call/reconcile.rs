@@ -622,8 +622,7 @@ mod tests {
     #[tokio::test]
     async fn a_suspended_route_in_the_index_withdraws_its_page_without_a_read() {
         // NB: a client that reaches nothing: a read would find no route and withdraw nothing.
-        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
-        let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
+        let client = crate::fixtures::unreachable_client();
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         let ctx = Context::new(
             client,

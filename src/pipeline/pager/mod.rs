@@ -632,8 +632,7 @@ pub(super) mod tests {
     }
 
     pub(super) fn pager_on(route: crate::api::AlertRoute) -> (PagerTask, RouteStats) {
-        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap_or_default());
-        let client = kube::Client::try_from(config).unwrap_or_else(|e| panic!("client: {e}"));
+        let client = crate::fixtures::unreachable_client();
         let shared = Shared {
             client,
             namespace: None,
