@@ -152,7 +152,7 @@ pub fn controller(
     ctx.readiness.register(CONTROLLER);
     let controller = Controller::new(calls, watcher::Config::default().any_semantic());
     let pages = Pages::new(controller.store(), ctx.own_writes.clone());
-    let caches = (policies, routes);
+    let caches = (pages.clone(), policies, routes);
     let run = async move { run(ctx, controller, policy_api, caches).await };
     (pages, run)
 }
@@ -161,13 +161,13 @@ async fn run(
     ctx: Arc<Context>,
     controller: Controller<Guarded>,
     policy_api: Api<DeserializeGuard<CallPolicy>>,
-    (policies, routes): (Policies, Routes),
+    (pages, policies, routes): (Pages, Policies, Routes),
 ) {
     let store = controller.store();
     let mapper_store = store.clone();
     let state = Arc::new(State {
         ctx: ctx.clone(),
-        pages: Pages::new(store.clone(), ctx.own_writes.clone()),
+        pages,
         policies,
         routes,
         failures: Mutex::new(HashMap::new()),
