@@ -668,10 +668,10 @@ mod pod {
     /// `helm install` or `helm upgrade` with real Helm, under a release name of its own: the
     /// ClusterRole is named after the release, and other tests install the chart on this API
     /// server too.
-    fn helm(command: &str, release: &str, values: &Value) {
+    async fn helm(command: &str, release: &str, values: &Value) {
         let kubeconfig = support::kubeconfig();
         let values = values.to_string();
-        support::helm(&[
+        support::helm_off_runtime(&[
             command,
             super::CHART,
             "--kubeconfig",
@@ -683,12 +683,13 @@ mod pod {
             "--values",
             &values,
         ])
+        .await
         .unwrap_or_else(|e| panic!("helm {command}: {e}"));
     }
 
-    fn uninstall(release: &str) {
+    async fn uninstall(release: &str) {
         let kubeconfig = support::kubeconfig();
-        let _ = support::helm(&[
+        let _ = support::helm_off_runtime(&[
             "uninstall",
             "--kubeconfig",
             &kubeconfig.display().to_string(),
@@ -696,7 +697,8 @@ mod pod {
             release,
             "--namespace",
             release,
-        ]);
+        ])
+        .await;
     }
 
     /// The Secret, a policy calling alice, and a route paging on `reason`; waits until the
@@ -813,7 +815,7 @@ mod pod {
             .await
             .unwrap_or_else(|e| panic!("simulator: {e}"));
         sim.add_number(FROM);
-        helm("install", &release.name, &values(&app.name, &sim));
+        helm("install", &release.name, &values(&app.name, &sim)).await;
 
         // The Pod the Deployment's ReplicaSet created: its name and namespace are what the
         // downward API gives, its Secret volume is the token the kubelet would mount. No kubelet
@@ -871,7 +873,7 @@ mod pod {
         drop(running);
         app.delete().await;
         sim.shutdown().await;
-        uninstall(&release.name);
+        uninstall(&release.name).await;
         release.delete().await;
     }
 
@@ -893,7 +895,7 @@ mod pod {
             .unwrap_or_else(|e| panic!("simulator: {e}"));
         sim.add_number(FROM);
         let mut values = values(&app.name, &sim);
-        helm("install", &release.name, &values);
+        helm("install", &release.name, &values).await;
         let old_pod = pod_of(&admin, &release.name, None).await;
         let old = run_pod(&admin, &image, &old_pod).await;
         app_objects(&admin, &app.name, "UpgradeTestBackOff", &old).await;
@@ -915,7 +917,7 @@ mod pod {
         );
 
         values["logLevel"] = json!("debug");
-        helm("upgrade", &release.name, &values);
+        helm("upgrade", &release.name, &values).await;
         let pods: Api<Pod> = Api::namespaced(admin.clone(), &release.name);
         let old_name = old_pod["metadata"]["name"]
             .as_str()
@@ -973,7 +975,7 @@ mod pod {
         drop(old);
         app.delete().await;
         sim.shutdown().await;
-        uninstall(&release.name);
+        uninstall(&release.name).await;
         release.delete().await;
     }
 }

@@ -80,8 +80,9 @@ impl Replica {
 
 /// The chart's terminationGracePeriodSeconds: how long a kubelet waits after SIGTERM before
 /// SIGKILL.
-fn grace_period() -> Duration {
-    let text = support::helm(&["render", "charts/alertcall"])
+async fn grace_period() -> Duration {
+    let text = support::helm_off_runtime(&["render", "charts/alertcall"])
+        .await
         .unwrap_or_else(|e| panic!("helm render: {e}"));
     let documents = support::yaml_documents(&text);
     let deployment = documents
@@ -96,7 +97,7 @@ fn grace_period() -> Duration {
 }
 
 async fn exits_within_grace(replica: &mut Replica) {
-    let exited = tokio::time::timeout(grace_period(), replica.child.wait()).await;
+    let exited = tokio::time::timeout(grace_period().await, replica.child.wait()).await;
     match exited {
         Ok(Ok(status)) => assert!(
             status.success(),

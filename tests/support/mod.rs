@@ -203,6 +203,19 @@ pub fn helm(args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// [`helm`] on the blocking pool. An async test whose simulator or operator runs on its own
+/// runtime must use this: Helm takes seconds, and run inline it would stall every request and
+/// callback the simulator serves meanwhile, a delay real Twilio never adds.
+pub async fn helm_off_runtime(args: &[&str]) -> Result<String, String> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        helm(&args)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("helm on the blocking pool: {e}"))
+}
+
 /// The documents of a multi-document YAML stream, as JSON values.
 pub fn yaml_documents(text: &str) -> Vec<serde_json::Value> {
     serde_yaml::Deserializer::from_str(text)
