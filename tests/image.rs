@@ -803,7 +803,9 @@ mod pod {
         .await;
     }
 
-    #[tokio::test]
+    // NB: unpacking and starting a container blocks its thread for seconds; a second worker
+    // keeps the simulator answering meanwhile, as Twilio would.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_charts_pod_runs_from_the_image_and_pages() {
         let image = image::shared();
         let admin = support::client().await;
@@ -881,7 +883,9 @@ mod pod {
     /// Pod (Recreate: the old one stops first), and this test does what a kubelet would: SIGTERM
     /// to the old container, the Pod deleted once it exited, the new Pod's container started.
     /// The new operator goes on with the page: acknowledged, and nobody called twice.
-    #[tokio::test]
+    // NB: unpacking and starting a container blocks its thread for seconds; a second worker
+    // keeps the simulator answering meanwhile, as Twilio would.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn helm_upgrade_with_a_page_live_keeps_paging() {
         let image = image::shared();
         let admin = support::client().await;
