@@ -442,9 +442,6 @@ async fn pacing_run(dials: usize, limits: Limits, call_length: Duration) -> Paci
             default: Recipient::with_outcome(Outcome::NoAnswer),
             ..Script::default()
         },
-        // NB: acknowledgements are still read from call Events until the Sync ledger is
-        // wired into the operator (issue 11); Twilio only serves them 15 minutes after a call.
-        immediate_call_events: true,
         ..SimConfig::new(AC, TOKEN)
     })
     .await
@@ -663,13 +660,12 @@ async fn end_to_end(client: &Client, namespace: &str) -> Result<EndToEnd, String
         },
         time_scale: SCALE,
         calls_per_second: 100.0,
-        // NB: acknowledgements are still read from call Events until the Sync ledger is
-        // wired into the operator (issue 11); Twilio only serves them 15 minutes after a call.
-        immediate_call_events: true,
         ..SimConfig::new(AC, TOKEN)
     })
     .await
     .map_err(|e| format!("simulator: {e}"))?;
+    // The policy's caller ID is a number the account owns, as Twilio requires.
+    sim.add_number(FROM);
     let result = end_to_end_with(client, namespace, &sim).await;
     sim.shutdown().await;
     result
@@ -699,6 +695,9 @@ async fn end_to_end_with(
             ..TwilioEndpoints::default()
         },
         poll_interval: Duration::from_millis(500),
+        // NB: as installed: the policy's documents are published (it watches only its own
+        // namespace, so no other policy on the control plane reaches for Twilio).
+        call_policies: true,
         ..Config::local("bench")
     };
     let running = operator::start_with_listener(client.clone(), config, listener)
@@ -743,6 +742,7 @@ async fn measure(
         }),
     )
     .await?;
+    support::policy_published(client, namespace).await?;
     support::crash_route_ready(client, namespace).await?;
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
     let calls: Api<alertcall::api::AlertCall> = Api::namespaced(client.clone(), namespace);

@@ -178,9 +178,6 @@ async fn chart_installs_and_its_service_account_runs_the_operator() {
             },
             ..Script::default()
         },
-        // NB: acknowledgements are still read from call Events until the Sync ledger is
-        // wired into the operator (issue 11); Twilio only serves them 15 minutes after a call.
-        immediate_call_events: true,
         ..SimConfig::new(ACCOUNT, TOKEN)
     })
     .await

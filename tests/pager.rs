@@ -91,9 +91,6 @@ impl Harness {
             script: Script::default().with(ALICE, Recipient::with_outcome(Outcome::NoAnswer)),
             time_scale: 20.0,
             calls_per_second: 100.0,
-            // NB: acknowledgements are still read from call Events until the Sync ledger is
-            // wired into the operator (issue 11); Twilio only serves them 15 minutes after a call.
-            immediate_call_events: true,
             ..SimConfig::new(AC, TOKEN)
         })
         .await

@@ -17,7 +17,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::json;
 
-use alertcall::api::AlertRoute;
+use alertcall::api::{AlertRoute, CallPolicy};
 
 pub const FIELD_MANAGER: &str = "alertcall-tests";
 
@@ -338,6 +338,25 @@ pub fn bench_event(
         "firstTimestamp": at, "lastTimestamp": at,
         "source": {"component": "alertcall-bench"},
     })
+}
+
+/// Waits until the operator has published the documents of the benchmarks' CallPolicy
+/// `oncall`. Timed pages then take the path of a working install, where the controller dials
+/// from its policy cache; an unpublished policy is read from the API server at every reconcile.
+pub async fn policy_published(client: &Client, namespace: &str) -> Result<(), String> {
+    let policies: Api<CallPolicy> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        "the CallPolicy's documents published",
+        Duration::from_secs(60),
+        || {
+            let policies = policies.clone();
+            async move {
+                let policy = policies.get("oncall").await.ok()?;
+                policy.status?.twiml.map(|_| ())
+            }
+        },
+    )
+    .await
 }
 
 /// The benchmarks' route: Warning `BenchCrash` Events about Pods page the CallPolicy `oncall`;
