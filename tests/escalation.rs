@@ -269,6 +269,18 @@ async fn all_acked_recalls_only_the_one_who_never_presses() {
         .collect();
     assert_eq!(acked, vec!["alice", "bob"]);
     assert_eq!(status.round, 3);
+    // The audit trail says why it ended, whatever became of the Events.
+    let finished = alertcall::api::conditions::find(&status.conditions, "Finished");
+    assert_eq!(
+        finished.map(|c| (c.status.as_str(), c.reason.as_str())),
+        Some(("True", "Exhausted")),
+        "{:?}",
+        status.conditions
+    );
+    assert!(
+        finished.is_some_and(|c| c.message.contains("3 round(s)")),
+        "{finished:?}"
+    );
     h.finish(vec![op]).await;
 }
 

@@ -48,7 +48,7 @@ mod tier_tests;
 mod tiers;
 
 pub use recipients::RECIPIENTS_ON_CALL;
-pub use step::{step, Action, Decision, OnCall, StepContext, Withdrawn};
+pub use step::{step, Action, Decision, OnCall, StepContext, Withdrawn, FINISHED};
 pub use tiers::{chain, escalate, stop_escalating, Chain, ESCALATED};
 
 use jiff::{SignedDuration, Timestamp};

@@ -15,6 +15,10 @@ use crate::api::{
     Order, Phase, Recipient,
 };
 
+/// Condition on a finished page saying why it finished (reason and message of its last
+/// phase): the Events announcing it expire within hours, the audit trail must not.
+pub const FINISHED: &str = "Finished";
+
 /// Who is on call in each schedule the policy names, at the step's `now`: the members to dial,
 /// or why there is nobody (a gap, a missing or invalid schedule).
 pub type OnCall = BTreeMap<String, Result<Vec<Recipient>, String>>;
@@ -471,6 +475,15 @@ impl Plan<'_> {
     pub fn finish(&mut self, phase: Phase, reason: &'static str, message: String) {
         self.status.phase = phase;
         self.status.finished_at = Some(Time(self.now));
+        set_condition(
+            &mut self.status.conditions,
+            FINISHED,
+            true,
+            reason,
+            &message,
+            None,
+            Time(self.now),
+        );
         self.actions.push(Action::Finish {
             phase,
             reason,
@@ -660,15 +673,25 @@ mod tests {
             .collect()
     }
 
+    /// The page's Finish action; its `Finished` condition must say the same.
     fn finish(decision: &Decision) -> Option<(Phase, &'static str, &str)> {
-        decision.actions.iter().find_map(|a| match a {
+        let finished = decision.actions.iter().find_map(|a| match a {
             Action::Finish {
                 phase,
                 reason,
                 message,
             } => Some((*phase, *reason, message.as_str())),
             _ => None,
-        })
+        });
+        if let Some((_, reason, message)) = finished {
+            let condition = crate::api::conditions::find(&decision.status.conditions, FINISHED);
+            assert_eq!(
+                condition.map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str())),
+                Some(("True", reason, message)),
+                "the Finished condition says why the page finished"
+            );
+        }
+        finished
     }
 
     fn pending() -> AlertCallStatus {

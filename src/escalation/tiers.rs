@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Action, Decision};
+use super::{Action, Decision, FINISHED};
 use crate::api::conditions::set_condition;
 use crate::api::Phase;
 
@@ -69,6 +69,8 @@ pub fn escalate(decision: &mut Decision, from: &str, to: &str, now: Timestamp) {
     status.tier_policy = Some(to.to_string());
     status.phase = Phase::Pending;
     status.finished_at = None;
+    // NB: the exhausted tier did not finish the page.
+    status.conditions.retain(|c| c.type_ != FINISHED);
     status.round = 0;
     status.next_index = 0;
     status.start_index = None;
@@ -140,7 +142,7 @@ mod tests {
     #[test]
     fn escalating_restarts_rounds_keeps_attempts_and_drops_the_finish() {
         let now = Timestamp::from_second(1_000).unwrap();
-        let status = AlertCallStatus {
+        let mut status = AlertCallStatus {
             phase: Phase::Exhausted,
             round: 3,
             next_index: 2,
@@ -153,6 +155,15 @@ mod tests {
             }],
             ..Default::default()
         };
+        set_condition(
+            &mut status.conditions,
+            FINISHED,
+            true,
+            "Exhausted",
+            "nobody",
+            None,
+            Time(now),
+        );
         let mut decision = Decision {
             status,
             actions: vec![Action::Finish {
@@ -174,5 +185,10 @@ mod tests {
         assert!(s.finished_at.is_none());
         assert_eq!(decision.actions, vec![Action::WakeAt(now)]);
         assert!(crate::api::conditions::is_true(&s.conditions, ESCALATED));
+        assert!(
+            crate::api::conditions::find(&s.conditions, FINISHED).is_none(),
+            "the exhausted tier did not finish the page: {:?}",
+            s.conditions
+        );
     }
 }

@@ -64,7 +64,7 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         remove_finalizer(ctx, call).await?;
         if !deleting {
             // NB: repeated until it holds; the write at the test's end may have failed.
-            super::tested::record(ctx, call, &status, None).await?;
+            super::tested::record(ctx, call, &status).await?;
         }
         // NB: the room's recording may start after the page is done; whether the policy records
         // is only known once it is read below.
@@ -327,10 +327,6 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
     } else {
         (call.spec.summary.clone(), documents::Purpose::Page)
     };
-    let finished = decision.actions.iter().find_map(|a| match a {
-        crate::escalation::Action::Finish { message, .. } => Some(message.clone()),
-        _ => None,
-    });
     let actions = decision.actions;
     let executor = Executor {
         runner: &ctx.runner,
@@ -361,9 +357,7 @@ pub(super) async fn reconcile(guarded: Arc<Guarded>, state: Arc<State>) -> Resul
         transitions(ctx, call, &status, &decided).await;
         oncall::notices(ctx, call, &status, &decided).await;
         if !status.phase.is_terminal() && decided.phase.is_terminal() {
-            if let Err(error) =
-                super::tested::record(ctx, call, &decided, finished.as_deref()).await
-            {
+            if let Err(error) = super::tested::record(ctx, call, &decided).await {
                 tracing::warn!(%error, "recording the test call; tried again once its calls settle");
             }
         }

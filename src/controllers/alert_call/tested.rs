@@ -6,25 +6,25 @@
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;
 
-use crate::api::{AlertCall, AlertCallStatus, CallPolicy};
+use crate::api::{conditions, AlertCall, AlertCallStatus, CallPolicy};
 use crate::controllers::{Context, FIELD_MANAGER};
-use crate::escalation::test_call;
+use crate::escalation::{test_call, FINISHED};
 
 /// How many times a write that lost a race with another writer of the policy is tried again.
 const ATTEMPTS: usize = 5;
 
 /// Writes what the finished test `call` found, unless the policy already holds it (or a newer
-/// test of the same recipients). `why` is the step's finish message, when this reconcile
-/// decided the end.
+/// test of the same recipients). Why the test ended is its `Finished` condition, so a write
+/// tried again in a later reconcile says the same as the first.
 pub(super) async fn record(
     ctx: &Context,
     call: &AlertCall,
     status: &AlertCallStatus,
-    why: Option<&str>,
 ) -> Result<(), super::Error> {
     if !call.spec.test || !status.phase.is_terminal() {
         return Ok(());
     }
+    let why = conditions::find(&status.conditions, FINISHED).map(|c| c.message.as_str());
     let namespace = call.namespace().unwrap_or_default();
     let page = call.name_any();
     let policies: Api<CallPolicy> = Api::namespaced(ctx.client.clone(), &namespace);
