@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use alertcall::api::{AlertCall, CallPolicy, Phase};
 use alertcall::page::hooks::Hooks;
 use alertcall::twilio::sim::{Event, Recipient, Script};
-use kube::api::Api;
+use kube::api::{Api, Patch};
 use serde_json::json;
 use support::paging::*;
 
@@ -211,12 +211,38 @@ async fn test_records_a_passed_and_a_failed_recipient_and_nobody_joins_the_room(
         "alice not called again"
     );
 
+    // The recipients change: TESTED counts the policy's recipients as they are now.
+    let recount = |people: &'static [(&'static str, &'static str)], tested: &'static str| {
+        let policies = policies.clone();
+        async move {
+            let patch = json!({"spec": {"recipients": recipients(people)}});
+            policies
+                .patch("oncall", &Default::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap_or_else(|e| panic!("changing the recipients: {e}"));
+            support::wait_for(&format!("TESTED {tested}"), PAGE_WAIT, || {
+                let policies = policies.clone();
+                async move {
+                    let status = policies.get("oncall").await.ok()?.status?;
+                    (status.tested.as_deref() == Some(tested)).then_some(status)
+                }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+    let status = recount(&[("alice", ALICE), ("bob", BOB), ("carol", CAROL)], "2/3").await;
+    assert_eq!(status.recipients.len(), 2, "carol has no test yet");
+    let status = recount(&[("alice", ALICE), ("carol", CAROL)], "1/2").await;
+    let tested: Vec<&str> = status.recipients.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(tested, ["alice"], "bob's result left with bob");
+
     // Bad input: a clear error and a non-zero exit.
     let err = fails(&plugin.run(&["-n", &h.ns.name, "test", "nosuch"]));
     assert!(err.contains("CallPolicy \"nosuch\" not found"), "{err}");
     let err = fails(&plugin.run(&["-n", &h.ns.name, "test", "oncall", "--recipient", "mallory"]));
     assert!(err.contains("no recipient \"mallory\""), "{err}");
-    assert!(err.contains("alice, bob"), "{err}");
+    assert!(err.contains("alice, carol"), "{err}");
     h.finish(vec![op]).await;
 }
 

@@ -426,12 +426,13 @@ pub struct CallPolicyStatus {
     /// SID of the bridge number (IncomingPhoneNumber) once configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge_number_sid: Option<String>,
-    /// The last test call (`kubectl alertcall test`) of each recipient. Written by the AlertCall
-    /// controller when a test ends; the CallPolicy controller never writes it.
+    /// The last test call (`kubectl alertcall test`) of each recipient. Written when a test
+    /// ends; a recipient removed from the policy loses its entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<RecipientTest>,
     /// How many of the policy's recipients passed their last test, as `passed/recipients`
-    /// (for example `2/3`); a recipient never tested has not passed.
+    /// (for example `2/3`); a recipient never tested (one added since, say) has not passed.
+    /// Recounted when the recipients change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tested: Option<String>,
 }

@@ -3,7 +3,7 @@
 //! strategy of the policy does not apply: a test checks phones, not the escalation.
 
 use crate::api::{AlertCallSpec, AttemptStatus, CallPolicySpec, Completion, Mode, Order};
-use crate::api::{AlertCallStatus, RecipientTest};
+use crate::api::{AlertCallStatus, CallPolicyStatus, RecipientTest};
 
 /// The policy a test call runs under: the recipients it names (all when it names none), called
 /// simultaneously in one round until each pressed the key. `Err` names the recipients the policy
@@ -121,6 +121,19 @@ pub fn merge(
         .collect();
     let passed = merged.iter().filter(|t| t.passed).count();
     (merged, format!("{passed}/{}", policy.recipients.len()))
+}
+
+/// The test results recounted against the policy's recipients as they are now, when they no
+/// longer agree: a recipient added since the last test has not passed, a removed one no longer
+/// counts. `None` when they agree, or when no test ever ran.
+pub fn recount(
+    policy: &CallPolicySpec,
+    status: &CallPolicyStatus,
+) -> Option<(Vec<RecipientTest>, String)> {
+    status.tested.as_ref()?;
+    let (recipients, tested) = merge(policy, &status.recipients, &[]);
+    let agrees = recipients == status.recipients && status.tested.as_deref() == Some(&tested);
+    (!agrees).then_some((recipients, tested))
 }
 
 #[cfg(test)]
@@ -284,5 +297,45 @@ mod tests {
         assert_eq!(merged.len(), 1, "bob untested, gone dropped: {merged:?}");
         assert_eq!(merged[0].alert_call, "t1");
         assert_eq!(tested, format!("1/{}", policy.recipients.len()));
+    }
+
+    #[test]
+    fn recipients_changed_since_the_last_test_are_recounted() {
+        let mut policy = fixtures::policy_spec();
+        policy.recipients.truncate(2);
+        let passed = |name: &str| RecipientTest {
+            name: name.into(),
+            passed: true,
+            ..RecipientTest::default()
+        };
+        let status = CallPolicyStatus {
+            recipients: vec![passed("alice"), passed("bob")],
+            tested: Some("2/2".into()),
+            ..CallPolicyStatus::default()
+        };
+        assert_eq!(recount(&policy, &status), None, "nothing changed");
+        assert_eq!(
+            recount(&policy, &CallPolicyStatus::default()),
+            None,
+            "never tested: nothing to recount"
+        );
+
+        let mut added = policy.clone();
+        added
+            .recipients
+            .push(fixtures::policy_spec().recipients[2].clone());
+        assert_eq!(
+            recount(&added, &status),
+            Some((status.recipients.clone(), "2/3".to_string())),
+            "a recipient added since has not passed"
+        );
+
+        let mut removed = policy.clone();
+        removed.recipients.remove(1);
+        assert_eq!(
+            recount(&removed, &status),
+            Some((vec![passed("alice")], "1/1".to_string())),
+            "a removed recipient no longer counts"
+        );
     }
 }

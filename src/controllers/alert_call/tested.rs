@@ -1,7 +1,8 @@
 //! A finished test call's outcome, per recipient, on its CallPolicy's `status.recipients` and
-//! `status.tested`. This controller is the only writer of those two fields (the CallPolicy
-//! controller leaves them out of its status patches), and each write is a merge patch guarded
-//! by the policy's resourceVersion, so two tests ending together cannot lose one another.
+//! `status.tested`. This controller records them; the CallPolicy controller leaves them out of
+//! its status patches and only recounts them when the recipients change. Every write of the two
+//! fields is a merge patch guarded by the policy's resourceVersion, so two tests ending
+//! together, or a test and a recount, cannot lose one another.
 
 use kube::api::{Api, Patch, PatchParams};
 use kube::ResourceExt;

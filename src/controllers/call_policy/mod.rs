@@ -48,6 +48,7 @@ use super::callbacks::{Policies, PolicyUpdates};
 use super::{backoff, AccountError, Context, FIELD_MANAGER};
 use crate::api::conditions::set_condition;
 use crate::api::{AlertCall, Attempt, CallPolicy, CallPolicyStatus, OnCallSchedule};
+use crate::escalation::test_call;
 use crate::page::documents::{self, HostedDocuments};
 use crate::twilio::types::IncomingPhoneNumber;
 use crate::twilio::{TwilioClient, TwilioError};
@@ -381,6 +382,8 @@ fn error_policy(guarded: Arc<Guarded>, error: &Error, state: Arc<State>) -> Acti
 // ---- apply ----------------------------------------------------------------------------------
 
 async fn apply(policy: &CallPolicy, state: &State) -> Result<Action, Error> {
+    // NB: first, while the resourceVersion it is guarded by is still current.
+    recount_tests(policy, state).await?;
     let mut report = Report::new(policy);
     let result = apply_steps(policy, state, &mut report).await;
     match &result {

@@ -64,7 +64,8 @@ pub(super) async fn write_status(
     let mut body = serde_json::to_value(&status).unwrap_or_default();
     // NB: merge patch keeps absent keys; cleared fields are sent as null to remove them.
     if let Some(map) = body.as_object_mut() {
-        // The AlertCall controller owns the test results; this cached copy may be older.
+        // The AlertCall controller records the test results; this cached copy may be older.
+        // (`recount_tests` rewrites them, guarded, when the recipients change.)
         map.remove("recipients");
         map.remove("tested");
         for key in ["twiml", "bridgeNumberSid"] {
@@ -83,6 +84,41 @@ pub(super) async fn write_status(
         Ok(_) => Ok(()),
         // Deleted meanwhile: nothing to report on.
         Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Recounts the test results when the recipients changed since the last test, so TESTED never
+/// says `2/2` of a policy that now has three. Guarded by the resourceVersion the results were
+/// read at: a test recorded meanwhile wins, and the reconcile its write causes recounts again.
+pub(super) async fn recount_tests(policy: &CallPolicy, state: &State) -> Result<(), Error> {
+    let Some(status) = &policy.status else {
+        return Ok(());
+    };
+    let Some((recipients, tested)) = test_call::recount(&policy.spec, status) else {
+        return Ok(());
+    };
+    let api: Api<CallPolicy> = Api::namespaced(
+        state.ctx.client.clone(),
+        &policy.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": policy.resource_version()},
+        "status": {"recipients": recipients, "tested": tested},
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    match api
+        .patch_status(&policy.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(%tested, "test results recounted for the policy's recipients");
+            Ok(())
+        }
+        Err(kube::Error::Api(response)) if matches!(response.code, 404 | 409) => Ok(()),
         Err(error) => Err(error.into()),
     }
 }
