@@ -350,6 +350,10 @@ pub struct AlertCallStatus {
     /// Recipients passed over because their schedule had nobody on call. Append-only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Skip>,
+    /// `PolicyResolved` (the policy could be used), `RecipientsOnCall` (a schedule recipient
+    /// had somebody on call), `Escalated` (the page continues with its next tier, or why not),
+    /// `CallsEnded` (a page being deleted could end its calls) and `Finished` (why a finished
+    /// page ended: its reason, such as `Exhausted`, and a message).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
