@@ -11,6 +11,11 @@ pub mod on_call_schedule;
 
 use std::time::Duration;
 
+use kube::api::{Api, Patch, PatchParams};
+use kube::ResourceExt;
+
+use crate::api::{CallPolicy, RecipientTest};
+
 pub use accounts::{AccountError, Accounts};
 pub use context::{Config, Context};
 
@@ -27,6 +32,27 @@ pub fn backoff(failures: u32, resync: Duration) -> Duration {
     let full = base.min(cap);
     let half = full / 2;
     half + half.mul_f64(fastrand::f64())
+}
+
+/// Writes a CallPolicy's test results (`status.recipients`, `status.tested`) with a merge
+/// patch guarded by the resourceVersion `policy` was read at: 409 if anything wrote since. The
+/// AlertCall controller records a test's end this way, the CallPolicy controller a recount.
+pub async fn write_test_results(
+    api: &Api<CallPolicy>,
+    policy: &CallPolicy,
+    recipients: &[RecipientTest],
+    tested: &str,
+) -> Result<CallPolicy, kube::Error> {
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": policy.resource_version()},
+        "status": {"recipients": recipients, "tested": tested},
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    api.patch_status(&policy.name_any(), &params, &Patch::Merge(&patch))
+        .await
 }
 
 #[cfg(test)]

@@ -4,11 +4,11 @@
 //! fields is a merge patch guarded by the policy's resourceVersion, so two tests ending
 //! together, or a test and a recount, cannot lose one another.
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::ResourceExt;
 
 use crate::api::{conditions, AlertCall, AlertCallStatus, CallPolicy};
-use crate::controllers::{Context, FIELD_MANAGER};
+use crate::controllers::{write_test_results, Context};
 use crate::escalation::{test_call, FINISHED};
 
 /// How many times a write that lost a race with another writer of the policy is tried again.
@@ -58,18 +58,7 @@ pub(super) async fn record(
             })
             .collect();
         let (recipients, tested) = test_call::merge(&policy.spec, &previous, &newer);
-        let patch = serde_json::json!({
-            "metadata": {"resourceVersion": policy.resource_version()},
-            "status": {"recipients": recipients, "tested": tested},
-        });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_string()),
-            ..Default::default()
-        };
-        match policies
-            .patch_status(&policy.name_any(), &params, &Patch::Merge(&patch))
-            .await
-        {
+        match write_test_results(&policies, &policy, &recipients, &tested).await {
             Ok(_) => {
                 tracing::info!(policy = %policy.name_any(), %tested, "test call recorded");
                 return Ok(());

@@ -45,7 +45,7 @@ pub use decide::{asset_prefix, keep_versions, twilio_health, validate, Health};
 use status::*;
 
 use super::callbacks::{Policies, PolicyUpdates};
-use super::{backoff, AccountError, Context, FIELD_MANAGER};
+use super::{backoff, write_test_results, AccountError, Context, FIELD_MANAGER};
 use crate::api::conditions::set_condition;
 use crate::api::{AlertCall, Attempt, CallPolicy, CallPolicyStatus, OnCallSchedule};
 use crate::escalation::test_call;

@@ -102,18 +102,7 @@ pub(super) async fn recount_tests(policy: &CallPolicy, state: &State) -> Result<
         state.ctx.client.clone(),
         &policy.namespace().unwrap_or_default(),
     );
-    let patch = serde_json::json!({
-        "metadata": {"resourceVersion": policy.resource_version()},
-        "status": {"recipients": recipients, "tested": tested},
-    });
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..Default::default()
-    };
-    match api
-        .patch_status(&policy.name_any(), &params, &Patch::Merge(&patch))
-        .await
-    {
+    match write_test_results(&api, policy, &recipients, &tested).await {
         Ok(_) => {
             tracing::info!(%tested, "test results recounted for the policy's recipients");
             Ok(())
