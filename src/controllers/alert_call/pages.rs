@@ -22,6 +22,11 @@ use crate::api::AlertCall;
 /// enough that a burst of pages is forgotten soon after.
 const OWN_WRITE_KEPT: Duration = Duration::from_secs(60);
 
+/// Whether an own write made at `at` is still kept.
+fn still_kept(at: &Instant) -> bool {
+    at.elapsed() < OWN_WRITE_KEPT
+}
+
 /// Each page's latest own write, by namespace and name, with when it was written.
 type Written = HashMap<(String, String), (AlertCall, Instant)>;
 
@@ -43,14 +48,14 @@ impl OwnWrites {
         crate::api::forget_bookkeeping(&mut kept.metadata);
         let key = (written.namespace().unwrap_or_default(), written.name_any());
         let mut writes = self.lock();
-        writes.retain(|_, (_, at)| at.elapsed() < OWN_WRITE_KEPT);
+        writes.retain(|_, (_, at)| still_kept(at));
         writes.insert(key, (kept, Instant::now()));
     }
 
     fn latest(&self, namespace: &str, name: &str) -> Option<AlertCall> {
         self.lock()
             .get(&(namespace.to_string(), name.to_string()))
-            .filter(|(_, at)| at.elapsed() < OWN_WRITE_KEPT)
+            .filter(|(_, at)| still_kept(at))
             .map(|(call, _)| call.clone())
     }
 }
@@ -102,7 +107,8 @@ impl Pages {
                 add(call);
             }
         }
-        for call in self.own_writes.lock().values().map(|(call, _)| call) {
+        let own = self.own_writes.lock();
+        for (call, _) in own.values().filter(|(_, at)| still_kept(at)) {
             add(call);
         }
         claimed
